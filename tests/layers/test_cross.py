@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from crossctr.layers import CrossNetwork
+
+
+def _eq2_by_hand(x0: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """x_{l+1} = x_0 (x_l . w_l) + b_l + x_l, one row at a time."""
+    out = np.empty_like(x0)
+    for r in range(x0.shape[0]):
+        x = x0[r].copy()
+        for l in range(w.shape[0]):
+            s = sum(float(x[i]) * float(w[l, i]) for i in range(x0.shape[1]))
+            x = np.array([x0[r, i] * s + b[l, i] + x[i] for i in range(x0.shape[1])])
+        out[r] = x
+    return out
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_matches_eq2_by_hand(n_layers: int) -> None:
+    torch.manual_seed(0)
+    net = CrossNetwork(4, n_layers=n_layers)
+    rng = np.random.default_rng(1)
+    with torch.no_grad():
+        net.b.copy_(torch.from_numpy(rng.normal(size=(n_layers, 4)).astype(np.float32)))
+    x0 = rng.normal(size=(3, 4)).astype(np.float32)
+    out = net(torch.from_numpy(x0))
+    ref = _eq2_by_hand(x0, net.w.detach().numpy(), net.b.detach().numpy())
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out.detach().numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_params_and_init() -> None:
+    net = CrossNetwork(6, n_layers=2)
+    assert net.w.shape == (2, 6) and net.b.shape == (2, 6)
+    assert torch.count_nonzero(net.b) == 0
+    assert net.out_dim == 6
+
+
+def test_zero_weights_is_identity() -> None:
+    net = CrossNetwork(3, n_layers=2)
+    with torch.no_grad():
+        net.w.zero_()
+    x0 = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(net(x0), x0)
+
+
+def test_invalid_args() -> None:
+    with pytest.raises(ValueError, match="dim"):
+        CrossNetwork(0)
+    with pytest.raises(ValueError, match="n_layers"):
+        CrossNetwork(3, n_layers=-1)
