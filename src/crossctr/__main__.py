@@ -1,0 +1,3 @@
+from crossctr.cli import main
+
+main()

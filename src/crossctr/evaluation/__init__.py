@@ -1,0 +1,1 @@
+"""Scores, per-domain metrics and reports."""

@@ -1,0 +1,60 @@
+"""The model contract and the registry.
+
+A model takes a `Batch` and returns `ModelOutput(logits, aux_losses, extras)`: one logit per
+row, its own named auxiliary loss terms (adversarial, domain discrimination, ...), and
+anything a report may want (attention weights). The trainer weighs and adds the named losses
+and knows nothing else of the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from crossctr.schema import ConfigError, StrictModel, validate_model
+
+__all__ = ["ModelOutput", "ModelSpec", "register", "REGISTRY", "build_model", "parse_model_config"]
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor  # (B,) pre-sigmoid click scores
+    aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> scalar
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, ...) per-row values
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    config: type[StrictModel]
+    build: Callable[[Any, Sequence[int], int], nn.Module]  # (config, cardinalities, n_domains)
+
+
+REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(name: str, config: type[StrictModel]) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in REGISTRY:
+            raise ValueError(f"model name {name!r} registered twice")
+        REGISTRY[name] = ModelSpec(config, cls)
+        return cls
+
+    return wrap
+
+
+def parse_model_config(data: dict[str, Any], source: str = "model") -> StrictModel:
+    """`{"name": "cnan", ...}` -> that model's frozen config; unknown names and keys are errors."""
+    if not isinstance(data, dict) or "name" not in data:
+        raise ConfigError(f"{source}: needs a 'name' key; registered models: {sorted(REGISTRY)}")
+    name = data["name"]
+    if name not in REGISTRY:
+        raise ConfigError(f"{source}: unknown model {name!r}; registered models: {sorted(REGISTRY)}")
+    return validate_model(REGISTRY[name].config, data, source)
+
+
+def build_model(config: StrictModel, cardinalities: Sequence[int], n_domains: int) -> nn.Module:
+    name = getattr(config, "name")
+    return REGISTRY[name].build(config, cardinalities, n_domains)

@@ -1,0 +1,120 @@
+"""CNAN-AT: Cross-domain Neural Attention Network with Adversarial Training (Qiu et al., paper §2).
+
+For a row of domain d:
+    e        = e_c ⊕ e_d                                  shared ⊕ domain-specific embeddings
+    O^c      = Tower_c(e)   (attention W^c, Deep & Cross) shared network, every row
+    O^d      = Tower_d(e)   (attention W^d, Deep & Cross) private network, rows of domain d only
+    logit    = W_c^d O^c + W^d O^d + b^d                  per-domain head
+Auxiliary losses (weighted by the trainer, see DESIGN.md):
+    adv      L_adv  = mean_i Σ_d p(d|O^c_i) log p(d|O^c_i)  (entropy form; the shared net minimises it)
+    disc     CE of D on detached O^c (the discriminator's own step; `discriminator_step`)
+    domain   Σ_d L_d, L_d = -mean_{i in d} log p(d|O^d_i)   (private features stay domain-telling)
+Ablations: CNAN₁ = `specific_dim: 0`, CNAN₂ = `attention: false`.
+
+Example:
+    >>> import torch
+    >>> from crossctr.data.dataset import Batch
+    >>> m = CNAN(CNANConfig(deep=(16, 8), attention_hidden=(8, 4), shared_dim=4, specific_dim=2), [5, 7], 3)
+    >>> out = m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0])))
+    >>> out.logits.shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossctr.data.dataset import Batch
+from crossctr.layers.domain_ops import per_domain_mean
+from crossctr.layers.embedding import FeatureEmbedding
+from crossctr.layers.grl import grad_reverse
+from crossctr.layers.heads import DomainHeads
+from crossctr.layers.tower import AttentiveTower
+from crossctr.models.base import ModelOutput, register
+from crossctr.schema import StrictModel
+
+__all__ = ["CNANConfig", "CNAN"]
+
+
+class CNANConfig(StrictModel):
+    name: Literal["cnan"] = "cnan"
+    shared_dim: int = 64  # paper §3: shared embedding 64
+    specific_dim: int = 8  # paper §3: specific embedding 8; 0 gives CNAN₁
+    attention: bool = True  # False gives CNAN₂
+    attention_hidden: tuple[int, ...] = (64, 32)  # paper: attention "64 × 32 × 1"
+    attention_activation: Literal["relu", "sigmoid"] = "relu"  # paper uses ReLU for NN layers
+    cross_layers: int = 2  # paper: two cross layers
+    deep: tuple[int, ...] = (512, 256)  # paper: deep network 512 × 256
+    stacking: Literal["stacked", "parallel"] = "stacked"  # eq. 2 stacks the FCN on the cross output
+    dropout: float = 0.0  # paper names none
+    # entropy: paper §2.3; grl: DANN-style reversal; none: no adversarial term.
+    # (wasserstein: see the baselines issue; not built here.)
+    adversarial: Literal["entropy", "grl", "none"] = "entropy"
+    # Train D in its own term on detached O^c (DESIGN.md); False = the paper read literally.
+    discriminator_step: bool = True
+    domain_loss: bool = True  # the L_d terms on private features
+    grl_scale: float = 1.0  # gradient-reversal strength when adversarial == "grl"
+    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
+
+
+@register("cnan", CNANConfig)
+class CNAN(nn.Module):
+    def __init__(self, config: CNANConfig, cardinalities: Sequence[int], n_domains: int) -> None:
+        super().__init__()
+        self.config, self.n_domains = config, n_domains
+        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings)
+        tower = lambda: AttentiveTower(  # noqa: E731 - one recipe, N + 1 towers
+            len(cardinalities),
+            self.embedding.out_dim,
+            attention=config.attention,
+            attention_hidden=config.attention_hidden,
+            attention_activation=config.attention_activation,
+            cross_layers=config.cross_layers,
+            deep=config.deep,
+            stacking=config.stacking,
+            dropout=config.dropout,
+        )
+        self.shared = tower()
+        self.private = nn.ModuleList(tower() for _ in range(n_domains))
+        rep_dim = self.shared.out_dim
+        self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
+        self.discriminator = nn.Linear(rep_dim, n_domains)  # D(·) = softmax(W O + b), one for all spaces
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        x, d = batch.features, batch.domain
+        e = self.embedding(x, d)  # (B, F, K)
+        o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
+        o_p = torch.zeros_like(o_c)  # (B, H) private features, filled domain by domain
+        a_p = torch.zeros_like(a_c) if a_c is not None else None
+        for k, tower in enumerate(self.private):  # N domains, each tower on its own rows only
+            rows = (d == k).nonzero(as_tuple=True)[0]
+            if rows.numel() == 0:
+                continue
+            o_k, a_k, _ = tower(e[rows])
+            o_p = o_p.index_copy(0, rows, o_k)
+            if a_p is not None:
+                a_p = a_p.index_copy(0, rows, a_k)
+        logits = self.heads(o_c, o_p, domain=d)  # (B,)
+        extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
+        return ModelOutput(logits, self._aux_losses(o_c, o_p, d), extras)
+
+    def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg, D, aux = self.config, self.discriminator, {}
+        if cfg.adversarial == "entropy":
+            if cfg.discriminator_step:
+                # The shared net is pushed towards D's uncertainty; D itself is not (frozen weights).
+                logp = F.log_softmax(F.linear(o_c, D.weight.detach(), D.bias.detach()), dim=-1)  # (B, N)
+                aux["disc"] = F.cross_entropy(D(o_c.detach()), d)
+            else:
+                logp = F.log_softmax(D(o_c), dim=-1)
+            aux["adv"] = (logp.exp() * logp).sum(-1).mean()  # negative entropy
+        elif cfg.adversarial == "grl":
+            aux["adv"] = F.cross_entropy(D(grad_reverse(o_c, cfg.grl_scale)), d)
+        if cfg.domain_loss:
+            nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
+            aux["domain"] = per_domain_mean(nll, d, self.n_domains).sum()
+        return aux

@@ -1,0 +1,92 @@
+"""One fully shared network: the base models of the paper's Table 1 and the DANN baseline.
+
+Same embeddings (shared ⊕ domain-specific) and attention unit as CNAN-AT; only the NN
+layers change (paper §3.1):
+    deep       Deep-only, FCN 512 × 256                    logit = w·FCN(x_g) + b
+    wide_deep  Wide & Deep (Cheng 2016)                    logit += Σ_j w_{f_j}   (first-order wide part)
+    deepfm     DeepFM (Guo et al. 2017)                    logit += Σ_j w_{f_j} + FM(g)
+    dcn        Deep & Cross (Wang et al. 2017), eq. 2      logit = w·(FCN(x_2) ⊕ x_2) + b
+`domain_adversarial: true` adds a gradient-reversal domain classifier on the representation:
+DANN (Ganin et al. 2016) with a Deep & Cross body, as the paper's baseline.
+
+Example:
+    >>> import torch
+    >>> from crossctr.data.dataset import Batch
+    >>> m = TowerModel(TowerConfig(nn="deepfm", deep=(8,), attention_hidden=(4, 2), shared_dim=4), [5, 7], 2)
+    >>> m(Batch(torch.tensor([[3, 4]]), torch.tensor([1]), torch.tensor([1.0]))).logits.shape
+    torch.Size([1])
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossctr.data.dataset import Batch
+from crossctr.layers.embedding import FeatureEmbedding
+from crossctr.layers.fm import FactorizationMachine
+from crossctr.layers.grl import grad_reverse
+from crossctr.layers.tower import AttentiveTower
+from crossctr.layers.wide import WideLinear
+from crossctr.models.base import ModelOutput, register
+from crossctr.schema import StrictModel
+
+__all__ = ["TowerConfig", "TowerModel"]
+
+
+class TowerConfig(StrictModel):
+    name: Literal["tower"] = "tower"
+    nn: Literal["deep", "wide_deep", "deepfm", "dcn"] = "dcn"  # paper Table 1 variants
+    shared_dim: int = 64  # paper §3
+    specific_dim: int = 8  # paper §3: base models keep the shared + specific embeddings
+    attention: bool = True
+    attention_hidden: tuple[int, ...] = (64, 32)
+    attention_activation: Literal["relu", "sigmoid"] = "relu"
+    cross_layers: int = 2
+    deep: tuple[int, ...] = (512, 256)
+    stacking: Literal["stacked", "parallel"] = "stacked"
+    dropout: float = 0.0
+    domain_adversarial: bool = False  # True: DANN's gradient-reversal domain classifier
+    grl_scale: float = 1.0
+    sparse_embeddings: bool = False
+
+
+@register("tower", TowerConfig)
+class TowerModel(nn.Module):
+    def __init__(self, config: TowerConfig, cardinalities: Sequence[int], n_domains: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings)
+        self.tower = AttentiveTower(
+            len(cardinalities),
+            self.embedding.out_dim,
+            attention=config.attention,
+            attention_hidden=config.attention_hidden,
+            attention_activation=config.attention_activation,
+            cross_layers=config.cross_layers if config.nn == "dcn" else 0,
+            deep=config.deep,
+            stacking=config.stacking,
+            dropout=config.dropout,
+        )
+        self.head = nn.Linear(self.tower.out_dim, 1)
+        self.wide = WideLinear(cardinalities) if config.nn in ("wide_deep", "deepfm") else None
+        self.fm = FactorizationMachine() if config.nn == "deepfm" else None
+        self.discriminator = nn.Linear(self.tower.out_dim, n_domains) if config.domain_adversarial else None
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        x, d = batch.features, batch.domain
+        e = self.embedding(x, d)  # (B, F, K)
+        o, a, g = self.tower(e)  # (B, H), (B, F), (B, F, K)
+        logits = self.head(o).squeeze(-1)  # (B,)
+        if self.wide is not None:
+            logits = logits + self.wide(x)
+        if self.fm is not None:
+            logits = logits + self.fm(g)
+        aux = {}
+        if self.discriminator is not None:
+            aux["adv"] = F.cross_entropy(self.discriminator(grad_reverse(o, self.config.grl_scale)), d)
+        extras = {} if a is None else {"attention_shared": a.detach()}
+        return ModelOutput(logits, aux, extras)

@@ -1,0 +1,1 @@
+"""Fit loop, training strategies and the run folder."""

@@ -1,0 +1,245 @@
+"""A training run from config to a self-contained run folder, and the predictor that loads it.
+
+Run folder (everything a predictor needs, nothing pickled):
+    config.json          run config, model config, cardinalities, members and routing, version
+    encoders.json        fitted vocabularies and buckets, with the dataset schema
+    weights.safetensors  every member's weights, keys prefixed "<member>."
+    metrics.json         per-domain validation and test AUC / log loss
+    history.json         per-epoch losses and validation metrics
+    attention.json       mean attention weight per feature and per feature group, per domain
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import crossctr
+from crossctr.data.dataset import EncodedSplit, PreparedData, prepare
+from crossctr.data.encoders import FeatureEncoder
+from crossctr.data.io import DataError, validate_table
+from crossctr.evaluation.metrics import domain_metrics
+from crossctr.evaluation.predict import score
+from crossctr.models import build_model, parse_model_config
+from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
+from crossctr.training.config import TrainConfig
+from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
+from crossctr.training.trainer import Trainer
+
+__all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "restrict_domains", "atomic_write", "evaluate_members", "route_scores"]
+
+log = logging.getLogger(__name__)
+
+
+class RunConfig(StrictModel):
+    dataset: str  # dataset YAML, relative to the run config's folder unless absolute
+    model: dict[str, Any] = Field(default_factory=lambda: {"name": "cnan"})
+    strategy: StrategyConfig = Field(default_factory=JointStrategy)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    domains: tuple[str, ...] | None = None  # train and evaluate on these domains only (a scenario)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        cfg = load_yaml_model(cls, path)
+        parse_model_config(cfg.model, f"{path}: model")  # fail now, not after reading data
+        ds = Path(cfg.dataset)
+        if not ds.is_absolute():
+            cfg = cfg.model_copy(update={"dataset": str(Path(path).parent / ds)})
+        return cfg
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=False).encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    """NaN (an AUC that cannot be computed) becomes null in JSON."""
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and np.isnan(obj):
+        return None
+    return obj
+
+
+def restrict_domains(data: PreparedData, names: tuple[str, ...]) -> PreparedData:
+    """Keep the rows of `names` only and renumber their domain ids 0..len(names)-1."""
+    allv = list(data.schema.domain.values)
+    unknown = [n for n in names if n not in allv]
+    if unknown or len(names) < 2:
+        raise ConfigError(f"domains {list(names)}: need at least 2 of the dataset's domains {allv}; unknown: {unknown}")
+    schema = data.schema.model_copy(update={"domain": data.schema.domain.model_copy(update={"values": tuple(names)})})
+    lookup = torch.full((len(allv),), -1, dtype=torch.int64)
+    for new, name in enumerate(names):
+        lookup[allv.index(name)] = new
+    splits = {}
+    for key, split in data.splits.items():
+        sub = split.only_domains([allv.index(n) for n in names])
+        splits[key] = EncodedSplit(sub.features, lookup[sub.domain], sub.label)
+    encoder = FeatureEncoder(schema)
+    encoder.encoders_ = data.encoder.encoders_
+    return PreparedData(schema, encoder, splits)
+
+
+def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: EncodedSplit, names: list[str], batch_size: int = 8192, device: Any = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Score each domain's rows with the member its route names; attention is (n_domains, F) per key."""
+    prob = np.zeros(len(data), dtype=np.float64)
+    attention: dict[str, np.ndarray] = {}
+    dom = data.domain.numpy()
+    for member, model in members.items():
+        ks = [k for k, n in enumerate(names) if route[n] == member]
+        rows = np.flatnonzero(np.isin(dom, ks))
+        if len(rows) == 0:
+            continue
+        s = score(model, data.select(torch.from_numpy(rows)), len(names), batch_size, device)
+        prob[rows] = s.prob
+        for key, att in s.attention.items():
+            acc = attention.setdefault(key, np.full_like(att, np.nan))
+            acc[ks] = att[ks]
+    return prob, attention
+
+
+def evaluate_members(result: StrategyResult, data: EncodedSplit, names: list[str], batch_size: int, device: Any) -> tuple[dict, dict[str, np.ndarray]]:
+    prob, attention = route_scores(result.members, result.route, data, names, batch_size, device)
+    return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), names), attention
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict[str, Any]
+    attention: dict[str, Any]
+    result: StrategyResult
+
+
+def _group_attention(att: dict[str, np.ndarray], schema: DatasetSchema) -> dict[str, Any]:
+    groups = schema.groups
+    feats = schema.feature_names
+    gidx = np.array([groups.index(f.group) for f in schema.features])
+    out: dict[str, Any] = {"features": feats, "groups": groups, "domains": list(schema.domain.values)}
+    for key, a in att.items():  # a: (n_domains, F)
+        by_group = np.stack([np.nanmean(a[:, gidx == g], axis=1) for g in range(len(groups))], axis=1)
+        out[key] = {"per_feature": a, "per_group": by_group}
+    return out
+
+
+def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None) -> RunResult:
+    """Read data (unless given), train with the strategy, evaluate, write the run folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_cfg = parse_model_config(cfg.model)
+    if data is None:
+        ds_path = Path(cfg.dataset)
+        data = prepare(DatasetSchema.from_yaml(ds_path), ds_path.parent)
+    if cfg.domains is not None:
+        data = restrict_domains(data, cfg.domains)
+    names = list(data.schema.domain.values)
+    trainer = Trainer(cfg.train, names)
+    cards = data.encoder.cardinalities
+    factory = lambda: build_model(model_cfg, cards, len(names))  # noqa: E731
+    result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
+
+    valid, _ = evaluate_members(result, data.valid, names, cfg.train.eval_batch_size, trainer.device)
+    test, att = evaluate_members(result, data.test, names, cfg.train.eval_batch_size, trainer.device)
+    metrics = {"valid": valid, "test": test, "fit_seconds": {k: f.seconds for k, f in result.fits.items()}, "best_epoch": {k: f.best_epoch for k, f in result.fits.items()}}
+    attention = _group_attention(att, data.schema)
+
+    data.encoder.save(out / "encoders.json")
+    state = {f"{m}.{k}": v.detach().cpu().contiguous() for m, model in result.members.items() for k, v in model.state_dict().items()}
+    tmp = out / ".weights.safetensors.tmp"
+    save_file(state, str(tmp), metadata={"format": "crossctr"})
+    os.replace(tmp, out / "weights.safetensors")
+    _write_json(out / "config.json", {
+        "crossctr_version": crossctr.__version__,
+        "run": cfg.model_dump(mode="json"),
+        "model": model_cfg.model_dump(mode="json"),
+        "cardinalities": cards,
+        "domains": names,
+        "members": list(result.members),
+        "route": result.route,
+    })
+    _write_json(out / "metrics.json", _clean(metrics))
+    _write_json(out / "history.json", _clean({k: f.history for k, f in result.fits.items()}))
+    _write_json(out / "attention.json", _clean(attention))
+    return RunResult(out, metrics, attention, result)
+
+
+class Predictor:
+    """Scores raw rows with a run folder: no training code, no unpickling."""
+
+    def __init__(self, encoder: FeatureEncoder, members: dict[str, nn.Module], route: dict[str, str], config: dict[str, Any]) -> None:
+        self.encoder, self.members, self.route, self.config = encoder, members, route, config
+        self.domains = list(encoder.schema.domain.values)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        run_dir = Path(run_dir)
+        for name in ("config.json", "encoders.json", "weights.safetensors"):
+            if not (run_dir / name).is_file():
+                raise ConfigError(f"{run_dir}: not a run folder (missing {name})")
+        config = json.loads((run_dir / "config.json").read_text())
+        encoder = FeatureEncoder.load(run_dir / "encoders.json")
+        model_cfg = parse_model_config(config["model"], f"{run_dir}/config.json: model")
+        weights = load_file(str(run_dir / "weights.safetensors"), device=device)
+        members = {}
+        for m in config["members"]:
+            model = build_model(model_cfg, config["cardinalities"], len(config["domains"]))
+            prefix = f"{m}."
+            model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+            members[m] = model.to(device).eval()
+        return cls(encoder, members, config["route"], config)
+
+    def encode(self, table: pa.Table, source: str = "input") -> EncodedSplit:
+        schema = self.encoder.schema
+        needed = [schema.domain.column, *schema.feature_names]
+        missing = [c for c in needed if c not in table.column_names]
+        if missing:
+            raise DataError(f"{source}: missing column(s) {missing}; the model needs {needed}")
+        has_label = schema.label in table.column_names
+        if not has_label:
+            table = table.append_column(schema.label, pa.array(np.zeros(table.num_rows, dtype=np.int8)))
+        valid = validate_table(table.select([schema.label, *needed]), schema, source)
+        y = valid.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
+        return EncodedSplit.from_numpy(self.encoder.transform(valid), self.encoder.domain_ids(valid), y)
+
+    def predict_encoded(self, data: EncodedSplit, batch_size: int = 8192) -> np.ndarray:
+        return route_scores(self.members, self.route, data, self.domains, batch_size)[0]
+
+    def predict(self, table: pa.Table, source: str = "input") -> np.ndarray:
+        """Click probabilities for raw rows (a label column, if present, is ignored)."""
+        return self.predict_encoded(self.encode(table, source))
