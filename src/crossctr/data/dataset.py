@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import torch
 
 from crossctr.data.encoders import FeatureEncoder
-from crossctr.data.io import DataError, load_dataset_table
+from crossctr.data.io import DataError, load_dataset_table, validate_table
 from crossctr.schema import ColumnSplit, DatasetSchema, RandomSplit, TimeSplit
 
 __all__ = ["Batch", "EncodedSplit", "PreparedData", "split_table", "prepare", "iterate_batches"]
@@ -139,6 +139,8 @@ def prepare(schema: DatasetSchema, base: Path, table: pa.Table | None = None) ->
     """Read, validate, split, fit encoders on train, encode every split once."""
     if table is None:
         table = load_dataset_table(schema, base)
+    else:
+        table = validate_table(table, schema, f"table for dataset {schema.name!r}")
     parts = split_table(table, schema)
     train = parts["train"]
     for name, part in parts.items():

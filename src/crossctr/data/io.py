@@ -102,8 +102,8 @@ def validate_table(table: pa.Table, schema: DatasetSchema, source: str) -> pa.Ta
             cols[f.name] = _as_float(col, f.name, source)
         else:
             cols[f.name] = col if pa.types.is_string(col.type) else col.cast(pa.string())
-    for name in schema.required_columns():
-        if name not in cols:
+    for name in schema.required_columns():  # e.g. the split column, when present
+        if name not in cols and name in table.column_names:
             cols[name] = table.column(name).combine_chunks()
     return pa.table(cols)
 

@@ -1,0 +1,63 @@
+"""One tiny seeded multi-domain fixture shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from crossctr.data.dataset import PreparedData, prepare
+from crossctr.schema import DatasetSchema
+
+TINY_SCHEMA = {
+    "name": "tiny",
+    "path": "tiny.parquet",
+    "label": "click",
+    "domain": {"column": "site", "values": ["A", "B", "C"]},
+    "features": [
+        {"name": "brand", "kind": "categorical", "group": "brand"},
+        {"name": "price", "kind": "numeric", "group": "price", "buckets": 8},
+        {"name": "user", "kind": "categorical", "group": "personal", "min_count": 2},
+    ],
+    "split": {"kind": "random", "seed": 1},
+}
+
+
+def tiny_table(n: int = 3000, seed: int = 7) -> pa.Table:
+    """Clicks depend on brand on B, on price on C, on both on A: a learnable cross-domain toy."""
+    rng = np.random.default_rng(seed)
+    site = rng.choice(np.array(["A", "B", "C"]), n, p=[0.6, 0.3, 0.1])
+    brand = rng.integers(0, 20, n)
+    price = rng.normal(size=n)
+    user = rng.integers(0, 300, n)
+    logit = np.where(site == "B", 1.2 * (brand % 4 - 1.5), np.where(site == "C", -2.0 * price, 0.6 * (brand % 4 - 1.5) - price))
+    click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    price_col = pa.array(price, mask=rng.random(n) < 0.05)  # some missing values
+    return pa.table({"site": site, "brand": [f"b{b}" for b in brand], "price": price_col, "user": [f"u{u}" for u in user], "click": click})
+
+
+@pytest.fixture(scope="session", name="tiny_table")
+def tiny_table_fixture():
+    return tiny_table
+
+
+@pytest.fixture(scope="session")
+def tiny_schema() -> DatasetSchema:
+    return DatasetSchema.model_validate(TINY_SCHEMA)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_schema: DatasetSchema) -> PreparedData:
+    return prepare(tiny_schema, Path("."), tiny_table())
+
+
+@pytest.fixture()
+def tiny_dataset_dir(tmp_path: Path) -> Path:
+    """A dataset folder as a user would have it: Parquet file + dataset YAML."""
+    pq.write_table(tiny_table(), tmp_path / "tiny.parquet")
+    (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(TINY_SCHEMA))
+    return tmp_path

@@ -1,0 +1,94 @@
+"""CNAN-AT behaviour the paper's equations pin down."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from crossctr.data.dataset import Batch
+from crossctr.models import CNAN, CNANConfig
+
+SMALL = dict(shared_dim=4, specific_dim=2, attention_hidden=(4, 2), deep=(8, 4))
+CARDS = [7, 5, 9]
+
+
+def _batch(n: int = 24) -> Batch:
+    g = torch.Generator().manual_seed(3)
+    x = torch.stack([torch.randint(0, c, (n,), generator=g) for c in CARDS], 1)
+    return Batch(x, torch.arange(n) % 3, torch.randint(0, 2, (n,), generator=g).float())
+
+
+def _model(**kw) -> CNAN:
+    torch.manual_seed(0)
+    return CNAN(CNANConfig(**{**SMALL, **kw}), CARDS, 3)
+
+
+def test_private_network_of_a_domain_only_touches_its_rows() -> None:
+    m, b = _model(), _batch()
+    before = m(b).logits.detach()
+    with torch.no_grad():
+        for p in m.private[1].parameters():
+            p.add_(0.5)
+    after = m(b).logits.detach()
+    d1 = b.domain == 1
+    assert torch.equal(before[~d1], after[~d1])
+    assert not torch.allclose(before[d1], after[d1])
+
+
+def test_logit_is_shared_head_plus_private_head() -> None:
+    m, b = _model(), _batch()
+    e = m.embedding(b.features, b.domain)
+    o_c, _, _ = m.shared(e)
+    expected = []
+    for i in range(len(b)):  # one row at a time, as the paper writes y^d
+        k = int(b.domain[i])
+        o_k, _, _ = m.private[k](e[i : i + 1])
+        w = m.heads.weight[k]
+        H = o_c.shape[1]
+        expected.append(o_c[i] @ w[:H] + o_k[0] @ w[H:] + m.heads.bias[k])
+    assert torch.allclose(m(b).logits, torch.stack(expected), atol=1e-5)
+
+
+def test_adversarial_term_is_negative_entropy_and_leaves_discriminator_alone() -> None:
+    m, b = _model(adversarial="entropy", discriminator_step=True), _batch()
+    out = m(b)
+    o_c = m.shared(m.embedding(b.features, b.domain))[0]
+    p = F.softmax(m.discriminator(o_c), -1)
+    assert torch.allclose(out.aux_losses["adv"], (p * p.log()).sum(-1).mean(), atol=1e-6)
+    out.aux_losses["adv"].backward(retain_graph=True)
+    assert m.discriminator.weight.grad is None or m.discriminator.weight.grad.abs().sum() == 0
+    assert m.shared.deep.net[0].weight.grad.abs().sum() > 0  # ...but does move the shared network
+    m.zero_grad()
+    out.aux_losses["disc"].backward()  # D's own step never moves the shared network
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.shared.parameters())
+    assert m.discriminator.weight.grad.abs().sum() > 0
+
+
+def test_literal_paper_reading_lets_adversarial_term_move_discriminator() -> None:
+    m, b = _model(adversarial="entropy", discriminator_step=False), _batch()
+    out = m(b)
+    assert "disc" not in out.aux_losses
+    out.aux_losses["adv"].backward()
+    assert m.discriminator.weight.grad.abs().sum() > 0
+
+
+def test_domain_loss_is_sum_of_per_domain_means() -> None:
+    m, b = _model(), _batch(25)  # 9 / 8 / 8 rows: unequal domain sizes
+    e = m.embedding(b.features, b.domain)
+    total = 0.0
+    for k in range(3):
+        rows = b.domain == k
+        o_k = m.private[k](e[rows])[0]
+        total = total + F.cross_entropy(m.discriminator(o_k), b.domain[rows])
+    assert torch.allclose(m(b).aux_losses["domain"], total, atol=1e-5)
+
+
+def test_ablations_remove_what_they_name() -> None:
+    cnan1 = _model(specific_dim=0)
+    assert cnan1.embedding.out_dim == 4
+    assert cnan1.embedding.specific is None
+    cnan2 = _model(attention=False)
+    assert cnan2.shared.attention is None
+    assert "attention_private" not in cnan2(_batch()).extras
+    full = _model()
+    assert full(_batch()).extras["attention_private"].shape == (24, 3)
