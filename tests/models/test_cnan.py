@@ -92,3 +92,30 @@ def test_ablations_remove_what_they_name() -> None:
     assert "attention_private" not in cnan2(_batch()).extras
     full = _model()
     assert full(_batch()).extras["attention_private"].shape == (24, 3)
+
+
+def test_wasserstein_critics_and_features_train_on_separate_terms() -> None:
+    m, b = _model(adversarial="wasserstein"), _batch(30)
+    out = m(b)
+    out.aux_losses["adv"].backward(retain_graph=True)
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.critic_shared.parameters())
+    assert m.shared.deep.net[0].weight.grad.abs().sum() > 0
+    m.zero_grad()
+    out.aux_losses["critic"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in m.shared.parameters())
+    assert m.critic_shared[1].net[0].weight.grad.abs().sum() > 0
+
+
+def test_wasserstein_estimate_and_penalty_by_hand() -> None:
+    from crossctr.layers.wasserstein import Critic, gradient_penalty
+
+    c = Critic(2, hidden=3)
+    with torch.no_grad():  # a linear critic f(x) = 2 x_0 (ReLU stays in its linear part for x > 0)
+        c.net[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+        c.net[0].bias.zero_()
+        c.net[2].weight.copy_(torch.tensor([[2.0, 0.0, 0.0]]))
+        c.net[2].bias.zero_()
+    p = torch.tensor([[3.0, 1.0], [5.0, 0.0]])
+    q = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
+    assert torch.allclose(c.distance(p, q), torch.tensor(2 * (4.0 - 1.0)))
+    assert torch.allclose(gradient_penalty(c, p, q), torch.tensor((2.0 - 1.0) ** 2))  # |∇f| = 2 everywhere between

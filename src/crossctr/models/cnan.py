@@ -34,6 +34,7 @@ from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
 from crossctr.layers.tower import AttentiveTower
+from crossctr.layers.wasserstein import Critic, gradient_penalty
 from crossctr.models.base import ModelOutput, register
 from crossctr.schema import StrictModel
 
@@ -51,14 +52,21 @@ class CNANConfig(StrictModel):
     deep: tuple[int, ...] = (512, 256)  # paper: deep network 512 × 256
     stacking: Literal["stacked", "parallel"] = "stacked"  # eq. 2 stacks the FCN on the cross output
     dropout: float = 0.0  # paper names none
-    # entropy: paper §2.3; grl: DANN-style reversal; none: no adversarial term.
-    # (wasserstein: see the baselines issue; not built here.)
-    adversarial: Literal["entropy", "grl", "none"] = "entropy"
+    # entropy: paper §2.3; grl: DANN-style reversal; wasserstein: the paper's introduction
+    # (D_c, D_s, D_t with critics and gradient penalty); none: no adversarial term.
+    adversarial: Literal["entropy", "grl", "wasserstein", "none"] = "entropy"
     # Train D in its own term on detached O^c (DESIGN.md); False = the paper read literally.
     discriminator_step: bool = True
     domain_loss: bool = True  # the L_d terms on private features
     grl_scale: float = 1.0  # gradient-reversal strength when adversarial == "grl"
     sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
+    # Wasserstein form: the domain whose shared features the others are pulled towards
+    # (the paper's source, the rich domain; domain.values order), the gradient-penalty weight
+    # γ (WDGRL uses 10), and a cap on the private-vs-shared distances the model is rewarded for
+    # keeping large, so "keep D_s, D_t large" cannot be won by blowing up the features' scale.
+    wasserstein_source: int = 0
+    gp_weight: float = 10.0
+    wasserstein_margin: float = 1.0
 
 
 @register("cnan", CNANConfig)
@@ -83,6 +91,13 @@ class CNAN(nn.Module):
         rep_dim = self.shared.out_dim
         self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
         self.discriminator = nn.Linear(rep_dim, n_domains)  # D(·) = softmax(W O + b), one for all spaces
+        if config.adversarial == "wasserstein":
+            if not 0 <= config.wasserstein_source < n_domains:
+                raise ValueError(f"wasserstein_source {config.wasserstein_source} is not a domain id in 0..{n_domains - 1}")
+            # One critic per distance: shared(source) vs shared(d) for each other d (D_c),
+            # private(d) vs shared(d) for each d (D_s for the source, D_t for the targets).
+            self.critic_shared = nn.ModuleList(Critic(rep_dim) for _ in range(n_domains))
+            self.critic_private = nn.ModuleList(Critic(rep_dim) for _ in range(n_domains))
 
     def forward(self, batch: Batch) -> ModelOutput:
         x, d = batch.features, batch.domain
@@ -100,7 +115,8 @@ class CNAN(nn.Module):
                 a_p = a_p.index_copy(0, rows, a_k)
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
-        return ModelOutput(logits, self._aux_losses(o_c, o_p, d), extras)
+        aux = self._aux_losses(o_c, o_p, d) if self.training else {}  # scoring needs no losses
+        return ModelOutput(logits, aux, extras)
 
     def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, D, aux = self.config, self.discriminator, {}
@@ -114,7 +130,32 @@ class CNAN(nn.Module):
             aux["adv"] = (logp.exp() * logp).sum(-1).mean()  # negative entropy
         elif cfg.adversarial == "grl":
             aux["adv"] = F.cross_entropy(D(grad_reverse(o_c, cfg.grl_scale)), d)
+        elif cfg.adversarial == "wasserstein":
+            aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
             nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
             aux["domain"] = per_domain_mean(nll, d, self.n_domains).sum()
         return aux
+
+    def _wasserstein(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature loss mean(D_c) − mean(min(D_s/t, margin)) and the critics' own loss −W + γ·GP."""
+        cfg = self.config
+        src = cfg.wasserstein_source
+        rows = [(d == k).nonzero(as_tuple=True)[0] for k in range(self.n_domains)]  # N index tensors
+        pairs = []  # (critic, p, q, pull together?)
+        for k, r in enumerate(rows):
+            if len(r) < 2:
+                continue
+            if k != src and len(rows[src]) >= 2:
+                pairs.append((self.critic_shared[k], o_c[rows[src]], o_c[r], True))  # D_c
+            pairs.append((self.critic_private[k], o_p[r], o_c[r], False))  # D_s / D_t
+        zero = o_c.sum() * 0.0
+        if not pairs:
+            return zero, zero
+        feat, critic = [], []
+        for f, p, q, together in pairs:
+            w = f.distance(p, q, frozen=True)
+            feat.append(w if together else -w.clamp(max=cfg.wasserstein_margin))
+            pd, qd = p.detach(), q.detach()
+            critic.append(-f.distance(pd, qd) + cfg.gp_weight * gradient_penalty(f, pd, qd))
+        return torch.stack(feat).mean(), torch.stack(critic).mean()

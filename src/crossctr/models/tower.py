@@ -86,7 +86,7 @@ class TowerModel(nn.Module):
         if self.fm is not None:
             logits = logits + self.fm(g)
         aux = {}
-        if self.discriminator is not None:
+        if self.discriminator is not None and self.training:
             aux["adv"] = F.cross_entropy(self.discriminator(grad_reverse(o, self.config.grl_scale)), d)
         extras = {} if a is None else {"attention_shared": a.detach()}
         return ModelOutput(logits, aux, extras)

@@ -12,8 +12,9 @@ __all__ = ["TrainConfig", "DEFAULT_LOSS_WEIGHTS"]
 
 # λ's are not in the paper (DESIGN.md: pick by validation and record). These are the
 # trainer's weights on the model's named auxiliary losses, i.e. λ1/2 for "adv", λ2/2 for
-# "domain"; "disc" is the discriminator's own term and only moves D.
-DEFAULT_LOSS_WEIGHTS = {"adv": 0.05, "domain": 0.05, "disc": 1.0}
+# "domain"; "disc" (discriminator) and "critic" (Wasserstein critics) are those
+# networks' own terms and only move them.
+DEFAULT_LOSS_WEIGHTS = {"adv": 0.05, "domain": 0.05, "disc": 1.0, "critic": 1.0}
 
 
 class TrainConfig(StrictModel):
