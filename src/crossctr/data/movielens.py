@@ -14,9 +14,10 @@ redistribution) and turned into a dataset folder: `data.parquet` + `dataset.yaml
 * features: user profile (`personal`), movie attributes (`item`), time of the rating
   (`context`), and user / movie / genre statistics (`user_stats`, `item_stats`) computed
   on the training split only; valid and test rows get the training statistics, and users
-  or movies unseen in training get null (their own "missing" id after encoding). These are
-  plain training statistics: a training row's positive rates include its own label, which
-  matters only for rarely rated movies (a movie with one training rating has rate 0 or 1).
+  or movies unseen in training get null (their own "missing" id after encoding). A training
+  row's positive rate leaves its own label out (leave-one-out): with its own label in, a
+  movie rated once in train would carry its label in its rate, a leak that only training
+  rows have and that the model would learn and then miss on valid and test.
 * split: random 80/10/10 with a seed, or by time (global timestamp quantiles 80/10/10),
   written into a `split` column that the YAML names (`split: {kind: column}`), so the
   statistics and the split the trainer uses can never disagree.
@@ -360,6 +361,10 @@ def _train_stat(keys: np.ndarray, label: np.ndarray, train: np.ndarray) -> tuple
         rate = np.where(count > 0, pos / count, np.nan)
     count[count == 0] = np.nan
     row_count, row_rate = count[k], rate[k]
+    # Leave-one-out on training rows: their own label must not be in their feature.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loo = (pos[k] - label.astype(np.float64)) / (count[k] - 1)
+    row_rate = np.where(fit, np.where(count[k] > 1, loo, np.nan), row_rate)
     row_count[~has] = np.nan
     row_rate[~has] = np.nan
     return row_count, row_rate
