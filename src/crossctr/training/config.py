@@ -30,5 +30,6 @@ class TrainConfig(StrictModel):
     # "rows": one mean over all rows (a big domain dominates).
     domain_weighting: Literal["equal", "rows"] = "equal"
     loss_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    fused_adam: bool = True  # same maths as torch's default Adam, fewer kernel launches
     eval_batch_size: int = Field(default=8192, ge=1)
     progress: bool = True
