@@ -100,6 +100,11 @@ def evaluate(run_dir: Path, data_path: Path | None) -> None:
     click.echo(auc_table({run_dir.name: metrics}, [*doms, "overall"], metric="logloss"))
 
 
+from crossctr.experiments.cli import experiment  # noqa: E402 - a command kept in its own package
+
+cli.add_command(experiment)
+
+
 def main() -> None:
     """Entry point: user errors print one clear line, not a traceback."""
     try:

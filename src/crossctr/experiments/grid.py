@@ -1,0 +1,473 @@
+"""An experiment file (a named grid of the paper's section 3) and its expansion into run specs.
+
+An experiment YAML names methods (model config + training strategy + optional train
+overrides), the tables that use them, the seeds, and candidate hyper-parameters to choose on
+the validation split. `expand` turns it, given the dataset's training rows per domain, into
+run specs with stable keys:
+
+    <method>/<scenario>/s<seed>              cnan_at/A+C/s0
+    <method>/<scenario>/f<fraction>/s<seed>  cnan_at/A+C/f0.1/s0  (Table 4: target's train rows subsampled)
+    <method>/all/t-<candidate>/s<seed>       cnan_at/all/t-3f2a1c/s0  (tuning candidate)
+
+Scenarios come from the training rows per domain: `all` (every domain at once) and, with
+more than two domains, the richest domain paired with each other domain (`A+B`, `A+C`, the
+paper's "A & B", "A & C"). Methods whose per-domain models cannot depend on which other
+domains are present (strategies `self_train`, `src_only`) run once, on `all`, and their
+per-domain metrics fill every scenario's table.
+
+Example:
+    >>> exp = load_experiment("smoke")
+    >>> plan = expand(exp, {"A": 900, "B": 90, "C": 9}, seeds=(0,))
+    >>> plan.scenarios
+    {'all': ('A', 'B', 'C'), 'A+B': ('A', 'B'), 'A+C': ('A', 'C')}
+    >>> plan.main[0].key
+    'src_only/all/s0'
+
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from crossctr.data.dataset import PreparedData
+from crossctr.models import parse_model_config
+from crossctr.schema import ConfigError, StrictModel, load_yaml_model, validate_model
+from crossctr.training.config import TrainConfig
+from crossctr.training.run import RunConfig
+from crossctr.training.strategies import JointStrategy, SrcOnlyStrategy, StrategyConfig
+
+__all__ = [
+    "ALL",
+    "TABLES",
+    "Method",
+    "Override",
+    "Experiment",
+    "RunSpec",
+    "Plan",
+    "load_experiment",
+    "packaged_experiments",
+    "expand",
+    "cell_key",
+    "candidate_id",
+    "select_candidate",
+    "subsample_domain",
+    "deep_merge",
+]
+
+ALL = "all"  # the scenario with every domain at once
+TABLES = ("table1", "table2", "table3", "table4", "figure4")
+# Strategies whose model for a domain is trained on that domain's rows (or the source's) only:
+# adding or removing other domains cannot change it, so it is trained once, on `all`.
+PER_DOMAIN_STRATEGIES = ("self_train", "src_only")
+# Order in which phases run: the most informative tables finish first.
+PHASES = ("tune", "table3", "table2", "table1", "table4")
+
+
+def deep_merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; nested mappings merge key by key (so {loss_weights: {adv: x}} keeps the other weights)."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for k, v in layer.items():
+            if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+                out[k] = deep_merge(out[k], v)
+            else:
+                out[k] = copy.deepcopy(dict(v) if isinstance(v, Mapping) else v)
+    return out
+
+
+class Override(StrictModel):
+    """Partial model / train settings laid over a method's own (a tuning candidate)."""
+
+    model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class Method(StrictModel):
+    label: str  # row name in the tables
+    model: dict[str, Any]  # a model config, e.g. {name: tower, nn: dcn}
+    strategy: StrategyConfig = Field(default_factory=JointStrategy)
+    train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train section
+    # Use the settings chosen for another (tuned) method, e.g. ablations keep CNAN-AT's λ's so
+    # that only the ablated part differs.
+    tune_from: str | None = None
+
+    @property
+    def per_domain(self) -> bool:
+        return self.strategy.name in PER_DOMAIN_STRATEGIES
+
+
+class MethodTable(StrictModel):
+    methods: tuple[str, ...] = Field(min_length=1)
+
+
+class FractionTable(StrictModel):
+    """Paper Table 4: the target's share of training rows, in the rich + smallest pairing."""
+
+    baseline: str = "self_train"
+    method: str = "cnan_at"
+    fractions: tuple[float, ...] = (0.1, 0.4, 0.7, 1.0)
+
+    @model_validator(mode="after")
+    def _fractions(self) -> "FractionTable":
+        bad = [f for f in self.fractions if not 0 < f <= 1]
+        if bad or not self.fractions:
+            raise ValueError(f"fractions must be in (0, 1]; got {list(self.fractions)}")
+        return self
+
+
+class AttentionFigure(StrictModel):
+    """Paper Figure 4: mean attention weight per feature group per domain, per scenario."""
+
+    method: str = "cnan_at"
+    attention: Literal["private", "shared"] = "private"  # private = each domain's own attention unit
+
+
+class Tables(StrictModel):
+    table1: MethodTable | None = None  # base models x domains (each domain on its own data)
+    table2: MethodTable | None = None  # cross-domain methods: rich domain paired with each other domain
+    table3: MethodTable | None = None  # cross-domain methods: all domains at once
+    table4: FractionTable | None = None
+    figure4: AttentionFigure | None = None
+
+    def methods(self, name: str) -> tuple[str, ...]:
+        t = getattr(self, name)
+        if t is None:
+            return ()
+        if isinstance(t, MethodTable):
+            return t.methods
+        if isinstance(t, FractionTable):
+            return (t.baseline, t.method)
+        return (t.method,)
+
+
+class Experiment(StrictModel):
+    name: str
+    description: str = ""
+    seeds: tuple[int, ...] = Field(default=(0, 1, 2), min_length=1)
+    tune_seed: int = 0  # hyper-parameters are chosen on this seed, all domains, validation split
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig keys shared by every run
+    model: dict[str, Any] = Field(default_factory=dict)  # model keys shared by every method (e.g. smaller dims)
+    methods: dict[str, Method]
+    tables: Tables
+    tune: dict[str, tuple[Override, ...]] = Field(default_factory=dict)  # method -> candidates
+
+    @model_validator(mode="after")
+    def _references(self) -> "Experiment":
+        known = sorted(self.methods)
+        for table in TABLES:
+            unknown = [m for m in self.tables.methods(table) if m not in self.methods]
+            if unknown:
+                raise ValueError(f"tables.{table} names unknown method(s) {unknown}; methods: {known}")
+        unknown = [m for m in self.tune if m not in self.methods]
+        if unknown:
+            raise ValueError(f"tune names unknown method(s) {unknown}; methods: {known}")
+        for m, method in self.methods.items():
+            if method.tune_from is not None and (method.tune_from not in self.tune or m in self.tune):
+                raise ValueError(f"methods.{m}.tune_from: {method.tune_from!r} must be a method listed under tune, and {m!r} must not be; tuned: {sorted(self.tune)}")
+        for m, cands in self.tune.items():
+            if not cands:
+                raise ValueError(f"tune.{m} lists no candidates")
+            ids = [candidate_id(c) for c in cands]
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"tune.{m} lists the same candidate twice")
+        t4 = self.tables.table4
+        if t4 is not None:
+            for m in (t4.baseline, t4.method):
+                if self.methods[m].strategy.name == "src_only":
+                    raise ValueError(f"tables.table4: {m!r} is Src-only, which never trains on the target; a target fraction means nothing for it")
+        return self
+
+    def check_configs(self, source: str = "experiment") -> None:
+        """Every method (with every tuning candidate) must give a valid model and train config."""
+        for name in self.methods:
+            for params in self.candidates(name) or (None,):
+                model_dict = method_model(self, name, params)
+                parse_model_config(model_dict, f"{source}: methods.{name}.model")
+                validate_model(TrainConfig, method_train(self, name, params, self.tune_seed), f"{source}: methods.{name}.train")
+
+    def tuned_by(self, method: str) -> str | None:
+        """The method whose tuning decides `method`'s settings (itself, its tune_from, or none)."""
+        return method if method in self.tune else self.methods[method].tune_from
+
+    def candidates(self, method: str) -> tuple[Override, ...]:
+        by = self.tuned_by(method)
+        return self.tune[by] if by is not None else ()
+
+
+def method_model(exp: Experiment, method: str, params: Override | None) -> dict[str, Any]:
+    return deep_merge(exp.model, exp.methods[method].model, params.model if params else {})
+
+
+def method_train(exp: Experiment, method: str, params: Override | None, seed: int) -> dict[str, Any]:
+    # Start from TrainConfig's own defaults so a partial loss_weights override keeps the other weights.
+    base = TrainConfig().model_dump(mode="json")
+    return deep_merge(base, exp.train, exp.methods[method].train, params.train if params else {}, {"seed": seed})
+
+
+def packaged_experiments() -> list[str]:
+    """Names of the experiment YAMLs shipped in this package."""
+    root = resources.files("crossctr.experiments")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_experiment(name_or_path: str | Path) -> Experiment:
+    """A packaged experiment by name (`paper`, `smoke`) or an experiment YAML by path; validated."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        if str(name_or_path) not in packaged_experiments():
+            raise ConfigError(f"experiment {str(name_or_path)!r}: neither a packaged experiment {packaged_experiments()} nor a YAML file")
+        path = Path(str(resources.files("crossctr.experiments") / f"{name_or_path}.yaml"))
+    exp = load_yaml_model(Experiment, path)
+    exp.check_configs(str(path.name))
+    return exp
+
+
+def candidate_id(params: Override) -> str:
+    """A short name fixed by the candidate's content: editing the list never mislabels an old record."""
+    blob = json.dumps(params.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:6]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: a method on some domains, one seed, perhaps a subsampled target."""
+
+    key: str
+    method: str
+    scenario: str
+    domains: tuple[str, ...]
+    seed: int
+    phase: str  # one of PHASES: orders runs and tells what made this run necessary
+    tables: frozenset[str]  # tables this run fills (for --only)
+    fraction: float = 1.0  # share of the target's training rows kept
+    target: str | None = None  # domain whose training rows are subsampled
+    target_only: bool = False  # Table 4 Self-train: train the target's own model only
+    candidate: str | None = None  # tuning candidate id
+    params: Override | None = None  # overrides in force: a tuning candidate or the tuned choice
+    order: tuple[int, ...] = ()
+
+    def run_config(self, exp: Experiment, dataset: str) -> RunConfig:
+        method = exp.methods[self.method]
+        strategy: Any = method.strategy
+        if self.target_only:
+            # Self-train of one domain == the Src-only strategy with that domain as the source:
+            # trained and validated on the target's rows only; the other domains' scores are unused.
+            strategy = SrcOnlyStrategy(source=self.target)
+        return RunConfig(
+            dataset=dataset,
+            model=method_model(exp, self.method, self.params),
+            strategy=strategy,
+            train=TrainConfig.model_validate(method_train(exp, self.method, self.params, self.seed)),
+            domains=self.domains,
+        )
+
+    def fingerprint(self, exp: Experiment, dataset_id: Mapping[str, Any]) -> str:
+        """Hash of everything that decides the run's numbers: two specs with equal hashes are one run."""
+        cfg = self.run_config(exp, "")
+        model = parse_model_config(cfg.model).model_dump(mode="json")
+        # progress bars, threads, scoring batch size and checkpointing do not change what is learnt
+        train = cfg.train.model_dump(mode="json", exclude={"progress", "threads", "eval_batch_size", "checkpoint_every", "deterministic"})
+        blob = {
+            "dataset": dict(dataset_id),
+            "domains": list(self.domains),
+            "fraction": self.fraction,
+            "target": self.target if self.fraction < 1 else None,
+            "model": model,
+            "strategy": cfg.strategy.model_dump(mode="json"),
+            "train": train,
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Plan:
+    domains: tuple[str, ...]  # dataset order
+    sizes: dict[str, int]  # training rows per domain
+    rich: str
+    smallest: str
+    scenarios: dict[str, tuple[str, ...]]  # name -> domains, `all` first, then pairs
+    seeds: tuple[int, ...]
+    tune: list[RunSpec] = field(default_factory=list)
+    main: list[RunSpec] = field(default_factory=list)
+
+    @property
+    def pairs(self) -> list[str]:
+        return [s for s in self.scenarios if s != ALL]
+
+    @property
+    def fraction_scenario(self) -> str:
+        """Table 4's scenario: the rich domain with the smallest (all domains when there are two)."""
+        return scenario_name((self.rich, self.smallest)) if len(self.domains) > 2 else ALL
+
+    def specs(self) -> list[RunSpec]:
+        return [*self.tune, *self.main]
+
+    def select(self, only: Iterable[str] | None) -> "Plan":
+        """The runs some table in `only` needs (all runs when `only` is None)."""
+        if only is None:
+            return self
+        wanted = set(only)
+        unknown = sorted(wanted - set(TABLES))
+        if unknown:
+            raise ConfigError(f"--only: unknown table(s) {unknown}; choose from {list(TABLES)}")
+        keep = lambda specs: [s for s in specs if s.tables & wanted]  # noqa: E731
+        return replace(self, tune=keep(self.tune), main=keep(self.main))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "domains": list(self.domains),
+            "sizes": self.sizes,
+            "rich": self.rich,
+            "smallest": self.smallest,
+            "scenarios": {k: list(v) for k, v in self.scenarios.items()},
+            "seeds": list(self.seeds),
+            "runs": [{"key": s.key, "phase": s.phase, "tables": sorted(s.tables)} for s in self.specs()],
+        }
+
+
+def scenario_name(domains: Sequence[str]) -> str:
+    return "+".join(domains)
+
+
+def _key(method: str, scenario: str, seed: int, fraction: float = 1.0, candidate: str | None = None) -> str:
+    parts = [method, scenario]
+    if fraction < 1:
+        parts.append(f"f{fraction:g}")
+    if candidate is not None:
+        parts.append(f"t-{candidate}")
+    return "/".join([*parts, f"s{seed}"])
+
+
+def cell_key(exp: Experiment, method: str, scenario: str, seed: int, fraction: float = 1.0) -> str:
+    """The key of the run whose metrics fill (method, scenario[, fraction]) for one seed."""
+    if fraction < 1:
+        return _key(method, scenario, seed, fraction)
+    if exp.methods[method].per_domain:
+        return _key(method, ALL, seed)
+    return _key(method, scenario, seed)
+
+
+def expand(exp: Experiment, sizes: Mapping[str, int], seeds: Sequence[int] | None = None) -> Plan:
+    """Every run the experiment's tables need, on a dataset with `sizes` training rows per domain.
+
+    Main runs of a tuned method carry no `params` yet: the runner fills in the choice once the
+    tuning runs have finished. Keys do not depend on that choice.
+    """
+    domains = tuple(sizes)
+    if len(domains) < 2:
+        raise ConfigError(f"an experiment needs at least 2 domains; the dataset has {list(domains)}")
+    seeds = tuple(exp.seeds if seeds is None else seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct and at least one; got {list(seeds)}")
+    rich = max(domains, key=lambda d: sizes[d])  # ties: the first in dataset order
+    smallest = min(domains, key=lambda d: sizes[d])
+    # Richest first in every scenario, so domain id 0 is the rich domain (the paper's source;
+    # CNAN's `wasserstein_source: 0`, FineTune's and Src-only's default source).
+    by_size = tuple(sorted(domains, key=lambda d: -sizes[d]))  # stable: ties keep dataset order
+    scenarios: dict[str, tuple[str, ...]] = {ALL: by_size}
+    if len(domains) > 2:
+        for poor in by_size[1:]:
+            scenarios[scenario_name((rich, poor))] = (rich, poor)
+    plan = Plan(domains, dict(sizes), rich, smallest, scenarios, seeds)
+    methods = list(exp.methods)
+    seed_rank = {s: i for i, s in enumerate(seeds)}
+    specs: dict[str, RunSpec] = {}
+
+    def add(spec: RunSpec) -> None:
+        old = specs.get(spec.key)
+        if old is None:
+            specs[spec.key] = spec
+        else:  # one run, several tables: it keeps its earliest place in the order
+            specs[spec.key] = replace(old, tables=old.tables | spec.tables, order=min(old.order, spec.order))
+
+    def add_cell(table: str, method: str, scenario: str, seed: int) -> None:
+        """The run behind one (method, scenario) cell of Tables 2/3/4 or Figure 4."""
+        scen = ALL if exp.methods[method].per_domain else scenario
+        phase = "table3" if scen == ALL else "table2"
+        j = list(scenarios).index(scen)
+        order = (PHASES.index(phase), seed_rank[seed], j, methods.index(method))
+        add(RunSpec(cell_key(exp, method, scenario, seed), method, scen, scenarios[scen], seed, phase, frozenset({table}), order=order))
+
+    t = exp.tables
+    for s in seeds:
+        for m in t.methods("table3"):
+            add_cell("table3", m, ALL, s)
+        for m in t.methods("table2"):
+            for scen in plan.pairs or [ALL]:
+                add_cell("table2", m, scen, s)
+        if t.figure4 is not None:
+            for scen in plan.scenarios:
+                add_cell("figure4", t.figure4.method, scen, s)
+        for m in t.methods("table1"):
+            order = (PHASES.index("table1"), seed_rank[s], 0, methods.index(m))
+            add(RunSpec(_key(m, ALL, s), m, ALL, scenarios[ALL], s, "table1", frozenset({"table1"}), order=order))
+        if t.table4 is not None:
+            scen = plan.fraction_scenario
+            for j, f in enumerate(t.table4.fractions):
+                for m in (t.table4.baseline, t.table4.method):
+                    if f >= 1:  # all of the target's rows: the Table 2 (or 3) run itself
+                        add_cell("table4", m, scen, s)
+                        continue
+                    add(RunSpec(
+                        _key(m, scen, s, f), m, scen, scenarios[scen], s, "table4", frozenset({"table4"}),
+                        fraction=f, target=smallest, target_only=exp.methods[m].per_domain,
+                        order=(PHASES.index("table4"), seed_rank[s], j, methods.index(m)),
+                    ))
+    # Tuning: every tuned method some table uses (itself or via tune_from); candidates run on all
+    # domains with tune_seed.
+    for m, cands in exp.tune.items():
+        users = {u for u in exp.methods if exp.tuned_by(u) == m}
+        used = frozenset(name for name in TABLES if users & set(t.methods(name)))
+        if not used:
+            continue
+        for k, params in enumerate(cands):
+            cid = candidate_id(params)
+            plan.tune.append(RunSpec(
+                _key(m, ALL, exp.tune_seed, candidate=cid), m, ALL, scenarios[ALL], exp.tune_seed, "tune", used,
+                candidate=cid, params=params, order=(0, methods.index(m), k),
+            ))
+    plan.main = sorted(specs.values(), key=lambda s: s.order)
+    return plan
+
+
+def select_candidate(valid_auc: Mapping[str, float | None]) -> str | None:
+    """The candidate id with the best mean validation AUC; ties go to the first listed; None if none finished."""
+    best, best_auc = None, -math.inf
+    for cid, auc in valid_auc.items():
+        if auc is not None and not math.isnan(auc) and auc > best_auc:
+            best, best_auc = cid, auc
+    return best
+
+
+def subsample_domain(data: PreparedData, domain: str, fraction: float, seed: int) -> PreparedData:
+    """Keep `fraction` of `domain`'s TRAINING rows (seeded); other domains and valid/test are untouched.
+
+    The rows kept for a smaller fraction are a subset of those kept for a larger one (same
+    seed), so Table 4's curve moves only with the amount of data.
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"fraction must be in (0, 1]; got {fraction}")
+    names = list(data.schema.domain.values)
+    if domain not in names:
+        raise ConfigError(f"domain {domain!r} is not one of the dataset's domains {names}")
+    train = data.train
+    rows = np.flatnonzero(train.domain.numpy() == names.index(domain))
+    n_keep = max(1, round(fraction * len(rows)))
+    keep_target = np.random.default_rng(seed).permutation(rows)[:n_keep]
+    keep = np.ones(len(train), dtype=bool)
+    keep[rows] = False
+    keep[keep_target] = True
+    splits = dict(data.splits)
+    splits["train"] = train.select(torch.from_numpy(keep))
+    return PreparedData(data.schema, data.encoder, splits)

@@ -1,0 +1,265 @@
+"""The paper's tables and Figure 4 from an experiment's results file.
+
+Reads `<out>/plan.json` (the experiment, the dataset's domains and scenarios, every planned
+run) and `<out>/results.jsonl` (one record per finished run, the last of a key wins); writes
+
+    report.md     Table 1, Tables 2/3 (one per scenario), Table 4, tuning choices, runs done vs planned
+    report.json   the same numbers, machine-readable
+    figure4.png   mean attention weight per feature group per domain, one block of rows per scenario
+
+Every cell is the mean ± sample standard deviation of test AUC over the seeds that finished
+(n shown when fewer than planned); the best mean of a column is bold; a missing cell is "–".
+
+Example:
+    >>> render_report(Path("runs/experiments/paper-simulator"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from crossctr.evaluation.report import attention_heatmap, markdown_table
+from crossctr.experiments.grid import ALL, TABLES, Experiment, Plan, cell_key, expand
+from crossctr.experiments.runner import PLAN_FILE, RESULTS_FILE, ResultsFile, tuning_choices
+from crossctr.schema import ConfigError
+from crossctr.training.run import atomic_write
+
+__all__ = ["Cell", "render_report"]
+
+log = logging.getLogger(__name__)
+
+DASH = "–"
+
+
+@dataclass
+class Cell:
+    """Test AUC of one method on one domain over seeds."""
+
+    values: list[float]
+    seeds: list[int]
+    planned: int
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else math.nan
+
+    def text(self, bold: bool = False) -> str:
+        if not self.values:
+            return DASH
+        s = f"{self.mean:.4f}" + (f" ± {self.std:.4f}" if len(self.values) > 1 else "")
+        if len(self.values) < self.planned:
+            s += f" (n={len(self.values)})"
+        return f"**{s}**" if bold else s
+
+    def to_json(self) -> dict[str, Any]:
+        nan = lambda v: None if math.isnan(v) else v  # noqa: E731
+        return {"mean": nan(self.mean), "std": nan(self.std), "n": len(self.values), "seeds": self.seeds, "values": self.values}
+
+
+class _Results:
+    def __init__(self, exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]]) -> None:
+        self.exp, self.plan, self.records = exp, plan, records
+
+    def cell(self, method: str, scenario: str, domain: str, fraction: float = 1.0, split: str = "test") -> Cell:
+        values, seeds = [], []
+        for s in self.plan.seeds:
+            rec = self.records.get(cell_key(self.exp, method, scenario, s, fraction))
+            auc = ((rec or {}).get(split) or {}).get(domain, {}).get("auc")
+            if auc is not None:
+                values.append(float(auc))
+                seeds.append(s)
+        return Cell(values, seeds, len(self.plan.seeds))
+
+
+def _table(rows: dict[str, dict[str, Cell]], columns: Sequence[str], corner: str) -> str:
+    """Markdown table, one row per method, best mean of each column in bold."""
+    best = {}
+    for c in columns:
+        means = [r[c].mean for r in rows.values() if not math.isnan(r[c].mean)]
+        best[c] = max(means) if means else None
+    body = [[label, *[r[c].text(bold=best[c] is not None and r[c].mean == best[c]) for c in columns]] for label, r in rows.items()]
+    return markdown_table([corner, *columns], body)
+
+
+def _json_rows(rows: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+    return {label: {c: cell.to_json() for c, cell in r.items()} for label, r in rows.items()}
+
+
+def _load(out: Path) -> tuple[dict[str, Any], Experiment, Plan]:
+    path = out / PLAN_FILE
+    if not path.is_file():
+        raise ConfigError(f"{out}: no {PLAN_FILE}; run the experiment into this folder first (a --dry-run writes nothing)")
+    doc = json.loads(path.read_text())
+    exp = Experiment.model_validate(doc["experiment"])
+    p = doc["plan"]
+    plan = Plan(tuple(p["domains"]), p["sizes"], p["rich"], p["smallest"], {k: tuple(v) for k, v in p["scenarios"].items()}, tuple(p["seeds"]))
+    # Tuning specs are rebuilt so the choice is read exactly as the runner read it.
+    plan.tune = expand(exp, plan.sizes, plan.seeds).tune
+    return doc, exp, plan
+
+
+def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
+    """Write report.md, report.json and figure4.png into `out`; return the report's JSON."""
+    out = Path(out)
+    doc, exp, plan = _load(out)
+    records = ResultsFile(out / RESULTS_FILE).latest()
+    res = _Results(exp, plan, records)
+    t = exp.tables
+    report: dict[str, Any] = {"experiment": exp.name, "description": exp.description, "dataset": doc["dataset"],
+                              "domains": list(plan.domains), "train_rows": plan.sizes, "seeds": list(plan.seeds),
+                              "scenarios": {k: list(v) for k, v in plan.scenarios.items()}}
+    md = [f"# Experiment `{exp.name}` on `{doc['dataset']}`", ""]
+    if exp.description:
+        md += [exp.description.strip(), ""]
+    md += [
+        f"Training rows per domain: {', '.join(f'{d} {n:,}' for d, n in plan.sizes.items())}; rich domain {plan.rich}, "
+        f"smallest {plan.smallest}. Seeds {list(plan.seeds)}. Cells: test AUC, mean ± sample std over seeds "
+        f"(n when fewer seeds finished); best mean per column in bold; {DASH} = not run yet.",
+        "",
+    ]
+
+    if t.table1 is not None:
+        rows = {exp.methods[m].label: {d: res.cell(m, ALL, d) for d in plan.domains} for m in t.table1.methods}
+        md += ["## Table 1: base models, each domain trained on its own data", "", _table(rows, plan.domains, "AUC (test)"), ""]
+        report["table1"] = _json_rows(rows)
+
+    for name, scenarios, title in (
+        ("table2", plan.pairs or [ALL], "cross-domain methods, the rich domain paired with each other domain"),
+        ("table3", [ALL], "cross-domain methods, all domains at once"),
+    ):
+        table = getattr(t, name)
+        if table is None:
+            continue
+        md += [f"## Table {name[-1]}: {title}", ""]
+        report[name] = {}
+        for scen in scenarios:
+            doms = plan.scenarios[scen]
+            rows = {exp.methods[m].label: {d: res.cell(m, scen, d) for d in doms} for m in table.methods}
+            md += [f"### Scenario {scen if scen != ALL else 'all domains (' + ', '.join(doms) + ')'}", "", _table(rows, doms, "AUC (test)"), ""]
+            report[name][scen] = _json_rows(rows)
+        if any(exp.methods[m].per_domain for m in table.methods):
+            md += ["Self-train and Src-only models of a domain do not depend on the other domains present: their cells "
+                   "come from one run on all domains per seed.", ""]
+
+    if t.table4 is not None:
+        md += _table4(res, report)
+    if t.figure4 is not None:
+        md += _figure4(res, out, report)
+    md += _tuning(exp, plan, records, report)
+    md += _counts(doc, plan, records, report)
+    cmd = doc.get("command")
+    md += ["## Provenance", "", f"Results produced by: `{cmd}`" if cmd else "Results produced by: (command not recorded)"]
+    if command and command != cmd:
+        md.append(f"This report rendered by: `{command}`")
+    report["command"] = cmd
+    report["rendered_by"] = command
+    md += [f"crossctr version of the runs: {', '.join(sorted({str(r.get('crossctr_version')) for r in records.values()})) or DASH}", ""]
+    atomic_write(out / "report.md", "\n".join(md).encode())
+    atomic_write(out / "report.json", json.dumps(report, indent=2, allow_nan=False).encode())
+    return report
+
+
+def _table4(res: _Results, report: dict[str, Any]) -> list[str]:
+    t4, plan, exp = res.exp.tables.table4, res.plan, res.exp
+    assert t4 is not None
+    scen, target = plan.fraction_scenario, plan.smallest
+    cols = [f"{f:.0%}" for f in t4.fractions]
+    rows = {exp.methods[m].label: {c: res.cell(m, scen, target, f) for c, f in zip(cols, t4.fractions)} for m in (t4.baseline, t4.method)}
+    base_label, ours_label = exp.methods[t4.baseline].label, exp.methods[t4.method].label
+    base, ours = rows[base_label], rows[ours_label]
+    gain = {c: (ours[c].mean - base[c].mean) / base[c].mean * 100 for c in cols}
+    text = _table(rows, cols, f"AUC (test, {target})").splitlines()
+    text.append("| Improvement | " + " | ".join(DASH if math.isnan(g) else f"{g:+.1f}%" for g in gain.values()) + " |")
+    report["table4"] = {"scenario": scen, "target": target, "rows": _json_rows(rows),
+                        "improvement_percent": {c: None if math.isnan(g) else g for c, g in gain.items()}}
+    return [
+        f"## Table 4: share of {target}'s training rows (scenario {scen})", "",
+        f"{target}'s training rows are subsampled (seeded, nested across fractions); validation and test rows and the "
+        f"other domain are unchanged. Improvement = ({ours_label} − {base_label}) / {base_label} of the mean test AUC. "
+        f"The 100% column is the Table {'2' if scen != ALL else '3'} run.", "",
+        "\n".join(text), "",
+    ]
+
+
+def _figure4(res: _Results, out: Path, report: dict[str, Any]) -> list[str]:
+    fig, plan, exp = res.exp.tables.figure4, res.plan, res.exp
+    assert fig is not None
+    kind = fig.attention
+    labels, blocks, groups, per_scen = [], [], None, {}
+    for scen in [*plan.pairs, ALL]:
+        mats = []
+        for s in plan.seeds:
+            rec = res.records.get(cell_key(exp, fig.method, scen, s))
+            att = (rec or {}).get("attention") or {}
+            if att.get(kind) is None:
+                continue
+            groups = groups or att["groups"]
+            mats.append(np.array(att[kind], dtype=float))  # (n_domains of scen, n_groups); null -> nan
+        if not mats:
+            continue
+        mean = np.nanmean(np.stack(mats), axis=0)  # (n_domains, n_groups), averaged over seeds
+        doms = plan.scenarios[scen]
+        labels += [f"{scen}: {d}" for d in doms]
+        blocks.append(mean)
+        per_scen[scen] = {"domains": list(doms), "seeds": len(mats), "weights": mean.tolist()}
+    report["figure4"] = {"method": fig.method, "attention": kind, "groups": groups, "scenarios": per_scen}
+    head = [f"## Figure 4: {exp.methods[fig.method].label} {kind} attention per feature group", ""]
+    if not blocks:
+        return [*head, f"No finished {fig.method} run with attention yet: figure4.png not drawn.", ""]
+    attention_heatmap(np.vstack(blocks), labels, groups, out / "figure4.png",
+                      f"{exp.methods[fig.method].label}: mean {kind} attention per feature group (mean over seeds)")
+    return [*head, "Rows: scenario: domain; each cell the mean attention weight over that domain's test rows and the "
+            "group's features, averaged over seeds.", "", "![Figure 4](figure4.png)", ""]
+
+
+def _tuning(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
+    info = tuning_choices(exp, records, plan)
+    report["tuning"] = info
+    if not info:
+        return []
+    md = ["## Hyper-parameters chosen on validation", "",
+          f"Each candidate trained on all domains with seed {exp.tune_seed}; the best mean validation AUC over domains "
+          "wins and is used for every run of that method.", ""]
+    for method, entry in info.items():
+        rows = []
+        for c in entry["candidates"]:
+            auc = DASH if c["valid_mean_auc"] is None else f"{c['valid_mean_auc']:.4f}"
+            rows.append([c["id"], f"`{json.dumps(c['params'], sort_keys=True)}`", auc, "chosen" if c["id"] == entry["choice"] else ""])
+        md += [f"### {exp.methods[method].label} (`{method}`)", "", markdown_table(["candidate", "overrides", "valid mean AUC", ""], rows), ""]
+        if entry["choice"] is None:
+            md += ["Not all candidates have finished: no choice yet.", ""]
+    return md
+
+
+def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
+    runs = doc["plan"]["runs"]
+    missing = [r["key"] for r in runs if r["key"] not in records]
+    per_table = {}
+    for name in TABLES:
+        keys = [r["key"] for r in runs if name in r["tables"]]
+        if keys:
+            per_table[name] = {"planned": len(keys), "done": sum(k in records for k in keys)}
+    reused = sum(1 for r in runs if (records.get(r["key"]) or {}).get("reused_from"))
+    report["runs"] = {"planned": len(runs), "done": len(runs) - len(missing), "reused": reused, "missing": missing, "per_table": per_table}
+    md = ["## Runs", "", f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record)."]
+    md += [f"- {k}: {v['done']} / {v['planned']}" for k, v in per_table.items()]
+    if missing:
+        shown = missing[:40]
+        md += ["", f"**Missing {len(missing)} run(s)**; their cells show {DASH} or average fewer seeds:", "",
+               *[f"- `{k}`" for k in shown]]
+        if len(missing) > len(shown):
+            md.append(f"- … and {len(missing) - len(shown)} more (report.json lists all)")
+    else:
+        md += ["", "Nothing is missing."]
+    return [*md, ""]

@@ -1,0 +1,407 @@
+"""Run an experiment's grid, one finished run = one line of `<out>/results.jsonl`; resumable.
+
+    prepare the dataset once -> expand the grid -> tuning runs -> choose each tuned method's
+    candidate on validation AUC -> every other run, most informative first -> render.
+
+A run is skipped when `results.jsonl` already holds a record with its key and fingerprint
+(the hash of everything that decides its numbers), so a killed experiment resumes where it
+stopped. A run whose fingerprint equals a finished run's (the Table 1 Deep & Cross and the
+Self-train baseline; a tuned method's chosen candidate) is not trained again: its record is
+copied under the new key with `reused_from`.
+
+Each line is written whole, flushed and fsynced before the next run starts; a line cut short
+by a crash is ignored when the file is read back.
+
+Example:
+    >>> run_experiment(load_experiment("smoke"), Path("data/dataset.yaml"), Path("runs/smoke"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+import crossctr
+from crossctr.data.dataset import PreparedData, prepare
+from crossctr.evaluation.metrics import mean_auc
+from crossctr.experiments.grid import ALL, Experiment, Override, Plan, RunSpec, candidate_id, expand, select_candidate, subsample_domain
+from crossctr.schema import ConfigError, DatasetSchema
+from crossctr.training.run import RunConfig, RunResult, atomic_write, train_run
+
+__all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "dataset_identity", "write_plan", "plan_for"]
+
+log = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.jsonl"
+PLAN_FILE = "plan.json"
+
+TrainFn = Callable[[RunConfig, Path, PreparedData], RunResult]
+
+
+class ResultsFile:
+    """Append-only JSON-lines file of finished runs; the last record of a key wins."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        records = []
+        for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                log.warning("%s line %d is not valid JSON (a run cut short?); ignored", self.path, i)
+        return records
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """key -> its last record."""
+        return {r["key"]: r for r in self.read() if "key" in r}
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as f:
+            if f.tell() > 0 and not _ends_with_newline(self.path):
+                f.write(b"\n")  # a half-written line from a crash stays on its own line
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) == b"\n"
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(obj: Any) -> Any:
+    """NaN / inf (an AUC that cannot be computed) -> None, so every line is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def dataset_identity(data: PreparedData) -> dict[str, Any]:
+    """What a record's numbers depend on in the data: the schema and the rows per split and domain."""
+    n = data.schema.n_domains
+    return {
+        "name": data.schema.name,
+        "schema": data.schema.model_dump(mode="json", exclude={"path"}),
+        "rows": {k: v.domain_counts(n) for k, v in data.splits.items()},
+    }
+
+
+def tuning_choices(exp: Experiment, records: dict[str, dict[str, Any]], plan: Plan) -> dict[str, dict[str, Any]]:
+    """method -> {candidates: [{id, params, valid_mean_auc}], choice: id or None} from finished tuning runs."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in plan.tune:
+        users = [m for m in exp.methods if exp.tuned_by(m) == spec.method]
+        entry = out.setdefault(spec.method, {"seed": spec.seed, "scenario": ALL, "used_by": users, "candidates": [], "choice": None})
+        rec = records.get(spec.key)
+        auc = rec.get("valid_mean_auc") if rec else None
+        assert spec.params is not None
+        entry["candidates"].append({"id": spec.candidate, "params": spec.params.model_dump(mode="json"), "valid_mean_auc": auc, "done": rec is not None})
+    for method, entry in out.items():
+        if all(c["done"] for c in entry["candidates"]):
+            entry["choice"] = select_candidate({c["id"]: c["valid_mean_auc"] for c in entry["candidates"]})
+    return out
+
+
+@dataclass
+class RunnerSummary:
+    planned: int
+    done_before: int
+    trained: int
+    reused: int
+    seconds: float
+    out: Path
+    listing: list[str] = field(default_factory=list)  # the dry run's plan, one line per run
+
+
+def _run_dir(out: Path, key: str) -> Path:
+    return out / "runs" / key.replace("/", "__")
+
+
+def _parameter_count(result: RunResult) -> int:
+    members = getattr(getattr(result, "result", None), "members", {}) or {}
+    return int(sum(p.numel() for m in members.values() for p in m.parameters()))
+
+
+def _attention(att: dict[str, Any]) -> dict[str, Any] | None:
+    """Per-group attention per domain of every attention kind ({groups, domains, shared, private})."""
+    kinds = {k[len("attention_"):]: v["per_group"] for k, v in att.items() if k.startswith("attention_") and isinstance(v, dict)}
+    if not kinds:
+        return None
+    return _finite({"groups": att.get("groups"), "domains": att.get("domains"), **kinds})
+
+
+def _eta(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@dataclass
+class _Context:
+    exp: Experiment
+    data: PreparedData
+    dataset_path: str
+    dataset_id: dict[str, Any]
+    out: Path
+    results: ResultsFile
+    keep_runs: bool
+    progress: bool
+    train_fn: TrainFn
+    # tuned method -> its search space, each candidate's validation AUC and the choice
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def tuning(self, spec: RunSpec) -> dict[str, Any] | None:
+        """What a tuned method's run records about the choice of its settings."""
+        by = self.exp.tuned_by(spec.method)
+        if by is None:
+            return None
+        if spec.phase == "tune":
+            return {"method": by, "space": [c.model_dump(mode="json") for c in self.exp.tune[by]]}
+        return {"method": by, **self.choices[by]}
+
+
+def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seconds: float, train_rows: dict[str, int]) -> dict[str, Any]:
+    m = dict(res.metrics)
+    if spec.target_only:
+        # The target's own model also scored the other domain; those numbers belong to no method.
+        m.update({split: {spec.target: m[split][spec.target]} for split in ("valid", "test") if m.get(split) and spec.target in m[split]})
+    cfg = spec.run_config(ctx.exp, "")
+    return _finite({
+        "key": spec.key,
+        "fingerprint": fingerprint,
+        "experiment": ctx.exp.name,
+        "dataset": ctx.dataset_id["name"],
+        "method": spec.method,
+        "label": ctx.exp.methods[spec.method].label,
+        "phase": spec.phase,
+        "scenario": spec.scenario,
+        "domains": list(spec.domains),
+        "seed": spec.seed,
+        "fraction": spec.fraction,
+        "target": spec.target,
+        "target_only": spec.target_only,
+        "candidate": spec.candidate,
+        "params": spec.params.model_dump(mode="json") if spec.params is not None else None,
+        "config": {"model": cfg.model, "strategy": cfg.strategy.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json", exclude={"progress"})},
+        "train_rows": train_rows,
+        "valid": m.get("valid"),
+        "test": m.get("test"),
+        "valid_mean_auc": mean_auc(m["valid"]) if m.get("valid") else None,
+        "best_epoch": m.get("best_epoch"),
+        "attention": _attention(res.attention or {}),
+        "parameters": _parameter_count(res),
+        "train_seconds": float(sum((m.get("fit_seconds") or {}).values())),
+        "seconds": seconds,
+        "crossctr_version": crossctr.__version__,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "tuning": ctx.tuning(spec),
+        "reused_from": None,
+    })
+
+
+def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str) -> dict[str, Any]:
+    data = ctx.data
+    if spec.fraction < 1:
+        assert spec.target is not None
+        data = subsample_domain(data, spec.target, spec.fraction, spec.seed)
+    cfg = spec.run_config(ctx.exp, ctx.dataset_path)
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"progress": ctx.progress})})
+    names = list(data.schema.domain.values)
+    counts = data.train.domain_counts(len(names))
+    train_rows = {d: counts[names.index(d)] for d in spec.domains}
+    run_dir = _run_dir(ctx.out, spec.key)
+    t0 = time.perf_counter()
+    res = ctx.train_fn(cfg, run_dir, data)
+    seconds = time.perf_counter() - t0
+    record = _record(ctx, spec, fingerprint, res, seconds, train_rows)
+    if not ctx.keep_runs:  # disk: metrics and attention stay in the record, configs and histories in the folder
+        (run_dir / "weights.safetensors").unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # mid-training state, if train_run kept any
+    return record
+
+
+def _lock(out: Path) -> Any:
+    f = open(out / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ConfigError(f"{out}: another experiment runner is writing to this folder; wait for it or choose another --out") from None
+    return f
+
+
+def _load_data(dataset_yaml: Path) -> PreparedData:
+    schema = DatasetSchema.from_yaml(dataset_yaml)
+    t0 = time.perf_counter()
+    data = prepare(schema, dataset_yaml.parent)
+    log.info("dataset %s prepared in %.1f s: train rows per domain %s", schema.name, time.perf_counter() - t0,
+             dict(zip(schema.domain.values, data.train.domain_counts(schema.n_domains))))
+    return data
+
+
+def write_plan(out: Path, exp: Experiment, plan: Plan, dataset: str, only: Iterable[str] | None = None, command: str | None = None) -> None:
+    """`<out>/plan.json`: what render needs besides the results (the experiment, domains, every planned run)."""
+    atomic_write(Path(out) / PLAN_FILE, json.dumps({
+        "experiment": exp.model_dump(mode="json"),
+        "dataset": dataset,
+        "plan": plan.to_json(),
+        "only": None if only is None else sorted(only),
+        "command": command,
+        "crossctr_version": crossctr.__version__,
+    }, indent=2).encode())
+
+
+def plan_for(exp: Experiment, data: PreparedData, seeds: Iterable[int] | None) -> Plan:
+    names = list(data.schema.domain.values)
+    counts = data.train.domain_counts(len(names))
+    return expand(exp, dict(zip(names, counts)), None if seeds is None else tuple(seeds))
+
+
+def run_experiment(
+    exp: Experiment,
+    dataset_yaml: str | Path,
+    out: str | Path,
+    *,
+    seeds: Iterable[int] | None = None,
+    only: Iterable[str] | None = None,
+    dry_run: bool = False,
+    keep_runs: bool = False,
+    progress: bool = False,
+    command: str | None = None,
+    data: PreparedData | None = None,
+    train_fn: TrainFn = train_run,
+    render: bool = True,
+) -> RunnerSummary:
+    """Run (or, with `dry_run`, list) every run of `exp` that `only`'s tables need, then render.
+
+    `data` skips reading the dataset (already prepared); `train_fn` replaces `train_run`
+    (tests inject a fast, deterministic fake).
+    """
+    t_start = time.perf_counter()
+    out = Path(out)
+    only = None if only is None else list(only)
+    dataset_yaml = Path(dataset_yaml)
+    if data is None:
+        data = _load_data(dataset_yaml)
+    full = plan_for(exp, data, seeds)
+    plan = full.select(None if only is None else list(only))
+    results = ResultsFile(out / RESULTS_FILE)
+    ctx = _Context(exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn)
+    records = results.latest()
+    specs = plan.specs()
+    log.info("experiment %s on %s: %d runs planned (%d tuning), scenarios %s, seeds %s",
+             exp.name, ctx.dataset_id["name"], len(specs), len(plan.tune), list(full.scenarios), list(full.seeds))
+
+    if dry_run:
+        done = sum(s.key in records for s in specs)
+        return RunnerSummary(len(specs), done, 0, 0, time.perf_counter() - t_start, out, _listing(plan, records))
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out)
+    try:
+        write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command)
+        counts = {"done": 0, "trained": 0, "reused": 0}
+        durations: list[float] = []
+        known_before = set(records)
+        for i, spec in enumerate(_with_choices(ctx, plan, specs), 1):
+            records = results.latest()
+            fp = spec.fingerprint(exp, ctx.dataset_id)
+            old = records.get(spec.key)
+            if old is not None and old.get("fingerprint") == fp:
+                counts["done"] += 1
+                continue
+            if old is not None:
+                log.warning("%s: its settings changed since it was run (fingerprint %s -> %s); running it again", spec.key, old.get("fingerprint"), fp)
+            same = next((r for r in records.values() if r.get("fingerprint") == fp), None)
+            if same is not None:
+                rec = {**same, "key": spec.key, "method": spec.method, "label": exp.methods[spec.method].label, "phase": spec.phase,
+                       "scenario": spec.scenario, "candidate": spec.candidate, "tuning": ctx.tuning(spec), "reused_from": same["key"],
+                       "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                results.append(rec)
+                counts["reused"] += 1
+                log.info("[%d/%d] %s: same run as %s, record reused", i, len(specs), spec.key, same["key"])
+                continue
+            remaining = sum(1 for s in specs[i - 1:] if s.key not in known_before)
+            eta = f", ETA {_eta(np.mean(durations) * remaining)} at {np.mean(durations):.0f} s/run" if durations else ""
+            log.info("[%d/%d] %s: training (%s, seed %d%s)%s", i, len(specs), spec.key, "+".join(spec.domains), spec.seed,
+                     f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "", eta)
+            record = _train_one(ctx, spec, fp)
+            results.append(record)
+            durations.append(record["seconds"])
+            counts["trained"] += 1
+            log.info("[%d/%d] %s: done in %.0f s, valid mean AUC %s", i, len(specs), spec.key, record["seconds"],
+                     "–" if record["valid_mean_auc"] is None else f"{record['valid_mean_auc']:.4f}")
+    finally:
+        lock.close()
+    if render:
+        from crossctr.experiments.render import render_report
+
+        render_report(out, command=command)
+    return RunnerSummary(len(specs), counts["done"], counts["trained"], counts["reused"], time.perf_counter() - t_start, out)
+
+
+def _with_choices(ctx: _Context, plan: Plan, specs: list[RunSpec]) -> Iterator[RunSpec]:
+    """Yield the runs in order; a tuned method's runs get its choice once its candidates are done."""
+    for spec in specs:
+        by = ctx.exp.tuned_by(spec.method)
+        if spec.phase != "tune" and by is not None:
+            if by not in ctx.choices:
+                info = tuning_choices(ctx.exp, ctx.results.latest(), plan).get(by)
+                cid = info["choice"] if info else None
+                if info is None or cid is None:
+                    raise RuntimeError(f"{by}: no tuning candidate finished with a validation AUC; cannot choose its settings")
+                ctx.choices[by] = {"choice": cid, "candidates": info["candidates"]}
+                log.info("%s: chose candidate %s %s on validation AUC", by, cid, _params(ctx.exp, by, cid).model_dump(mode="json"))
+            spec = dataclasses.replace(spec, params=_params(ctx.exp, by, ctx.choices[by]["choice"]))
+        yield spec
+
+
+def _params(exp: Experiment, method: str, cid: str) -> Override:
+    return next(c for c in exp.tune[method] if candidate_id(c) == cid)
+
+
+def _listing(plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
+    """The dry run's plan: per phase, each run's key and whether results.jsonl has it."""
+    lines: list[str] = []
+    by_phase: dict[str, list[RunSpec]] = {}
+    for s in plan.specs():
+        by_phase.setdefault(s.phase, []).append(s)
+    for phase, specs in by_phase.items():
+        done = sum(s.key in records for s in specs)
+        lines.append(f"{phase}: {len(specs)} runs, {done} already in {RESULTS_FILE}")
+        lines += [f"  {'done' if s.key in records else 'todo'}  {s.key}" for s in specs]
+    return lines

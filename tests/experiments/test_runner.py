@@ -1,0 +1,189 @@
+"""The runner: end to end on simulated data, resumable, tuning on validation AUC, one line per run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from crossctr.data.dataset import prepare
+from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
+from crossctr.experiments.grid import Experiment, candidate_id, load_experiment
+from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, _lock, run_experiment
+from crossctr.schema import ConfigError, DatasetSchema
+from crossctr.training.run import RunResult
+from crossctr.training.strategies import StrategyResult
+
+
+def _subset(exp: Experiment, tables: dict, methods: list[str], tune: dict | None = None) -> Experiment:
+    """A smaller experiment from a packaged one: some methods, some tables."""
+    doc = exp.model_dump(mode="json")
+    doc["methods"] = {m: doc["methods"][m] for m in methods}
+    for m in doc["methods"].values():
+        if m.get("tune_from") and m["tune_from"] not in (tune or {}):
+            m["tune_from"] = None
+    doc["tables"], doc["tune"] = tables, tune or {}
+    return Experiment.model_validate(doc)
+
+
+class FakeTrain:
+    """Deterministic, instant stand-in for train_run: validation AUC peaks at adv = 0.05."""
+
+    def __init__(self) -> None:
+        self.calls: list = []
+
+    def __call__(self, cfg, out, data) -> RunResult:
+        self.calls.append(cfg)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "weights.safetensors").write_bytes(b"weights")
+        names = list(cfg.domains)
+        adv = cfg.train.loss_weights.get("adv", 0.0)
+        base = 0.7 - abs(adv - 0.05) + 0.001 * cfg.train.seed
+        per = {d: {"rows": 10.0, "ctr": 0.2, "auc": base + 0.01 * k, "logloss": 0.4} for k, d in enumerate(names)}
+        metrics = {"valid": {**per, "overall": per[names[0]]}, "test": {**per, "overall": per[names[0]]}, "fit_seconds": {"joint": 0.01}, "best_epoch": {"joint": 1}}
+        attention = {"groups": ["g1", "g2"], "domains": names,
+                     "attention_private": {"per_feature": np.full((len(names), 3), 0.5), "per_group": np.full((len(names), 2), 0.5)}}
+        return RunResult(out, metrics, attention, StrategyResult({}, {}))
+
+
+@pytest.fixture(scope="module")
+def sim_yaml(tmp_path_factory) -> Path:
+    return write_simulated_dataset(tmp_path_factory.mktemp("sim"), SimulatorConfig(rows=40_000))
+
+
+@pytest.fixture(scope="module")
+def sim_data(sim_yaml):
+    return prepare(DatasetSchema.from_yaml(sim_yaml), sim_yaml.parent)
+
+
+@pytest.fixture()
+def restore_threads():
+    """smoke.yaml trains with one torch thread (a process-wide setting): give the other tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_end_to_end_smoke_on_simulated_data(tmp_path, sim_yaml, sim_data, restore_threads) -> None:
+    exp = _subset(load_experiment("smoke"), {"table3": {"methods": ["self_train", "cnan_at"]}, "figure4": {"method": "cnan_at"}},
+                  ["self_train", "cnan_at"])
+    out = tmp_path / "xp"
+    summary = run_experiment(exp, sim_yaml, out, only=["table3"], data=sim_data, command="crossctr experiment test")
+    assert (summary.planned, summary.trained) == (2, 2)
+    records = ResultsFile(out / RESULTS_FILE).read()
+    assert [r["key"] for r in records] == ["self_train/all/s0", "cnan_at/all/s0"]
+    for r in records:
+        assert set(r["test"]) >= {"A", "B", "C"} and 0 < r["test"]["A"]["auc"] < 1
+        assert r["parameters"] > 0 and r["train_seconds"] > 0 and r["crossctr_version"]
+        assert r["config"]["train"]["seed"] == 0 and r["train_rows"]["A"] > r["train_rows"]["C"]
+        run_dir = out / "runs" / r["key"].replace("/", "__")
+        assert (run_dir / "metrics.json").is_file() and not (run_dir / "weights.safetensors").exists()
+    att = records[1]["attention"]
+    assert att["groups"] and np.array(att["private"]).shape == (3, len(att["groups"]))
+    report = (out / "report.md").read_text()
+    assert "CNAN-AT" in report and (out / "figure4.png").is_file()
+    assert "Missing 2 run(s)" in report  # figure4's pair scenarios were not selected by --only
+
+
+def _tuned_experiment() -> Experiment:
+    cands = [{"train": {"loss_weights": {"adv": a}}} for a in (0.01, 0.05, 0.2)]
+    return _subset(
+        load_experiment("smoke"),
+        {"table1": {"methods": ["deep_only", "dcn"]}, "table3": {"methods": ["self_train", "cnan1", "cnan_at"]}, "table4": {"fractions": [0.5, 1.0]}},
+        ["deep_only", "dcn", "self_train", "cnan1", "cnan_at"],
+        tune={"cnan_at": cands},
+    )
+
+
+def test_tuning_picks_the_best_validation_auc_and_uses_it_everywhere(tmp_path, tiny_data) -> None:
+    exp = _tuned_experiment()
+    fake = FakeTrain()
+    out = tmp_path / "xp"
+    summary = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=fake)
+    best = candidate_id(exp.tune["cnan_at"][1])  # adv = 0.05
+    report = json.loads((out / "report.json").read_text())
+    assert report["tuning"]["cnan_at"]["choice"] == best
+    assert report["tuning"]["cnan_at"]["used_by"] == ["cnan1", "cnan_at"]
+    records = ResultsFile(out / RESULTS_FILE).latest()
+    tuned = [r for r in records.values() if r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune"]
+    assert tuned and all(r["config"]["train"]["loss_weights"]["adv"] == 0.05 for r in tuned)
+    # the chosen candidate's run is the all-domains seed-0 run: reused, not trained again;
+    # Table 1's Deep & Cross is the Self-train run: reused too
+    assert records["cnan_at/all/s0"]["reused_from"] == f"cnan_at/all/t-{best}/s0"
+    # each run of a tuned method records the search space, the candidates' validation AUCs and the choice
+    tuning = records["cnan1/all/s0"]["tuning"]
+    assert tuning["method"] == "cnan_at" and tuning["choice"] == best and len(tuning["candidates"]) == 3
+    assert records["cnan_at/all/s0"]["tuning"]["choice"] == best
+    assert records["dcn/all/s0"]["reused_from"] == "self_train/all/s0"
+    assert summary.reused == 2 and len(fake.calls) == summary.planned - 2
+    # Table 4's target-only Self-train keeps only the target's metrics
+    t4 = records["self_train/A+C/f0.5/s0"]
+    assert set(t4["test"]) == {"C"} and t4["train_rows"]["C"] == round(0.5 * tiny_data.train.domain_counts(3)[2])
+
+
+def test_rerun_is_resumable(tmp_path, tiny_data) -> None:
+    exp = _tuned_experiment()
+    out = tmp_path / "xp"
+    first = FakeTrain()
+    run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=first, render=False)
+    path = out / RESULTS_FILE
+    lines = path.read_text().splitlines()
+
+    again = FakeTrain()
+    summary = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=again, render=False)
+    assert again.calls == [] and summary.trained == 0 and path.read_text().splitlines() == lines
+
+    # delete one trained line, and leave a half-written line as a killed run would
+    victim = json.loads(lines[4])
+    assert victim["reused_from"] is None
+    path.write_text("\n".join(lines[:4] + lines[5:]) + "\n" + '{"key": "cnan_at/A+B')
+    third = FakeTrain()
+    run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=third, render=False)
+    assert len(third.calls) == 1 and third.calls[0].train.seed == victim["seed"]
+    assert set(ResultsFile(path).latest()) == {json.loads(line)["key"] for line in lines}
+
+    # a changed setting changes the fingerprint: those runs are trained again
+    doc = exp.model_dump(mode="json")
+    doc["train"]["batch_size"] = 256
+    fourth = FakeTrain()
+    run_experiment(Experiment.model_validate(doc), "unused.yaml", out, data=tiny_data, train_fn=fourth, only=["table1"], render=False)
+    assert len(fourth.calls) == 2  # deep_only and self_train (dcn reuses the latter)
+
+
+def test_dry_run_trains_and_writes_nothing(tmp_path, tiny_data) -> None:
+    fake = FakeTrain()
+    summary = run_experiment(_tuned_experiment(), "unused.yaml", tmp_path / "xp", data=tiny_data, train_fn=fake, dry_run=True)
+    assert fake.calls == [] and not (tmp_path / "xp").exists()
+    assert summary.planned == len([line for line in summary.listing if line.startswith("  todo")])
+
+
+def test_one_runner_per_folder(tmp_path, tiny_data) -> None:
+    out = tmp_path / "xp"
+    out.mkdir()
+    held = _lock(out)
+    try:
+        with pytest.raises(ConfigError, match="another experiment runner"):
+            run_experiment(_tuned_experiment(), "unused.yaml", out, data=tiny_data, train_fn=FakeTrain())
+    finally:
+        held.close()
+
+
+def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
+    from crossctr.cli import cli
+
+    # The dataset registry is another module's job: stand in for it with a pass-through.
+    stub = types.ModuleType("crossctr.data.registry")
+    stub.resolve_dataset = lambda name, cache_dir, data_root=None: Path(name)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "crossctr.data.registry", stub)
+    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(tmp_path / "xp"), "--dry-run", "--only", "table1"])
+    assert res.exit_code == 0, res.output
+    assert "todo  deep_only/all/s0" in res.output and "2 runs planned" in res.output
+    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", "x.yaml", "--seeds", "a,b"])
+    assert res.exit_code != 0 and "comma-separated integers" in res.output
