@@ -15,9 +15,8 @@ redistribution) and turned into a dataset folder: `data.parquet` + `dataset.yaml
   (`context`), and user / movie / genre statistics (`user_stats`, `item_stats`) computed
   on the training split only; valid and test rows get the training statistics, and users
   or movies unseen in training get null (their own "missing" id after encoding). A training
-  row's positive rate leaves its own label out (leave-one-out): with its own label in, a
-  movie rated once in train would carry its label in its rate, a leak that only training
-  rows have and that the model would learn and then miss on valid and test.
+  row's positive rates come from the other folds of a 5-fold partition of the training rows
+  (out-of-fold target encoding), so no row's own label is ever in its features.
 * split: random 80/10/10 with a seed, or by time (global timestamp quantiles 80/10/10),
   written into a `split` column that the YAML names (`split: {kind: column}`), so the
   statistics and the split the trainer uses can never disagree.
@@ -346,25 +345,35 @@ def _domain_of_age(ages: np.ndarray, grouping: str) -> tuple[np.ndarray, tuple[s
     return table[ages], tuple(groups)
 
 
-def _train_stat(keys: np.ndarray, label: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+N_FOLDS = 5  # out-of-fold target statistics on training rows
+
+
+def _train_stat(keys: np.ndarray, label: np.ndarray, train: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the training count and positive rate of its key; NaN where the key has no train rows.
 
+    Valid and test rows get the statistics of all training rows. A training row's rate comes
+    from the other folds only (K-fold target encoding): with its own label in, a rarely
+    rated key's rate reveals the label; leaving only its own label out (leave-one-out) is
+    worse, since within a key the rate is then lower exactly when the label is 1.
     `keys` are non-negative ints, or -1 for "no key" (its rows get NaN).
     """
     has = keys >= 0
     k = np.where(has, keys, 0)
     size = int(k.max()) + 1 if len(k) else 1
     fit = train & has
+    y = label.astype(np.float64)
     count = np.bincount(k[fit], minlength=size).astype(np.float64)
-    pos = np.bincount(k[fit], weights=label[fit].astype(np.float64), minlength=size)
+    pos = np.bincount(k[fit], weights=y[fit], minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(count > 0, pos / count, np.nan)
-    count[count == 0] = np.nan
-    row_count, row_rate = count[k], rate[k]
-    # Leave-one-out on training rows: their own label must not be in their feature.
-    with np.errstate(invalid="ignore", divide="ignore"):
-        loo = (pos[k] - label.astype(np.float64)) / (count[k] - 1)
-    row_rate = np.where(fit, np.where(count[k] > 1, loo, np.nan), row_rate)
+        row_rate = np.where(count[k] > 0, pos[k] / count[k], np.nan)
+        fold = np.random.default_rng(seed).integers(0, N_FOLDS, len(k))
+        for f in range(N_FOLDS):  # K passes, each vectorised over all rows
+            in_f = fit & (fold == f)
+            c_out = count - np.bincount(k[in_f], minlength=size)
+            p_out = pos - np.bincount(k[in_f], weights=y[in_f], minlength=size)
+            row_rate[in_f] = np.where(c_out[k[in_f]] > 0, p_out[k[in_f]] / c_out[k[in_f]], np.nan)
+    row_count = count[k]
+    row_count[row_count == 0] = np.nan
     row_count[~has] = np.nan
     row_rate[~has] = np.nan
     return row_count, row_rate
@@ -408,10 +417,10 @@ def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", spl
     weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; 0 = Monday
     hour = (ts // 3_600) % 24  # UTC: the files carry no time zone
 
-    user_count, user_rate = _train_stat(raw.column("user_id").to_numpy(), label, train)
-    movie_count, movie_rate = _train_stat(raw.column("movie_id").to_numpy(), label, train)
+    user_count, user_rate = _train_stat(raw.column("user_id").to_numpy(), label, train, seed)
+    movie_count, movie_rate = _train_stat(raw.column("movie_id").to_numpy(), label, train, seed)
     genre_codes = pc.dictionary_encode(genre).indices.fill_null(-1).to_numpy(zero_copy_only=False)
-    _, genre_rate = _train_stat(genre_codes.astype(np.int64), label, train)
+    _, genre_rate = _train_stat(genre_codes.astype(np.int64), label, train, seed)
 
     columns: dict[str, pa.Array] = {
         DOMAIN: pa.array(names).take(pa.array(dom)),

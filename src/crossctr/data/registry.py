@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 DATA_ROOT_ENV = "CROSSCTR_DATA_ROOT"
 SIMULATOR_ROWS = 300_000
 # Bump when a loader changes what it writes, so old cache folders are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: out-of-fold MovieLens rates
 
 
 @dataclass(frozen=True)
