@@ -105,6 +105,13 @@ from crossctr.experiments.cli import experiment  # noqa: E402 - a command kept i
 cli.add_command(experiment)
 
 
+from crossctr.serving.cli import export, predict, serve  # noqa: E402 - serving commands live with serving
+
+cli.add_command(predict)
+cli.add_command(export)
+cli.add_command(serve)
+
+
 def main() -> None:
     """Entry point: user errors print one clear line, not a traceback."""
     try:

@@ -1,0 +1,446 @@
+"""Export a run folder's inference graph, and the engines that score encoded rows.
+
+The inference graph of every run is one function
+
+    (features int64 (B, F) per-feature ids, domain int64 (B,) domain ids) -> probability float32 (B,)
+
+CNAN-AT's forward runs each private tower on its own domain's rows only, and skips a domain
+with no rows (`if rows.numel() == 0: continue`): a branch on data that a graph exporter cannot
+trace. `InferenceGraph` keeps the same row selection without the branch (nonzero ->
+index_select -> tower -> index_copy; an empty selection is a no-op), so the exported graph does
+exactly the model's maths and work: the shared tower on every row, one private tower per row.
+Model files stay untouched: the inference-only forwards live here, one per model class, and
+the parity check below catches any drift from the models' own forwards.
+
+A run with several members (Self-train: one model per domain, routed by domain) becomes one
+combined graph: each member scores only the rows whose domain is routed to it (the same
+nonzero / index_copy selection), so one file and one onnxruntime session serve every domain
+with no extra work per row.
+
+Export folder (all a service needs, nothing pickled for ONNX):
+    model.onnx | model.pt   the graph (ONNX opset >= 17, or a TorchScript archive)
+    encoders.json           copied from the run: raw rows -> ids
+    config.json             copied from the run: model config, members, route, version
+    metrics.json            copied from the run: validation and test metrics
+    export.json             manifest: format, opset, inputs/outputs, parity, checksum
+
+Example:
+    >>> from crossctr.serving.export import export_run            # doctest: +SKIP
+    >>> res = export_run("runs/demo/cnan", "exports/cnan")        # doctest: +SKIP
+    >>> res.max_abs_diff < 1e-5                                   # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+import crossctr
+from crossctr.data.dataset import EncodedSplit
+from crossctr.data.encoders import FeatureEncoder, N_RESERVED
+from crossctr.models.cnan import CNAN
+from crossctr.models.tower import TowerModel
+from crossctr.schema import ConfigError
+from crossctr.training.run import Predictor, atomic_write
+
+__all__ = [
+    "ExportError",
+    "InferenceGraph",
+    "ExportResult",
+    "export_run",
+    "onnx_bytes",
+    "random_rows",
+    "Engine",
+    "TorchEngine",
+    "OnnxEngine",
+    "ServingModel",
+    "load_serving_model",
+    "DEFAULT_OPSET",
+    "PARITY_TOLERANCE",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 18  # the dynamo exporter's native opset; the brief asks for >= 17
+PARITY_TOLERANCE = 1e-5  # max |p_export - p_torch| in fp32 before an export is refused
+ExportFormat = Literal["onnx", "torchscript"]
+_MODEL_FILE = {"onnx": "model.onnx", "torchscript": "model.pt"}
+
+
+class ExportError(RuntimeError):
+    """The exported graph does not reproduce the run's PyTorch scores, or cannot be built."""
+
+
+# ---- inference-only forwards: logits (B,) from ids (B, F) and domains (B,) ----
+
+
+def _rows_of(mask: torch.Tensor) -> torch.Tensor:
+    return mask.nonzero().squeeze(1)  # (n,) positions, n data-dependent (0 allowed)
+
+
+def _cnan_logits(m: CNAN, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    e = m.embedding(x, d)  # (B, F, K)
+    o_c, _, _ = m.shared(e)  # (B, H)
+    o_p = torch.zeros_like(o_c)  # (B, H) private features, filled domain by domain
+    for k, tower in enumerate(m.private):
+        rows = _rows_of(d == k)  # (n_k,)
+        o_k, _, _ = tower(e.index_select(0, rows))  # (n_k, H) domain k's rows only
+        o_p = o_p.index_copy(0, rows, o_k)
+    return m.heads(o_c, o_p, domain=d)  # (B,)
+
+
+def _tower_logits(m: TowerModel, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    e = m.embedding(x, d)  # (B, F, K)
+    o, _, g = m.tower(e)  # (B, H), _, (B, F, K)
+    logits = m.head(o).squeeze(-1)  # (B,)
+    if m.wide is not None:
+        logits = logits + m.wide(x)
+    if m.fm is not None:
+        logits = logits + m.fm(g)
+    return logits  # (B,); the DANN classifier only shapes training
+
+
+LogitsFn = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
+INFERENCE_LOGITS: dict[type[nn.Module], LogitsFn] = {CNAN: _cnan_logits, TowerModel: _tower_logits}
+
+
+class InferenceGraph(nn.Module):
+    """Every member of a run in one graph: (features (B, F), domain (B,)) -> probability (B,)."""
+
+    def __init__(self, members: dict[str, nn.Module], route: dict[str, str], domains: list[str]) -> None:
+        super().__init__()
+        for name, model in members.items():
+            if type(model) not in INFERENCE_LOGITS:
+                known = sorted(c.__name__ for c in INFERENCE_LOGITS)
+                raise ConfigError(f"member {name!r}: no inference graph for model class {type(model).__name__}; known: {known}")
+        names = list(members)
+        self.members = nn.ModuleList(members.values())
+        self._logits = [INFERENCE_LOGITS[type(m)] for m in members.values()]
+        # member index per domain id: the routing table as a tensor the graph can gather from
+        self.register_buffer("member_of_domain", torch.tensor([names.index(route[d]) for d in domains], dtype=torch.int64))
+
+    @classmethod
+    def from_predictor(cls, predictor: Predictor) -> "InferenceGraph":
+        return cls(predictor.members, predictor.route, predictor.domains).eval()
+
+    def forward(self, features: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        if len(self.members) == 1:
+            logits = self._logits[0](self.members[0], features, domain)  # (B,)
+        else:
+            member = self.member_of_domain[domain]  # (B,) the member each row is routed to
+            logits = torch.zeros(domain.shape[0], dtype=torch.float32, device=domain.device)  # (B,)
+            for j, (f, m) in enumerate(zip(self._logits, self.members)):
+                rows = _rows_of(member == j)  # (n_j,)
+                logits = logits.index_copy(0, rows, f(m, features.index_select(0, rows), domain.index_select(0, rows)))
+        return torch.sigmoid(logits)  # (B,)
+
+
+def random_rows(cardinalities: list[int], n_domains: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n rows of random ids: every id a scalar feature can take (OOV, missing, vocabulary), every domain."""
+    rng = np.random.default_rng(seed)
+    x = np.stack([rng.integers(1, c, n) for c in cardinalities], axis=1).astype(np.int64)  # (n, F); PAD (0) never occurs
+    d = rng.integers(0, n_domains, n).astype(np.int64)  # (n,)
+    return x, d
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter and its optimiser log every pass and warn on internals; keep CLI output readable."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def onnx_bytes(graph: InferenceGraph, n_features: int, opset: int = DEFAULT_OPSET) -> bytes:
+    """The serialised ONNX model of `graph`, with a dynamic batch dimension."""
+    if opset < 17:
+        raise ConfigError(f"opset {opset}: use 17 or later (LayerNorm-era ops and the dynamo exporter need it)")
+    x = torch.full((3, n_features), N_RESERVED, dtype=torch.int64)  # batch 3: not a size the exporter specialises
+    d = torch.zeros(3, dtype=torch.int64)
+    batch = torch.export.Dim("batch")
+    try:
+        with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
+            program = torch.onnx.export(
+                graph, (x, d), dynamo=True, opset_version=opset, input_names=["features", "domain"],
+                output_names=["prob"], dynamic_shapes=({0: batch}, {0: batch}), verbose=False,
+            )
+    except Exception as err:  # the exporter raises many types; report one
+        raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
+    return program.model_proto.SerializeToString()
+
+
+def _ort_session(model: bytes | str, threads: int | None = None) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ConfigError("onnxruntime is not installed: pip install 'crossctr[serve]'") from None
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3  # errors only
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def _rows_per_s(fn: Callable[[np.ndarray, np.ndarray], Any], x: np.ndarray, d: np.ndarray, seconds: float) -> float:
+    fn(x, d)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn(x, d)
+        n += len(d)
+        elapsed = time.perf_counter() - t0
+        if elapsed >= seconds:
+            return n / elapsed
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class ExportResult:
+    out: Path  # the export folder
+    manifest: dict[str, Any]
+    max_abs_diff: float  # exported graph vs the run's PyTorch members, on the parity rows
+    rows_per_s: dict[str, float] = field(default_factory=dict)  # "<engine>@<batch>" -> rows/s
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    format: ExportFormat = "onnx",
+    opset: int = DEFAULT_OPSET,
+    parity_rows: int = 4096,
+    seed: int = 0,
+    tolerance: float = PARITY_TOLERANCE,
+    bench_seconds: float = 0.5,
+    bench_threads: int = 1,
+) -> ExportResult:
+    """Export a run folder's inference graph, check it against PyTorch, write the export folder.
+
+    Parity: `parity_rows` random rows (every domain, OOV and missing ids included) are scored by
+    the exported graph and by the run's own PyTorch members (`Predictor`, the original forward);
+    the export is refused when the largest absolute difference reaches `tolerance`.
+    `bench_seconds` > 0 also measures rows/s of both engines at batch 100 and `parity_rows`,
+    each with `bench_threads` intra-op threads (1 is how a service runs them: its concurrency
+    comes from concurrent requests, and threads that compete for cores slow both engines).
+    """
+    if format not in _MODEL_FILE:
+        raise ConfigError(f"export format {format!r}: use one of {sorted(_MODEL_FILE)}")
+    run_dir, out = Path(run_dir), Path(out)
+    predictor = Predictor.load(run_dir)
+    graph = InferenceGraph.from_predictor(predictor)
+    cards = list(predictor.config["cardinalities"])
+    x, d = random_rows(cards, len(predictor.domains), parity_rows, seed)
+
+    def torch_scores(xb: np.ndarray, db: np.ndarray) -> np.ndarray:
+        return predictor.predict_encoded(EncodedSplit.from_numpy(xb, db, np.zeros(len(db), np.float32)))
+
+    if format == "onnx":
+        blob = onnx_bytes(graph, len(cards), opset)
+        session = _ort_session(blob)
+        exported = lambda xb, db: session.run(["prob"], {"features": xb, "domain": db})[0]  # noqa: E731
+    else:
+        with _quiet_exporter(), torch.no_grad():
+            traced = torch.jit.trace(graph, (torch.from_numpy(x[:3]), torch.from_numpy(d[:3])), check_trace=False)
+        blob = None
+
+        def exported(xb: np.ndarray, db: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return traced(torch.from_numpy(xb), torch.from_numpy(db)).numpy()
+
+    ref = torch_scores(x, d)
+    got = np.asarray(exported(x, d), dtype=np.float64)
+    diff = float(np.max(np.abs(got - ref))) if len(ref) else 0.0
+    if not diff < tolerance:
+        raise ExportError(f"{run_dir}: exported {format} graph differs from PyTorch by up to {diff:.3g} (tolerance {tolerance:g}); not written")
+
+    speed: dict[str, float] = {}
+    if bench_seconds > 0:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(bench_threads)
+        if format == "onnx":
+            session = _ort_session(blob, bench_threads)  # type: ignore[arg-type]
+        try:
+            for bs in sorted({100, parity_rows}):
+                speed[f"torch@{bs}"] = _rows_per_s(torch_scores, x[:bs], d[:bs], bench_seconds)
+                speed[f"{format}@{bs}"] = _rows_per_s(exported, x[:bs], d[:bs], bench_seconds)
+        finally:
+            torch.set_num_threads(threads)
+
+    out.mkdir(parents=True, exist_ok=True)
+    model_path = out / _MODEL_FILE[format]
+    if blob is not None:
+        atomic_write(model_path, blob)
+    else:
+        tmp = out / f".{model_path.name}.tmp"
+        with _quiet_exporter():  # TorchScript is deprecated in torch >= 2.9 but still the C++-loadable format
+            torch.jit.save(traced, str(tmp))
+        tmp.replace(model_path)
+    for name in ("encoders.json", "config.json", "metrics.json"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+    names = list(predictor.members)
+    manifest = {
+        "format": format,
+        "file": model_path.name,
+        "opset": opset if format == "onnx" else None,
+        "sha256": _sha256(model_path),
+        "crossctr_version": crossctr.__version__,
+        "torch_version": torch.__version__,
+        "source_run": run_dir.name,
+        "run_crossctr_version": predictor.config.get("crossctr_version"),
+        "model": predictor.config["model"],
+        "inputs": {
+            "features": {"dtype": "int64", "shape": ["batch", len(cards)], "columns": predictor.encoder.schema.feature_names, "encoders": "encoders.json"},
+            "domain": {"dtype": "int64", "shape": ["batch"], "values": predictor.domains},
+        },
+        "outputs": {"prob": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"}},
+        "graph": "combined" if len(names) > 1 else "single",
+        "members": names,
+        "route": predictor.route,
+        "parity": {"rows": parity_rows, "seed": seed, "max_abs_diff": diff, "tolerance": tolerance, "reference": "Predictor (PyTorch, original forward)"},
+        "rows_per_s": speed,
+        "bench_threads": bench_threads if speed else None,
+    }
+    atomic_write(out / "export.json", json.dumps(manifest, indent=2).encode())
+    log.info("exported %s to %s (max abs diff %.3g)", run_dir, out, diff)
+    return ExportResult(out, manifest, diff, speed)
+
+
+# ---- engines: encoded rows -> probabilities ----
+
+
+class Engine:
+    """Scores encoded rows; `encode` turns a raw Arrow table into ids (the run's encoders)."""
+
+    name: str = "engine"
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor  # its encoder encodes; for TorchEngine its members also score
+        self.encoder: FeatureEncoder = predictor.encoder
+        self.domains: list[str] = predictor.domains
+
+    def encode(self, table: pa.Table, source: str = "input") -> EncodedSplit:
+        return self.predictor.encode(table, source)
+
+    def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
+        """(B, F) ids, (B,) domain ids -> (B,) float64 probabilities."""
+        raise NotImplementedError
+
+
+class TorchEngine(Engine):
+    """The run's own PyTorch members through `Predictor`: the reference scores."""
+
+    name = "torch"
+
+    def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
+        data = EncodedSplit.from_numpy(features, domain, np.zeros(len(domain), np.float32))
+        return self.predictor.predict_encoded(data)
+
+
+class OnnxEngine(Engine):
+    """onnxruntime on the exported graph (CPU): as fast as PyTorch or faster at every batch size we measured."""
+
+    name = "onnx"
+
+    def __init__(self, predictor: Predictor, model: bytes | str, threads: int | None = None) -> None:
+        super().__init__(predictor)
+        self.session = _ort_session(model, threads)
+
+    def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
+        if len(domain) == 0:
+            return np.zeros(0, dtype=np.float64)
+        feeds = {"features": np.ascontiguousarray(features, dtype=np.int64), "domain": np.ascontiguousarray(domain, dtype=np.int64)}
+        return self.session.run(["prob"], feeds)[0].astype(np.float64)
+
+
+@dataclass
+class ServingModel:
+    """What a service loads once: an engine plus what `GET /v1/model` reports."""
+
+    engine: Engine
+    config: dict[str, Any]  # the run's config.json
+    metrics: dict[str, Any]  # the run's metrics.json ({} if absent)
+    version: str  # sha256 prefix of the weights or graph file: changes whenever the model does
+    source: str  # the folder's name (never a machine path)
+    kind: Literal["run", "export"]
+    manifest: dict[str, Any] | None = None  # export.json, for an export folder
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"] = "auto", threads: int | None = None) -> ServingModel:
+    """Load a run folder (config.json + weights.safetensors) or an ONNX export folder (export.json).
+
+    engine: "onnx" scores with onnxruntime (a run folder is exported in memory first, with the
+    parity check); "torch" with the run's PyTorch members (run folders only); "auto" picks
+    "onnx" when onnxruntime is installed, else "torch".
+    """
+    path = Path(path)
+    if engine not in ("auto", "onnx", "torch"):
+        raise ConfigError(f"engine {engine!r}: use auto, onnx or torch")
+    if engine == "auto":
+        try:
+            import onnxruntime  # noqa: F401
+            engine = "onnx"
+        except ImportError:
+            engine = "torch"
+    metrics = _read_json(path / "metrics.json")
+    if (path / "export.json").is_file():
+        manifest = _read_json(path / "export.json")
+        if manifest.get("format") != "onnx":
+            raise ConfigError(f"{path}: a {manifest.get('format')} export; the service loads ONNX exports or run folders (TorchScript archives are pickled inside)")
+        if engine == "torch":
+            raise ConfigError(f"{path}: an ONNX export has no PyTorch weights; serve the run folder for engine 'torch', or use engine 'onnx'")
+        config = _read_json(path / "config.json")
+        encoder = FeatureEncoder.load(path / "encoders.json")
+        predictor = Predictor(encoder, {}, manifest["route"], config)  # encoder only: the graph scores
+        model_file = path / manifest["file"]
+        version = _sha256(model_file)
+        if version != manifest.get("sha256"):
+            raise ConfigError(f"{model_file}: checksum differs from export.json; re-export the run")
+        eng: Engine = OnnxEngine(predictor, str(model_file), threads)
+        return ServingModel(eng, config, metrics, version[:12], path.name, "export", manifest)
+    predictor = Predictor.load(path)
+    version = _sha256(path / "weights.safetensors")[:12]
+    if engine == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        eng = TorchEngine(predictor)
+    else:
+        graph = InferenceGraph.from_predictor(predictor)
+        eng = OnnxEngine(predictor, onnx_bytes(graph, len(predictor.config["cardinalities"])), threads)
+        x, d = random_rows(list(predictor.config["cardinalities"]), len(predictor.domains), 512)
+        diff = float(np.max(np.abs(eng.score(x, d) - TorchEngine(predictor).score(x, d))))
+        if not diff < PARITY_TOLERANCE:
+            raise ExportError(f"{path}: in-memory ONNX graph differs from PyTorch by {diff:.3g}; serve with engine 'torch'")
+        log.info("%s: exported to ONNX in memory (max abs diff %.3g vs PyTorch)", path.name, diff)
+    return ServingModel(eng, predictor.config, metrics, version, path.name, "run")

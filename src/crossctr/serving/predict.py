@@ -1,0 +1,199 @@
+"""Score a CSV or Parquet file with a run folder, streamed in bounded memory.
+
+    input rows (any columns) -> the same rows, in order, plus a `score` column (click probability)
+
+Parquet is read by record batches (`ParquetFile.iter_batches`), CSV with pyarrow's streaming
+reader (`pyarrow.csv.open_csv`, one block at a time); each batch is encoded with the run's
+encoders (`Predictor.encode`: unseen categories get the OOV id and still score), scored, and
+appended to a `ParquetWriter` / CSV writer. At most one batch is in memory. The output is
+written to a temporary file beside it and renamed at the end, so a failed run leaves no
+half-written file.
+
+Example:
+    >>> from crossctr.serving.predict import predict_file               # doctest: +SKIP
+    >>> predict_file("runs/demo/cnan", "new.parquet", "scored.parquet")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from crossctr.data.io import DataError
+from crossctr.schema import DatasetSchema, FeatureKind
+from crossctr.training.run import Predictor
+
+__all__ = ["PredictResult", "predict_file", "SCORE_COLUMN"]
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMN = "score"
+_PARQUET = (".parquet", ".pq")
+_TEXT = {".csv": ",", ".tsv": "\t"}
+_SAMPLE = 5  # offending rows quoted in an error message
+
+
+@dataclass
+class PredictResult:
+    rows: int
+    seconds: float
+    output: Path
+
+
+def _kind(path: Path, what: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix in _PARQUET:
+        return "parquet"
+    if suffix in _TEXT:
+        return suffix[1:]
+    raise DataError(f"{path}: unknown {what} file type {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _batches(path: Path, schema: DatasetSchema, batch_rows: int) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
+    """(arrow schema, row count if known, batch iterator) of a file, opened for streaming."""
+    kind = _kind(path, "input")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        if kind == "parquet":
+            pf = pq.ParquetFile(path)
+            return pf.schema_arrow, pf.metadata.num_rows, pf.iter_batches(batch_size=batch_rows)
+        # Model columns get fixed types so a later block cannot be inferred differently from the
+        # first: categorical and domain values are strings (as training's validate_table makes
+        # them), numeric values float64 (text in them fails here, naming the column).
+        types = {schema.domain.column: pa.string()}
+        types.update({f.name: pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string() for f in schema.features})
+        # ~64 bytes a row is typical of click logs; the block size bounds memory either way
+        read = pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64))
+        reader = pacsv.open_csv(path, read_options=read, parse_options=pacsv.ParseOptions(delimiter=_TEXT[f".{kind}"]), convert_options=pacsv.ConvertOptions(column_types=types))
+        return reader.schema, None, iter(reader)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
+        raise DataError(f"{path}: cannot be read as {kind}: {err}") from None
+
+
+def _rows(mask: np.ndarray, offset: int) -> str:
+    """Offending 1-based data rows of the whole file; `mask` covers the batch starting at `offset`."""
+    idx = np.flatnonzero(mask)
+    shown = ", ".join(str(offset + i + 1) for i in idx[:_SAMPLE])
+    more = f" and {len(idx) - _SAMPLE} more among rows {offset + 1}-{offset + len(mask)}" if len(idx) > _SAMPLE else ""
+    return f"rows {shown}{more}"
+
+
+def _check_domains(table: pa.Table, schema: DatasetSchema, source: str, offset: int) -> None:
+    """Unknown domains, reported with row numbers of the whole file (1-based data rows)."""
+    dom = table.column(schema.domain.column).combine_chunks().cast(pa.string())
+    known = pc.is_in(dom, value_set=pa.array(schema.domain.values)).to_numpy(zero_copy_only=False)
+    known &= ~dom.is_null().to_numpy(zero_copy_only=False)
+    if not known.all():
+        seen = sorted({str(v) for v in np.asarray(dom.to_pylist(), dtype=object)[~known][:50]})
+        raise DataError(
+            f"{source}: column {schema.domain.column!r} (domain) holds values the model was not trained on: "
+            f"{seen[:_SAMPLE]} on {_rows(~known, offset)}; the model knows {list(schema.domain.values)}. "
+            "Drop those rows or map them to a known domain."
+        )
+
+
+class _Writer:
+    """Incremental Parquet / CSV writer into a temporary file, renamed into place on `commit`."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path, self.kind = path, _kind(path, "output")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        self.tmp = Path(tmp)
+        if self.kind == "parquet":
+            self.writer: Any = pq.ParquetWriter(self.tmp, schema)
+        else:
+            self.writer = pacsv.CSVWriter(str(self.tmp), schema, write_options=pacsv.WriteOptions(delimiter=_TEXT[f".{self.kind}"]))
+
+    def write(self, table: pa.Table) -> None:
+        self.writer.write_table(table)
+
+    def commit(self) -> None:
+        self.writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def predict_file(
+    run_dir: str | Path,
+    input: str | Path,
+    output: str | Path,
+    batch_rows: int = 65_536,
+    score_column: str = SCORE_COLUMN,
+    progress: bool = True,
+    predictor: Predictor | None = None,
+) -> PredictResult:
+    """Write `input`'s rows plus a `score_column` of click probabilities to `output`.
+
+    The output format follows `output`'s suffix (.parquet, .csv, .tsv). A missing model column
+    is an error naming the file and the column, a row of an unknown domain an error naming the
+    rows; unseen categories and missing values score (OOV and missing ids).
+    """
+    t0 = time.perf_counter()
+    input, output = Path(input), Path(output)
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    if input.resolve() == output.resolve():
+        raise DataError(f"{output}: the output would overwrite the input; choose another path")
+    _kind(output, "output")
+    predictor = predictor if predictor is not None else Predictor.load(run_dir)
+    schema = predictor.encoder.schema
+    arrow_schema, total, batches = _batches(input, schema, batch_rows)
+    needed = [schema.domain.column, *schema.feature_names]
+    missing = [c for c in needed if c not in arrow_schema.names]
+    if missing:
+        raise DataError(f"{input}: missing column(s) {missing}; the model needs {needed}; the file has {arrow_schema.names}")
+    if score_column in arrow_schema.names:
+        raise DataError(f"{input}: already has a column {score_column!r}; choose another score column name")
+    writer = _Writer(output, arrow_schema.append(pa.field(score_column, pa.float64())))
+    rows = 0
+    bar = tqdm(total=total, unit="rows", unit_scale=True, desc=f"scoring {input.name}", disable=not progress)
+    try:
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowInvalid, OSError) as err:  # a CSV block that does not parse
+                raise DataError(f"{input}: after data row {rows}: {err}") from None
+            if batch is None:
+                break
+            table = pa.Table.from_batches([batch])
+            _check_domains(table, schema, str(input), rows)
+            try:
+                # Model columns only: a label column, if any, plays no part in scoring.
+                enc = predictor.encode(table.select(needed), str(input))
+            except DataError as err:
+                if rows == 0:
+                    raise
+                raise DataError(f"{err} (row numbers count from data row {rows + 1}, where this batch starts)") from None
+            prob = predictor.predict_encoded(enc)
+            writer.write(table.append_column(score_column, pa.array(prob, pa.float64())))
+            rows += table.num_rows
+            bar.update(table.num_rows)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        bar.close()
+    writer.commit()
+    seconds = time.perf_counter() - t0
+    log.info("scored %d rows of %s in %.1f s", rows, input, seconds)
+    return PredictResult(rows, seconds, output)
