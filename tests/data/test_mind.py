@@ -19,7 +19,7 @@ from crossctr.data import registry
 from crossctr.data.dataset import prepare
 from crossctr.data.io import DataError
 from crossctr.data.mind import MIND_DOMAINS, load_mind_sample, stratified_split, write_mind_dataset
-from crossctr.data.registry import DATASETS, resolve_dataset
+from crossctr.data.registry import CACHE_VERSION, DATASETS, resolve_dataset
 from crossctr.schema import ConfigError, DatasetSchema
 
 # <workspace>/main/tests/data/this_file -> <workspace>/shared/data
@@ -137,4 +137,4 @@ def test_registry_simulator_needs_no_data(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(registry, "SIMULATOR_ROWS", 40_000)  # the real default, 300,000 rows, is slow for a unit test
     path = resolve_dataset("simulator", tmp_path, None, seed=2)
     assert DatasetSchema.from_yaml(path).domain.values == ("A", "B", "C")
-    assert path.parent.name == "simulator-seed2-v1"
+    assert path.parent.name == f"simulator-seed2-v{CACHE_VERSION}"
