@@ -112,6 +112,12 @@ cli.add_command(export)
 cli.add_command(serve)
 
 
+from crossctr.data.cli import inspect_command, prepare_command  # noqa: E402 - data commands live with data
+
+cli.add_command(prepare_command)
+cli.add_command(inspect_command)
+
+
 def main() -> None:
     """Entry point: user errors print one clear line, not a traceback."""
     try:

@@ -5,6 +5,13 @@ domain d, a specific embedding e_d; a row of domain d uses e = e_c ⊕ e_d (pape
 All features live in one table: feature f's local id x is shifted by offsets[f] =
 sum(cardinalities[:f]), so a batch is one gather, with no per-field module or loop. The
 per-domain tables are stacked in one table too, indexed by d * total + (x + offsets[f]).
+
+A multi-valued feature (genres "Action|Comedy") takes several columns ("slots") of the input,
+padded with id 0; its embedding is the mean over its non-padding slots:
+    e_f = Σ_{s in f, x_s != PAD} e(x_s) / max(1, #{s in f : x_s != PAD})
+computed for all features at once with one gather and one index_add over the slot axis. The
+slot layout is a buffer saved with the weights, so a model rebuilt from the plain
+cardinalities list restores it when its state dict is loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureEmbedding"]
+__all__ = ["FeatureEmbedding", "PAD_ID"]
+
+PAD_ID = 0  # the padding id of multi-valued slots (crossctr.data.encoders.PAD_ID)
 
 
 class FeatureEmbedding(nn.Module):
@@ -28,12 +37,17 @@ class FeatureEmbedding(nn.Module):
         n_domains: number of domains, i.e. of specific tables.
         init_std: standard deviation of the normal initialisation.
         sparse: make the tables produce sparse gradients (for sparse/lazy optimisers).
+        slots: input columns of each feature (1 = scalar, L = multi-valued with L slots);
+            by default `cardinalities.slots` when it has one (FieldCardinalities), else all 1.
 
     Example:
         >>> emb = FeatureEmbedding([3, 5], shared_dim=4, specific_dim=2, n_domains=2)
         >>> x = torch.tensor([[0, 4], [2, 1]])
         >>> emb(x, torch.tensor([0, 1])).shape
         torch.Size([2, 2, 6])
+        >>> multi = FeatureEmbedding([3, 5], shared_dim=4, specific_dim=2, n_domains=2, slots=[1, 3])
+        >>> multi(torch.tensor([[2, 3, 4, 0]]), torch.tensor([1])).shape  # feature 2: mean of ids 3, 4
+        torch.Size([1, 2, 6])
     """
 
     def __init__(
@@ -44,6 +58,7 @@ class FeatureEmbedding(nn.Module):
         n_domains: int,
         init_std: float = 0.01,
         sparse: bool = False,
+        slots: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         cards = [int(c) for c in cardinalities]
@@ -72,6 +87,36 @@ class FeatureEmbedding(nn.Module):
         if specific_dim > 0:
             self.specific = nn.Embedding(n_domains * self.total, specific_dim, sparse=sparse)
             nn.init.normal_(self.specific.weight, 0.0, init_std)
+        if slots is None:
+            slots = getattr(cardinalities, "slots", None)
+        # (S,) feature of each input column; None: one column per feature (the default, fast path)
+        self.register_buffer("slot_field", None)
+        self.register_buffer("slot_offsets", None, persistent=False)
+        self.register_buffer("slot_pooled", None, persistent=False)
+        if slots is not None:
+            widths = [int(w) for w in slots]
+            if len(widths) != len(cards) or any(w < 1 for w in widths):
+                raise ValueError(f"slots must give one width >= 1 per feature ({len(cards)}), got {list(slots)!r}")
+            if any(w > 1 for w in widths):
+                self._set_slots(torch.repeat_interleave(torch.arange(len(cards)), torch.tensor(widths)))
+
+    def _set_slots(self, slot_field: Tensor) -> None:
+        """Register the slot layout (saved with the weights) and what forward derives from it."""
+        slot_field = slot_field.to(torch.int64)
+        if slot_field.ndim != 1 or len(slot_field) == 0 or int(slot_field.max()) >= len(self.cardinalities):
+            raise ValueError(f"slot layout {slot_field.tolist()} does not fit {len(self.cardinalities)} features")
+        width = torch.bincount(slot_field, minlength=len(self.cardinalities))  # (F,)
+        self.register_buffer("slot_field", slot_field)  # (S,)
+        self.register_buffer("slot_offsets", self.offsets[slot_field], persistent=False)  # (S,)
+        self.register_buffer("slot_pooled", width[slot_field] > 1, persistent=False)  # (S,) slot of a multi feature
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        # A model built from plain cardinalities (e.g. read back from a run folder's JSON)
+        # adopts the slot layout its weights were trained with.
+        layout = state_dict.get(prefix + "slot_field")
+        if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape or not torch.equal(self.slot_field.cpu(), layout.cpu())):
+            self._set_slots(layout.to(self.offsets.device))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     @property
     def out_dim(self) -> int:
@@ -79,10 +124,27 @@ class FeatureEmbedding(nn.Module):
         return self.shared_dim + self.specific_dim
 
     def forward(self, x: Tensor, domain: Tensor) -> Tensor:
-        """x: (B, F) local ids per feature; domain: (B,) domain ids -> (B, F, K)."""
+        """x: (B, S) local ids per slot (S = F without multi-valued features); domain: (B,) -> (B, F, K)."""
+        if self.slot_field is not None:
+            return self._pooled(x, domain)
         idx = x + self.offsets  # (B, F) global ids in the shared table
         e_c = self.shared(idx)  # (B, F, K_c)
         if self.specific is None:
             return e_c
         e_d = self.specific(domain.unsqueeze(1) * self.total + idx)  # (B, F, K_s)
         return torch.cat([e_c, e_d], dim=-1)  # (B, F, K_c + K_s)
+
+    def _pooled(self, x: Tensor, domain: Tensor) -> Tensor:
+        B, S = x.shape
+        if S != len(self.slot_field):
+            raise ValueError(f"input has {S} columns but the slot layout has {len(self.slot_field)}")
+        idx = x + self.slot_offsets  # (B, S) global ids
+        e = self.shared(idx)  # (B, S, K_c)
+        if self.specific is not None:
+            e = torch.cat([e, self.specific(domain.unsqueeze(1) * self.total + idx)], dim=-1)  # (B, S, K)
+        keep = (x != PAD_ID) | ~self.slot_pooled  # (B, S): scalar slots always count
+        w = keep.to(e.dtype)  # (B, S)
+        F = len(self.cardinalities)
+        total = e.new_zeros(B, F, e.shape[-1]).index_add_(1, self.slot_field, e * w.unsqueeze(-1))  # (B, F, K)
+        count = w.new_zeros(B, F).index_add_(1, self.slot_field, w).clamp_(min=1.0)  # (B, F)
+        return total / count.unsqueeze(-1)  # (B, F, K) mean over non-padding slots

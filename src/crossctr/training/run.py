@@ -30,6 +30,7 @@ import crossctr
 from crossctr.data.dataset import EncodedSplit, PreparedData, prepare
 from crossctr.data.encoders import FeatureEncoder
 from crossctr.data.io import DataError, validate_table
+from crossctr.data.prepare import load_dataset
 from crossctr.evaluation.metrics import domain_metrics
 from crossctr.evaluation.predict import score
 from crossctr.models import build_model, parse_model_config
@@ -165,7 +166,7 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None)
     model_cfg = parse_model_config(cfg.model)
     if data is None:
         ds_path = Path(cfg.dataset)
-        data = prepare(DatasetSchema.from_yaml(ds_path), ds_path.parent)
+        data = load_dataset(ds_path)  # a prepared folder (crossctr prepare) is memory-mapped; a dataset YAML is read in memory
     if cfg.domains is not None:
         data = restrict_domains(data, cfg.domains)
     names = list(data.schema.domain.values)
