@@ -62,13 +62,29 @@ def simulate(out: Path, rows: int, seed: int) -> None:
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True, help="Run config YAML.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-def train(config_path: Path, out: Path) -> None:
-    """Train a model with a strategy from a run config; write a self-contained run folder."""
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/checkpoint (same config and data).")
+def train(config_path: Path, out: Path, resume: bool) -> None:
+    """Train a model with a strategy from a run config; write a self-contained run folder.
+
+    Under `torchrun --nproc-per-node N -m crossctr train ...` it trains data-parallel.
+    """
     from crossctr.evaluation.report import auc_table
+    from crossctr.training.checkpoint import CheckpointError
+    from crossctr.training.distributed import init_from_env, shutdown
     from crossctr.training.run import RunConfig, train_run
 
     cfg = RunConfig.from_yaml(config_path)
-    result = train_run(cfg, out)
+    info = init_from_env(cfg.train.device)
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)  # one rank reports
+    try:
+        result = train_run(cfg, out, resume=resume)
+    except (FloatingPointError, CheckpointError) as err:
+        raise click.ClickException(str(err)) from None
+    finally:
+        shutdown()
+    if not info.is_main:
+        return
     doms = [k for k in result.metrics["test"] if k != "overall"]
     click.echo(auc_table({out.name: result.metrics["test"]}, [*doms, "overall"]))
     click.echo(f"run folder: {out}")

@@ -33,3 +33,10 @@ class TrainConfig(StrictModel):
     fused_adam: bool = True  # same maths as torch's default Adam, fewer kernel launches
     eval_batch_size: int = Field(default=8192, ge=1)
     progress: bool = True
+    # Steps between mid-epoch checkpoints in a run folder's checkpoint/ (0 = only at epoch
+    # ends): what a crash can cost, against one write of model + optimizer state per save.
+    checkpoint_every: int = Field(default=0, ge=0)
+    # torch.use_deterministic_algorithms(True) for the whole process: with fixed `threads`, a
+    # resumed CPU run ends bit-identical to an uninterrupted one. Off by default: some CUDA
+    # kernels have no deterministic form and then raise.
+    deterministic: bool = False

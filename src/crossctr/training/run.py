@@ -7,6 +7,9 @@ Run folder (everything a predictor needs, nothing pickled):
     metrics.json         per-domain validation and test AUC / log loss
     history.json         per-epoch losses and validation metrics
     attention.json       mean attention weight per feature and per feature group, per domain
+    checkpoint/          training state for `--resume` after a crash (see training.checkpoint)
+
+Under torchrun every rank trains; rank 0 alone evaluates and writes the folder.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from crossctr.evaluation.metrics import domain_metrics
 from crossctr.evaluation.predict import score
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
+from crossctr.training.checkpoint import Checkpointer
 from crossctr.training.config import TrainConfig
+from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
 from crossctr.training.trainer import Trainer
 
@@ -159,10 +164,24 @@ def _group_attention(att: dict[str, np.ndarray], schema: DatasetSchema) -> dict[
     return out
 
 
-def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None) -> RunResult:
-    """Read data (unless given), train with the strategy, evaluate, write the run folder."""
+def _fingerprint(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed: the config (less settings that change no
+    result or may differ on restart) and the data's size per split and domain."""
+    run = cfg.model_dump(mode="json", exclude={"dataset": True, "train": {"device", "threads", "progress", "eval_batch_size", "checkpoint_every", "deterministic"}})
+    rows = {k: s.domain_counts(len(data.schema.domain.values)) for k, s in data.splits.items()}
+    return {"run": run, "rows": rows}
+
+
+def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None, *, resume: bool = False) -> RunResult:
+    """Read data (unless given), train with the strategy, evaluate, write the run folder.
+
+    `resume` continues from the folder's checkpoint/ (after a crash; same config and data).
+    Under torchrun all ranks call this; rank 0 alone writes, the others return empty metrics.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    info = DistInfo.current()
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     model_cfg = parse_model_config(cfg.model)
     if data is None:
         ds_path = Path(cfg.dataset)
@@ -170,10 +189,19 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None)
     if cfg.domains is not None:
         data = restrict_domains(data, cfg.domains)
     names = list(data.schema.domain.values)
-    trainer = Trainer(cfg.train, names)
+    ckpt = Checkpointer(out / "checkpoint", _fingerprint(cfg, data), write=info.is_main)
+    if resume:
+        ckpt.load()
+    else:
+        ckpt.reset()
+    if info.world > 1:
+        torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 replaces it
+    trainer = Trainer(cfg.train, names, checkpoint=ckpt)
     cards = data.encoder.cardinalities
     factory = lambda: build_model(model_cfg, cards, len(names))  # noqa: E731
     result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
+    if not info.is_main:
+        return RunResult(out, {}, {}, result)
 
     valid, _ = evaluate_members(result, data.valid, names, cfg.train.eval_batch_size, trainer.device)
     test, att = evaluate_members(result, data.test, names, cfg.train.eval_batch_size, trainer.device)

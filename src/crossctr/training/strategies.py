@@ -6,7 +6,9 @@
     finetune    trained on the source, then fine-tuned on the other domains' rows
 
 A strategy returns `members` (name -> trained model) and `route` (domain name -> member
-that scores it), so evaluation, reports and serving treat every strategy alike.
+that scores it), so evaluation, reports and serving treat every strategy alike. Each fit has
+a key (its name in `fits`), under which the trainer's checkpoint records it, so a resumed
+self_train or finetune run skips the members and stages that had finished.
 """
 
 from __future__ import annotations
@@ -81,14 +83,14 @@ def run_strategy(strategy: Any, factory: ModelFactory, train: EncodedSplit, vali
     domains, seed = trainer.domain_names, trainer.config.seed
     if isinstance(strategy, JointStrategy):
         model = seeded(factory, seed)
-        fit = trainer.fit(model, train, valid, desc="joint")
+        fit = trainer.fit(model, train, valid, desc="joint", key="joint")
         return StrategyResult({"joint": model}, {d: "joint" for d in domains}, {"joint": fit})
 
     if isinstance(strategy, SelfTrainStrategy):
         result = StrategyResult({}, {})
         for k, name in enumerate(domains):
             model = seeded(factory, seed + k)
-            result.fits[name] = trainer.fit(model, train.only_domains([k]), valid.only_domains([k]), desc=f"self-train {name}")
+            result.fits[name] = trainer.fit(model, train.only_domains([k]), valid.only_domains([k]), desc=f"self-train {name}", key=name)
             result.members[name], result.route[name] = model, name
         return result
 
@@ -96,17 +98,16 @@ def run_strategy(strategy: Any, factory: ModelFactory, train: EncodedSplit, vali
         src = _source(strategy.source, train, domains)
         model = seeded(factory, seed)
         # Validation on the source only: the other domains are unseen by design.
-        fit = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"src-only {domains[src]}")
+        fit = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"src-only {domains[src]}", key="source")
         return StrategyResult({"source": model}, {d: "source" for d in domains}, {"source": fit})
 
     if isinstance(strategy, FineTuneStrategy):
         src = _source(strategy.source, train, domains)
         targets = [k for k in range(len(domains)) if k != src]
         model = seeded(factory, seed)
-        pre = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"finetune: pretrain {domains[src]}")
+        pre = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"finetune: pretrain {domains[src]}", key="pretrain")
         tune_cfg = trainer.config.model_copy(update={"epochs": strategy.finetune_epochs, "lr": strategy.finetune_lr or trainer.config.lr})
-        tuner = Trainer(tune_cfg, domains)
-        post = tuner.fit(model, train.only_domains(targets), valid.only_domains(targets), desc="finetune: targets")
+        post = trainer.with_config(tune_cfg).fit(model, train.only_domains(targets), valid.only_domains(targets), desc="finetune: targets", key="finetune")
         return StrategyResult({"finetuned": model}, {d: "finetuned" for d in domains}, {"pretrain": pre, "finetune": post})
 
     raise ConfigError(f"unknown strategy {strategy!r}")

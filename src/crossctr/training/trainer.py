@@ -3,6 +3,17 @@
 The trainer adds the click loss and the model's weighted named auxiliary losses, steps
 Adam, validates every epoch, stops early on mean validation AUC over domains and keeps
 the best weights. It never looks inside a model.
+
+Under torchrun (see `distributed`) the same loop trains data-parallel: every rank draws the
+same permutation, trains on its shard of each global batch with losses scaled so that DDP's
+averaged gradient is the global-batch gradient, and validates on its chunk of the
+validation rows, gathered so every rank computes the same metrics over all of them (and so
+takes the same early-stopping decision).
+
+With a `Checkpointer` the fit saves its whole state every `checkpoint_every` steps and at
+each epoch end, and a restarted fit continues from it: the shuffle generator is saved as of
+the epoch's start and the epoch's permutation is redrawn, the done batches skipped, so the
+resumed run takes exactly the steps the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -11,7 +22,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,11 +30,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossctr.data.dataset import EncodedSplit, iterate_batches
+from crossctr.data.dataset import Batch, EncodedSplit
 from crossctr.evaluation.metrics import domain_metrics, mean_auc
 from crossctr.evaluation.predict import score
 from crossctr.schema import ConfigError
+from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import TrainConfig
+from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, sharded_click_loss, unwrap, wrap_ddp
 from crossctr.training.losses import click_loss
 
 __all__ = ["Trainer", "FitResult", "resolve_device", "make_optimizers"]
@@ -62,86 +75,262 @@ class FitResult:
     seconds: float = 0.0
 
 
+@dataclass
+class _FitState:
+    """Where a fit stands between two optimizer steps, besides its tensors (the checkpoint's JSON)."""
+
+    epoch: int = 1  # the epoch being run, 1-based
+    step: int = 0  # batches of `epoch` already done
+    global_step: int = 0  # optimizer steps over all epochs
+    best_auc: float = -math.inf
+    best_epoch: int = 0
+    best_valid: dict[str, Any] = field(default_factory=dict)
+    stale: int = 0  # epochs since the best one (early stopping)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)  # this epoch's summed loss terms so far
+    seconds: float = 0.0  # fit seconds spent before the latest (re)start
+    epoch_seconds: float = 0.0  # training seconds of `epoch` spent before the latest (re)start
+
+
 class Trainer:
-    def __init__(self, config: TrainConfig, domain_names: list[str]) -> None:
+    def __init__(self, config: TrainConfig, domain_names: list[str], checkpoint: Checkpointer | None = None) -> None:
         self.config = config
         self.domain_names = list(domain_names)
         self.n_domains = len(domain_names)
+        self.checkpoint = checkpoint
+        self.dist = DistInfo.current()
         self.device = resolve_device(config.device)
+        if self.dist.world > 1 and self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
         if config.threads:
             torch.set_num_threads(config.threads)
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+
+    def with_config(self, config: TrainConfig) -> "Trainer":
+        """A trainer for another stage of the same run (same domains and checkpoint)."""
+        return Trainer(config, self.domain_names, self.checkpoint)
 
     def evaluate(self, model: nn.Module, data: EncodedSplit) -> dict[str, dict[str, float]]:
-        s = score(model, data, self.n_domains, self.config.eval_batch_size, self.device)
-        return domain_metrics(data.label.numpy(), s.prob, data.domain.numpy(), self.domain_names)
+        """Metrics over all of `data`; under torchrun each rank scores a chunk and the scores are gathered."""
+        model, info = unwrap(model), self.dist
+        if info.world == 1:
+            prob = score(model, data, self.n_domains, self.config.eval_batch_size, self.device).prob
+        else:
+            chunk = -(-len(data) // info.world)
+            rows = torch.arange(info.rank * chunk, min(len(data), (info.rank + 1) * chunk))
+            mine = score(model, data.select(rows), self.n_domains, self.config.eval_batch_size, self.device).prob
+            prob = gather_rows(torch.from_numpy(mine), len(data), info, self.device).numpy()
+        return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), self.domain_names)
 
-    def _loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    def _loss(self, model: nn.Module, batch: Batch, global_counts: torch.Tensor | None = None, global_rows: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its named terms. With `global_counts` (data-parallel), scaled as `distributed` explains."""
+        cfg = self.config
         out = model(batch)
-        total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, self.config.domain_weighting)
+        if global_counts is None:
+            total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, cfg.domain_weighting)
+            aux_scale = 1.0
+        else:
+            world = self.dist.world
+            total = sharded_click_loss(out.logits, batch.label, batch.domain, global_counts, global_rows, world, cfg.domain_weighting)
+            aux_scale = world * len(batch) / global_rows  # a row-mean term's share of the global mean, times W
         terms = {"click": total.detach()}
         for name, value in out.aux_losses.items():
-            if name not in self.config.loss_weights:
+            if name not in cfg.loss_weights:
                 raise ConfigError(
                     f"the model returns an auxiliary loss {name!r} with no weight; add it to "
-                    f"train.loss_weights (now {sorted(self.config.loss_weights)})"
+                    f"train.loss_weights (now {sorted(cfg.loss_weights)})"
                 )
-            total = total + self.config.loss_weights[name] * value
-            terms[name] = value.detach()
+            total = total + (cfg.loss_weights[name] * aux_scale) * value
+            terms[name] = value.detach() * aux_scale
         return total, terms
 
-    def fit(self, model: nn.Module, train: EncodedSplit, valid: EncodedSplit, desc: str = "train") -> FitResult:
-        cfg = self.config
+    def fit(self, model: nn.Module, train: EncodedSplit, valid: EncodedSplit, desc: str = "train", key: str | None = None) -> FitResult:
+        """Train `model` on `train`, validating on `valid` each epoch; returns with the best epoch's weights.
+
+        `key` names this fit in the trainer's checkpoint (a strategy member or stage); without
+        a key or a checkpointer the fit is not checkpointed.
+        """
+        cfg, info = self.config, self.dist
+        ckpt = self.checkpoint if key is not None else None
+        if ckpt is not None:
+            done = ckpt.finished_fit(key)
+            if done is not None:
+                model.load_state_dict(_strip(done.tensors, "model."))
+                model.to(self.device)
+                log.info("%s: finished before the restart (best epoch %d), not trained again", desc, done.record["best_epoch"])
+                return FitResult(**done.record)
         model.to(self.device)
         opts = make_optimizers(model, cfg)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        best_auc, best_epoch, best_state, best_valid = -math.inf, 0, None, {}
-        history: list[dict[str, Any]] = []
-        stale, t0 = 0, time.perf_counter()
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            n_batches = math.ceil(len(train) / cfg.batch_size)
-            bar = tqdm(iterate_batches(train, cfg.batch_size, True, gen), total=n_batches, desc=f"{desc} epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, leave=False)
-            sums: dict[str, float] = {}
-            te = time.perf_counter()
-            for step, batch in enumerate(bar, 1):
-                batch = batch.to(self.device)
-                loss, terms = self._loss(model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: non-finite loss at epoch {epoch} step {step}: " + ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items()))
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt in opts:
-                    opt.step()
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
-                if step % 20 == 0 or step == n_batches:
-                    bar.set_postfix(loss=f"{sums['click'] / step:.4f}")
-            bar.close()
-            train_secs = time.perf_counter() - te
-            valid_metrics = self.evaluate(model, valid)
-            auc = mean_auc(valid_metrics)
-            record = {
-                "epoch": epoch,
-                "train_loss": {k: v / max(n_batches, 1) for k, v in sums.items()},
-                "valid": valid_metrics,
-                "valid_mean_auc": auc,
-                "train_seconds": train_secs,
-                "train_rows_per_s": len(train) / max(train_secs, 1e-9),
-            }
-            history.append(record)
-            log.info("%s epoch %d: loss %.4f, valid mean AUC %.4f (%.0f rows/s)", desc, epoch, record["train_loss"].get("click", float("nan")), auc, record["train_rows_per_s"])
-            if auc > best_auc or best_state is None:
-                best_auc, best_epoch, best_valid, stale = auc, epoch, valid_metrics, 0
-                best_state = copy.deepcopy(model.state_dict())
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    log.info("%s: early stop after epoch %d (best epoch %d, mean AUC %.4f)", desc, epoch, best_epoch, best_auc)
+        gen = torch.Generator().manual_seed(cfg.seed)  # batch order
+        st, best_state = _FitState(), None
+        # The global RNG (dropout, gradient-penalty mixes) is seeded for the fit and put back after it.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(cfg.seed)
+            saved = ckpt.progress(key) if ckpt is not None else None
+            if saved is not None:
+                st, best_state = self._restore(saved, model, opts, gen)
+                log.info("%s: resuming at epoch %d after step %d", desc, st.epoch, st.step)
+            net = wrap_ddp(model, self.device, info)
+            t0 = time.perf_counter()
+            while st.epoch <= cfg.epochs:
+                gen_epoch = gen.get_state()  # the state that redraws this epoch's permutation
+                self._run_epoch(net, model, opts, gen, gen_epoch, train, st, desc, key, best_state, t0)
+                valid_metrics = self.evaluate(model, valid)
+                auc = mean_auc(valid_metrics)
+                record = self._epoch_record(st, train, valid_metrics, auc, info)
+                st.history.append(record)
+                if info.is_main:
+                    log.info("%s epoch %d: loss %.4f, valid mean AUC %.4f (%.0f rows/s)", desc, st.epoch, record["train_loss"].get("click", float("nan")), auc, record["train_rows_per_s"])
+                stop = False
+                if auc > st.best_auc or best_state is None:
+                    st.best_auc, st.best_epoch, st.best_valid, st.stale = auc, st.epoch, valid_metrics, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    st.stale += 1
+                    stop = st.stale >= cfg.patience
+                    if stop and info.is_main:
+                        log.info("%s: early stop after epoch %d (best epoch %d, mean AUC %.4f)", desc, st.epoch, st.best_epoch, st.best_auc)
+                st.epoch, st.step, st.sums, st.epoch_seconds = st.epoch + 1, 0, {}, 0.0
+                if stop:
                     break
+                if ckpt is not None and st.epoch <= cfg.epochs:  # the last epoch's end is the finished fit
+                    self._save(ckpt, key, model, opts, gen.get_state(), st, best_state, t0)
+            st.seconds += time.perf_counter() - t0
         if best_state is not None:
             model.load_state_dict(best_state)
-        return FitResult(best_epoch, best_valid, history, time.perf_counter() - t0)
+        result = FitResult(st.best_epoch, st.best_valid, st.history, st.seconds)
+        if ckpt is not None:
+            ckpt.save_finished(key, {f"model.{k}": v for k, v in model.state_dict().items()}, asdict(result))
+        return result
+
+    def _run_epoch(self, net: nn.Module, model: nn.Module, opts: list[torch.optim.Optimizer], gen: torch.Generator, gen_epoch: torch.Tensor, train: EncodedSplit, st: _FitState, desc: str, key: str | None, best_state: dict | None, t0: float) -> None:
+        """Batches st.step+1 .. n of epoch st.epoch; checkpoints every `checkpoint_every` steps."""
+        cfg, info = self.config, self.dist
+        ckpt = self.checkpoint if key is not None else None
+        model.train()
+        n, bs = len(train), cfg.batch_size
+        n_batches = math.ceil(n / bs)
+        order = torch.randperm(n, generator=gen)  # the same on every rank: same seed, same draws
+        bar = tqdm(range(st.step, n_batches), total=n_batches, initial=st.step, desc=f"{desc} epoch {st.epoch}/{cfg.epochs}", disable=not (cfg.progress and info.is_main), leave=False)
+        te = time.perf_counter()
+        for _ in bar:
+            idx = order[st.step * bs : (st.step + 1) * bs]  # the global batch
+            counts, scale = None, 1.0
+            if info.world > 1:
+                dom = train.domain[idx]
+                counts = torch.bincount(dom, minlength=self.n_domains)  # (N,) rows per domain, global batch
+                mine = idx[shard_mask(dom, self.n_domains, info.rank, info.world)]
+                if len(mine) == 0:  # a short last batch: take part in the collectives, contribute nothing
+                    mine, scale = idx[:1], 0.0
+                idx_local = mine
+            else:
+                idx_local = idx
+            batch = Batch(train.features[idx_local], train.domain[idx_local], train.label[idx_local]).to(self.device)
+            loss, terms = self._loss(net, batch, counts, len(idx))
+            if scale != 1.0:
+                loss = loss * scale
+                terms = {k: v * scale for k, v in terms.items()}
+            for opt in opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._check_finite(model, loss, terms, desc, st)
+            for opt in opts:
+                opt.step()
+            for k, v in terms.items():
+                st.sums[k] = st.sums.get(k, 0.0) + float(v)
+            st.step += 1
+            st.global_step += 1
+            if st.step % 20 == 0 or st.step == n_batches:
+                bar.set_postfix(loss=f"{st.sums['click'] / st.step:.4f}")
+            if ckpt is not None and cfg.checkpoint_every and st.global_step % cfg.checkpoint_every == 0 and st.step < n_batches:
+                st.epoch_seconds += time.perf_counter() - te
+                te = time.perf_counter()
+                self._save(ckpt, key, model, opts, gen_epoch, st, best_state, t0)
+        bar.close()
+        st.epoch_seconds += time.perf_counter() - te
+
+    def _check_finite(self, model: nn.Module, loss: torch.Tensor, terms: dict[str, torch.Tensor], desc: str, st: _FitState) -> None:
+        """Stop before the optimizer step on a non-finite loss or gradient; the last checkpoint is untouched."""
+        # One sum per gradient: NaN and ±inf propagate through it, and it reads each gradient once
+        # (a max-abs or a norm costs up to 20x more); a finite sum overflowing (|g| ~ 1e38) is
+        # reported too, rightly.
+        grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
+        sums = [(g.coalesce().values() if g.is_sparse else g).sum() for g in grads]
+        grad_ok = torch.stack(sums).isfinite().all() if sums else torch.tensor(True)
+        flags = torch.stack([~torch.isfinite(loss.detach()), ~grad_ok]).to(self.device)
+        flags = any_rank(flags, self.dist).cpu().tolist()  # every rank stops together, none waits forever
+        if not any(flags):
+            return
+        where = f"{desc}: epoch {st.epoch} step {st.step + 1} (optimizer step {st.global_step + 1})"
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+        last = f"; the last good checkpoint ({self.checkpoint.path}) is intact" if self.checkpoint is not None and self.checkpoint.exists() else ""
+        if flags[0]:
+            rank = f" on rank {self.dist.rank}" if self.dist.world > 1 else ""
+            raise FloatingPointError(f"{where}: non-finite loss{rank}: {shown}{last}")
+        bad = [n for n, p in model.named_parameters() if p.grad is not None and not _finite(p.grad)]
+        raise FloatingPointError(f"{where}: non-finite gradient in {bad[:5]}{' ...' if len(bad) > 5 else ''} with finite loss terms {shown}{last}")
+
+    def _epoch_record(self, st: _FitState, train: EncodedSplit, valid_metrics: dict, auc: float, info: DistInfo) -> dict[str, Any]:
+        n_batches = max(math.ceil(len(train) / self.config.batch_size), 1)
+        sums = st.sums
+        if info.world > 1:  # each rank's terms are its scaled share: their mean is the global term
+            names = sorted(sums)
+            total = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(total)
+            sums = {k: v / info.world for k, v in zip(names, total.cpu().tolist())}
+        return {
+            "epoch": st.epoch,
+            "train_loss": {k: v / n_batches for k, v in sums.items()},
+            "valid": valid_metrics,
+            "valid_mean_auc": auc,
+            "train_seconds": st.epoch_seconds,
+            "train_rows_per_s": len(train) / max(st.epoch_seconds, 1e-9),
+        }
+
+    def _save(self, ckpt: Checkpointer, key: str, model: nn.Module, opts: list[torch.optim.Optimizer], gen_epoch: torch.Tensor, st: _FitState, best_state: dict | None, t0: float) -> None:
+        if not ckpt.write:  # another rank writes
+            return
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        if best_state is not None:
+            tensors.update({f"best.{k}": v for k, v in best_state.items()})
+        opt_meta = []
+        for i, opt in enumerate(opts):
+            t, meta = flatten_optimizer(opt, f"opt{i}")
+            tensors.update(t)
+            opt_meta.append(meta)
+        tensors["rng.shuffle"] = gen_epoch
+        tensors["rng.torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        record = asdict(st)
+        record["seconds"] = st.seconds + (time.perf_counter() - t0)
+        record.update(optimizers=opt_meta, has_best=best_state is not None)
+        ckpt.save_progress(key, tensors, record)
+
+    def _restore(self, saved: Any, model: nn.Module, opts: list[torch.optim.Optimizer], gen: torch.Generator) -> tuple[_FitState, dict | None]:
+        rec, tensors = saved.record, saved.tensors
+        model.load_state_dict(_strip(tensors, "model."))
+        if len(rec["optimizers"]) != len(opts):
+            raise ConfigError(f"the checkpoint has {len(rec['optimizers'])} optimizer(s), this model needs {len(opts)}; was sparse_embeddings changed?")
+        for i, (opt, meta) in enumerate(zip(opts, rec["optimizers"])):
+            restore_optimizer(opt, f"opt{i}", tensors, meta)
+        gen.set_state(tensors["rng.shuffle"])
+        torch.set_rng_state(tensors["rng.torch"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        best = {k: v.to(self.device) for k, v in _strip(tensors, "best.").items()} if rec["has_best"] else None
+        fields_ = {k: rec[k] for k in _FitState.__dataclass_fields__}
+        return _FitState(**fields_), best
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _finite(g: torch.Tensor) -> bool:
+    g = g.coalesce().values() if g.is_sparse else g
+    return bool(torch.isfinite(g).all())
 
 
 def to_numpy_metrics(m: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
