@@ -34,17 +34,28 @@ def auc_table(results: dict[str, dict[str, dict[str, float]]], domains: Sequence
 
 
 def attention_heatmap(weights: np.ndarray, domains: Sequence[str], groups: Sequence[str], path: str | Path, title: str) -> Path:
-    """weights: (n_domains, n_groups) mean attention; one row per domain, as the paper's Figure 4."""
+    """weights: (n_domains, n_groups) mean attention; one row per domain, as the paper's Figure 4.
+
+    Two panels: the weights as learned, and each domain's weights minus that domain's mean.
+    A domain-wide offset (one platform's attention all a little higher) otherwise drowns the
+    contrast between feature groups that the figure is for.
+    """
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(1.3 * len(groups) + 2, 0.6 * len(domains) + 1.6))
-    im = ax.imshow(weights, cmap="Reds", aspect="auto")
-    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
-    ax.set_yticks(range(len(domains)), domains)
-    for i in range(weights.shape[0]):
-        for j in range(weights.shape[1]):
-            ax.text(j, i, f"{weights[i, j]:.3f}", ha="center", va="center", fontsize=8)
-    fig.colorbar(im, ax=ax, label="mean attention weight")
-    ax.set_title(title)
+    weights = np.asarray(weights, dtype=float)
+    centred = weights - np.nanmean(weights, axis=1, keepdims=True)
+    fig, axes = plt.subplots(1, 2, figsize=(2.6 * len(groups) + 3, 0.6 * len(domains) + 1.8))
+    panels = [(weights, "Reds", "mean attention weight", "{:.3f}"), (centred, "RdBu_r", "minus the domain's mean", "{:+.4f}")]
+    for ax, (values, cmap, label, fmt) in zip(axes, panels):
+        lim = np.nanmax(np.abs(values)) or 1.0
+        kw = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {}
+        im = ax.imshow(values, cmap=cmap, aspect="auto", **kw)
+        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
+        ax.set_yticks(range(len(domains)), domains)
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, label=label)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
