@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.mlp import Activation, make_activation
+from crossctr.layers.mlp import Activation, linear, make_activation
 
 __all__ = ["AttentionUnit"]
 
@@ -54,6 +54,9 @@ class AttentionUnit(nn.Module):
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor]:
         """e: (B, F, K) -> g = a · e (B, F, K), a (B, F)."""
-        a = torch.sigmoid(self.score(e)).squeeze(-1)  # (B, F)
+        s = e
+        for layer in self.score:  # Linear through `linear` (the fast CPU fp32 path)
+            s = linear(s, layer.weight, layer.bias) if type(layer) is nn.Linear else layer(s)
+        a = torch.sigmoid(s).squeeze(-1)  # (B, F)
         g = a.unsqueeze(-1) * e  # (B, F, K)
         return g, a

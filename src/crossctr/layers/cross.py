@@ -47,5 +47,5 @@ class CrossNetwork(nn.Module):
         x = x0
         for l in range(self.n_layers):
             xw = x @ self.w[l]  # (B,) scalar x_l^T w_l per row
-            x = x0 * xw.unsqueeze(-1) + self.b[l] + x  # (B, D)
+            x = torch.addcmul(x + self.b[l], x0, xw.unsqueeze(-1))  # (B, D), one pass fewer than x0 * xw + b + x
         return x

@@ -1,10 +1,14 @@
 """Per-domain output heads, paper: ŷ^d = sigmoid(W_c^d O^c + W^d O^d + b^d).
 
 Each domain d has its own weights over the concatenated inputs [O^c ⊕ O^d] and its own bias.
-All heads are stored stacked, (n_domains, n_inputs · in_dim), and each row gathers the head of
-its domain, so a mixed-domain batch needs no per-domain loop:
+All heads are stored stacked, (n_domains, n_inputs · in_dim), and each row takes the logit of
+its domain's head, so a mixed-domain batch needs no per-domain loop:
 
-    logit_i = <[r_1 ⊕ … ⊕ r_n]_i, W[d_i]> + b[d_i]
+    logit_i = <[r_1 ⊕ … ⊕ r_n]_i, W[d_i]> + b[d_i] = (Σ_k r_k W_kᵀ)[i, d_i] + b[d_i]
+
+The right side computes every head on every row (n_domains logits, one small matmul per input
+block W_k of W) and picks one: cheaper than gathering a (B, n_inputs · in_dim) copy of head
+weights and concatenating the inputs, for the few domains a model has.
 
 Returns logits; the sigmoid belongs to the loss (BCE with logits) or to prediction.
 """
@@ -15,6 +19,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from crossctr.layers.mlp import linear
 
 __all__ = ["DomainHeads"]
 
@@ -63,6 +69,7 @@ class DomainHeads(nn.Module):
                 f"DomainHeads was built with n_inputs={self.n_inputs} but got {len(reps)} "
                 "representations; pass one (B, in_dim) tensor per input, then domain"
             )
-        r = reps[0] if len(reps) == 1 else torch.cat(reps, dim=-1)  # (B, n_inputs * in_dim)
-        w = self.weight[domain]  # (B, n_inputs * in_dim), the head of each row's domain
-        return (r * w).sum(dim=-1) + self.bias[domain]  # (B,)
+        z = None  # (B, n_domains): every head's logit on every row
+        for r, w in zip(reps, self.weight.split(self.in_dim, dim=1)):  # w: (n_domains, in_dim)
+            z = linear(r, w) if z is None else z + linear(r, w)
+        return z.gather(1, domain.unsqueeze(1)).squeeze(1) + self.bias[domain]  # (B,)
