@@ -26,5 +26,19 @@ test: setup
 test-all: setup
 	$(BIN)/python -m pytest -m ""
 
+# Speed benchmark against peer libraries (benchmarks/README.md). Its own venv, so the peers
+# (DeepCTR-Torch, torch-rechub, FuxiCTR: the `bench` extra) never enter .venv. BENCH_ARGS
+# passes flags, e.g. make bench BENCH_ARGS="--rows 200000 --threads 2".
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+.PHONY: bench
+bench:
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ] && ! $(BENCH_VENV)/bin/python -c "import torch" 2>/dev/null; then \
+		$(BENCH_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"; fi
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[bench]"
+	$(BENCH_VENV)/bin/python benchmarks/speed.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) runs build src/*.egg-info

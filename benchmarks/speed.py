@@ -1,0 +1,884 @@
+"""Training and scoring speed of crossctr against peer CTR libraries, on identical data, in one run.
+
+Models (same shape: 24 categorical fields, embedding 64, 2 cross layers + FCN 512 x 256,
+batch 4096, Adam lr 1e-3):
+    crossctr CNAN-AT        shared network + one private network per domain (3 domains)
+    crossctr DCN            `{name: tower, nn: dcn, attention: false, specific_dim: 0}`
+    DeepCTR-Torch DCN       `deepctr_torch.models.DCN`, trained by its own `fit`
+    torch-rechub DCN        `torch_rechub.models.ranking.DCN`, trained by its `CTRTrainer`
+    FuxiCTR DCN             FuxiCTR's `BaseModel` + `FeatureEmbedding`, `CrossNet`, `MLP_Block`
+                            (the package ships no model zoo), trained by its own `train_epoch`
+The peers run only where importable (`pip install -e .[bench]`); each runs through its own
+public training and scoring entry points, with its own data loader, as its users would.
+
+Each model lives in its own worker process (own peak RSS, own thread setting); repetitions
+are interleaved (rep 1 of every model, then rep 2, ...) and medians reported, so a machine
+shared with other jobs slows every model alike. One repetition = one epoch over the train
+rows + scoring the test rows. Test AUC is read after the first epoch.
+
+Usage:
+    make bench                                          # peers installed, full run, writes results
+    .venv-bench/bin/python benchmarks/speed.py --rows 200000 --threads 2
+    .venv-bench/bin/python benchmarks/speed.py --quick  # smoke run, a minute
+    .venv-bench/bin/python benchmarks/speed.py --profile cnan   # torch.profiler table of a few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+# The shape the issue fixes for every model.
+N_FIELDS = 24
+VOCAB_MIN, VOCAB_MAX = 10, 100_000  # per-field vocabularies, log-spaced between these
+EMB_DIM = 64
+CROSS_LAYERS = 2
+DEEP = (512, 256)
+BATCH = 4096
+LR = 1e-3
+N_DOMAINS = 3
+DOMAIN_SHARE = (0.7, 0.2, 0.1)  # one rich domain, two smaller ones (the paper's setting)
+EVAL_BATCH = 8192  # crossctr's default; every library scores with the same batch size
+
+MODELS = ("cnan", "dcn", "deepctr", "rechub", "fuxictr")
+CROSSCTR_MODELS = ("cnan", "dcn")
+LABELS = {
+    "cnan": "crossctr CNAN-AT",
+    "dcn": "crossctr DCN",
+    "deepctr": "DeepCTR-Torch DCN",
+    "rechub": "torch-rechub DCN",
+    "fuxictr": "FuxiCTR DCN",
+}
+PACKAGES = {"cnan": "crossctr", "dcn": "crossctr", "deepctr": "deepctr-torch", "rechub": "torch-rechub", "fuxictr": "fuxictr"}
+IMPORTS = {"deepctr": "deepctr_torch", "rechub": "torch_rechub", "fuxictr": "fuxictr"}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def vocabularies(scale: float = 1.0) -> list[int]:
+    """24 vocabularies log-spaced from 10 to 100,000, times `scale` (sum ~303k ids at scale 1)."""
+    base = np.geomspace(VOCAB_MIN, VOCAB_MAX, N_FIELDS)
+    return [int(round(v * scale)) for v in base]
+
+
+def _hash_unit(salt: int | np.ndarray, a: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random value in [-1, 1) per (salt, integer) (splitmix64), no table needed."""
+    with np.errstate(over="ignore"):
+        z = a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(salt).astype(np.uint64) * np.uint64(0x632BE59BD9B4E019)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 52) - 1.0
+
+
+def generate(n: int, vocab: list[int], seed: int) -> dict[str, np.ndarray]:
+    """n rows: skewed ids per field, a domain per row, and clicks from a planted logistic model.
+
+    Ids: x = floor(V · u³), so low ids are popular and the tail is long (P(x < V/1000) = 0.1).
+    logit = -1.2 + Σ_f 0.6·h_f(x_f) + h(x_0, x_1) + h(x_2, x_5) + 0.8·h_d(x_3) + bias_d, where h
+    are fixed pseudo-random effects in [-1, 1): first-order effects, two feature crosses, and a
+    domain-specific effect (what the private networks of CNAN-AT are for).
+    The effects depend only on (field, id), so every scale of the vocabulary plants the same model.
+    """
+    rng = np.random.default_rng(seed)
+    V = np.asarray(vocab, dtype=np.int64)
+    x = np.floor(V * rng.random((n, len(vocab))) ** 3).astype(np.int64)  # (n, F)
+    d = rng.choice(N_DOMAINS, size=n, p=DOMAIN_SHARE).astype(np.int64)  # (n,)
+    logit = np.full(n, -1.2)
+    for f in range(len(vocab)):
+        logit += 0.6 * _hash_unit(f, x[:, f])
+    logit += _hash_unit(101, x[:, 0] * 1_000_003 + x[:, 1]) + _hash_unit(102, x[:, 2] * 1_000_003 + x[:, 5])
+    logit += 0.8 * _hash_unit(200 + d, x[:, 3]) + np.array([0.0, 0.3, -0.3])[d]
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    return {"x": x.astype(np.int32), "d": d, "y": y}
+
+
+def write_data(folder: Path, n_train: int, n_test: int, vocab: list[int], seed: int) -> None:
+    for name, n, s in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        for k, v in generate(n, vocab, s).items():
+            np.save(folder / f"{name}_{k}.npy", v)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+
+
+def load_data(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[int]]:
+    tr = {k: np.load(folder / f"train_{k}.npy") for k in ("x", "d", "y")}
+    te = {k: np.load(folder / f"test_{k}.npy") for k in ("x", "d", "y")}
+    return tr, te, json.loads((folder / "vocab.json").read_text())
+
+
+# ----------------------------------------------------------------------------- model cost
+
+
+def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
+    """Matrix-multiply FLOPs of one training row (forward + backward = 3 x forward).
+
+    DCN: cross layers 2·2·D, FCN D·512 + 512·256, head; D = 24 · 64.
+    CNAN-AT: two towers per row (shared + its domain's private one), each with the attention
+    MLP (72·64 + 64·32 + 32 per field) on K = 64 + 8, D = 24 · 72.
+    """
+    def tower(k: int, attention: bool) -> float:
+        d = n_fields * k
+        macs = d * DEEP[0] + DEEP[0] * DEEP[1] + 2 * CROSS_LAYERS * d
+        if attention:
+            macs += n_fields * (k * 64 + 64 * 32 + 32)
+        return macs
+    if model == "cnan":
+        macs = 2 * tower(EMB_DIM + 8, True) + 2 * (DEEP[1] + n_fields * (EMB_DIM + 8))
+    else:
+        macs = tower(EMB_DIM, False) + DEEP[1] + n_fields * EMB_DIM
+    return 3 * 2 * macs
+
+
+def table_bytes(model: str, total_ids: int) -> float:
+    """Rough peak bytes of the embedding tables and their optimizer state (the part that grows)."""
+    if model == "cnan":  # shared 64 + 3 domains x 8, SparseAdam: weight + 2 moments, sparse grads
+        return total_ids * (EMB_DIM + N_DOMAINS * 8) * 4 * 3
+    if model == "dcn":
+        return total_ids * EMB_DIM * 4 * 3
+    return total_ids * EMB_DIM * 4 * 4  # dense Adam: weight, dense grad, 2 moments
+
+
+def mem_available() -> float:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    return float("inf")
+
+
+# ----------------------------------------------------------------------------- runners
+# One per library. Each builds its model on the data, trains on rows [start, stop) with the
+# library's own loop, and scores the test rows with the library's own predict path.
+
+
+@dataclass
+class RunSpec:
+    device: str
+    threads: int
+    seed: int
+    bf16: bool = False
+    compile: bool = False
+    batch: int = BATCH
+    eval_batch: int = EVAL_BATCH
+    malloc_tuning: bool = True
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p))
+
+
+class CrossctrRunner:
+    """crossctr's models through a lean loop that mirrors `Trainer.fit` step for step.
+
+    Same loss (`click_loss` + the model's weighted auxiliary losses), same optimizers
+    (`make_optimizers`: fused Adam on dense parameters, SparseAdam on the sparse tables), batches
+    sliced from pre-encoded tensors (one gather per epoch for the shuffle), scoring through
+    `crossctr.evaluation.predict.score` (inference mode). Validation, checkpoints and progress
+    bars are left out: the trainer's per-epoch extras, not its per-row cost.
+    """
+
+    def __init__(self, name: str, tr: dict, te: dict, vocab: list[int], spec: RunSpec) -> None:
+        import torch
+
+        from crossctr.data.dataset import EncodedSplit
+        from crossctr.models import build_model, parse_model_config
+        from crossctr.training.config import DEFAULT_LOSS_WEIGHTS, TrainConfig
+        from crossctr.training.trainer import make_optimizers
+
+        self.torch, self.spec = torch, spec
+        self.device = torch.device(spec.device)
+        if name == "cnan":
+            cfg = {"name": "cnan", "sparse_embeddings": True}
+        else:  # the plain Deep & Cross: no attention, no domain-specific embeddings; cross and
+            # FCN side by side as in Wang et al. 2017 and the peers (same cost as "stacked")
+            cfg = {"name": "tower", "nn": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel", "sparse_embeddings": True}
+        self.model_config = cfg
+        # The click loss: CNAN-AT's own Σ_d mean BCE of domain d (paper §2.2); the plain DCN gets
+        # one mean over all rows, the peers' loss (train.domain_weighting: rows).
+        self.weighting = "equal" if name == "cnan" else "rows"
+        torch.manual_seed(spec.seed)
+        self.model = build_model(parse_model_config(cfg), vocab, N_DOMAINS).to(self.device)
+        self.opts = make_optimizers(self.model, TrainConfig(lr=LR, device=spec.device))
+        self.weights = dict(DEFAULT_LOSS_WEIGHTS)
+        # Training rows on the device once (a few hundred MB at most for this benchmark's sizes).
+        self.train = EncodedSplit.from_numpy(tr["x"], tr["d"], tr["y"])
+        self.train = EncodedSplit(*(t.to(self.device) for t in (self.train.features, self.train.domain, self.train.label)))
+        # Scored from host memory: `score` moves each batch to the device itself (and keeps its
+        # attention sums on the host, which a split living on a GPU would not match).
+        self.test = EncodedSplit.from_numpy(te["x"], te["d"], te["y"])
+        self.gen = torch.Generator(device=self.device).manual_seed(spec.seed)
+        self.forward = torch.compile(self.model) if spec.compile else self.model
+
+    def _autocast(self) -> Any:
+        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.spec.bf16)
+
+    def train_rows(self, start: int, stop: int) -> float:
+        torch = self.torch
+        from crossctr.data.dataset import Batch
+        from crossctr.training.losses import click_loss
+
+        t0 = time.perf_counter()
+        self.model.train()
+        n = stop - start
+        order = start + torch.randperm(n, generator=self.gen, device=self.device)
+        x, d, y = self.train.features[order], self.train.domain[order], self.train.label[order]
+        bs, total = self.spec.batch, torch.zeros((), device=self.device)
+        for s in range(0, n, bs):
+            b = Batch(x[s : s + bs], d[s : s + bs], y[s : s + bs])  # views: no per-row work
+            with self._autocast():
+                out = self.forward(b)
+            loss = click_loss(out.logits, b.label, b.domain, N_DOMAINS, self.weighting)
+            for k, v in out.aux_losses.items():
+                loss = loss + self.weights[k] * v
+            for opt in self.opts:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in self.opts:
+                opt.step()
+            total += loss.detach()
+        if not math.isfinite(float(total)):  # one check (and one device sync) per call
+            raise FloatingPointError(f"non-finite loss training rows {start}..{stop}")
+        return time.perf_counter() - t0
+
+    def score(self) -> tuple[float, np.ndarray]:
+        from crossctr.evaluation.predict import score
+
+        t0 = time.perf_counter()
+        with self._autocast():
+            s = score(self.forward, self.test, N_DOMAINS, self.spec.eval_batch, self.device)
+        return time.perf_counter() - t0, s.prob
+
+
+class DeepCTRRunner:
+    """DeepCTR-Torch's DCN through `model.fit` / `model.predict` (its DataLoader over a TensorDataset)."""
+
+    def __init__(self, name: str, tr: dict, te: dict, vocab: list[int], spec: RunSpec) -> None:
+        import torch
+        from deepctr_torch.inputs import SparseFeat
+        from deepctr_torch.models import DCN
+
+        self.spec = spec
+        cols = [SparseFeat(f"f{i}", vocabulary_size=v, embedding_dim=EMB_DIM) for i, v in enumerate(vocab)]
+        # No linear part (linear_feature_columns=[]) and no L2 terms: the same plain DCN maths
+        # as the others; L2 on the tables would also cost a pass over them every step.
+        self.model = DCN([], cols, cross_num=CROSS_LAYERS, dnn_hidden_units=DEEP, l2_reg_linear=0, l2_reg_embedding=0, l2_reg_cross=0, l2_reg_dnn=0, seed=spec.seed, device=spec.device)
+        self.model.compile(torch.optim.Adam(self.model.parameters(), lr=LR), "binary_crossentropy")
+        self.tr, self.te = tr, te
+
+    def _x(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        return {f"f{i}": x[:, i] for i in range(x.shape[1])}
+
+    def train_rows(self, start: int, stop: int) -> float:
+        x, y = self._x(self.tr["x"][start:stop]), self.tr["y"][start:stop]
+        t0 = time.perf_counter()
+        self.model.fit(x, y, batch_size=self.spec.batch, epochs=1, verbose=0, shuffle=True)
+        return time.perf_counter() - t0
+
+    def score(self) -> tuple[float, np.ndarray]:
+        x = self._x(self.te["x"])
+        t0 = time.perf_counter()
+        p = self.model.predict(x, batch_size=self.spec.eval_batch)
+        return time.perf_counter() - t0, np.asarray(p).reshape(-1)
+
+
+class RechubRunner:
+    """torch-rechub's DCN through `CTRTrainer.train_one_epoch` / `CTRTrainer.predict` (its DataGenerator)."""
+
+    def __init__(self, name: str, tr: dict, te: dict, vocab: list[int], spec: RunSpec) -> None:
+        import torch
+        from torch_rechub.basic.features import SparseFeature
+        from torch_rechub.models.ranking import DCN
+        from torch_rechub.trainers import CTRTrainer
+
+        self.spec = spec
+        torch.manual_seed(spec.seed)
+        feats = [SparseFeature(f"f{i}", vocab_size=v, embed_dim=EMB_DIM) for i, v in enumerate(vocab)]
+        self.model = DCN(feats, n_cross_layers=CROSS_LAYERS, mlp_params={"dims": list(DEEP), "activation": "relu", "dropout": 0})
+        self.tmp = tempfile.TemporaryDirectory()
+        # weight_decay 0 (the trainer's default is 1e-5): plain Adam like every other model.
+        self.trainer = CTRTrainer(self.model, optimizer_params={"lr": LR, "weight_decay": 0.0}, n_epoch=1, device=spec.device, model_path=self.tmp.name)
+        self.tr, self.te = tr, te
+
+    def _loader(self, x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool) -> Any:
+        from torch.utils.data import DataLoader
+        from torch_rechub.utils.data import TorchDataset
+
+        return DataLoader(TorchDataset({f"f{i}": x[:, i] for i in range(x.shape[1])}, y), batch_size=batch, shuffle=shuffle)
+
+    def train_rows(self, start: int, stop: int) -> float:
+        dl = self._loader(self.tr["x"][start:stop], self.tr["y"][start:stop], self.spec.batch, True)
+        t0 = time.perf_counter()
+        self.trainer.train_one_epoch(dl)
+        return time.perf_counter() - t0
+
+    def score(self) -> tuple[float, np.ndarray]:
+        dl = self._loader(self.te["x"], self.te["y"], self.spec.eval_batch, False)
+        t0 = time.perf_counter()
+        p = self.trainer.predict(self.model, dl)
+        return time.perf_counter() - t0, np.asarray(p).reshape(-1)
+
+
+class FuxiRunner:
+    """A DCN built from FuxiCTR's layers on its `BaseModel`, trained by `train_epoch`, scored by `predict`.
+
+    Data goes through FuxiCTR's own path: an .npz per split read by its `NpzDataLoader`
+    (default settings: one loader worker, row-wise `__getitem__` and collate).
+    """
+
+    def __init__(self, name: str, tr: dict, te: dict, vocab: list[int], spec: RunSpec) -> None:
+        import torch
+        from fuxictr.features import FeatureMap
+        from fuxictr.pytorch.layers import CrossNet, FeatureEmbedding, MLP_Block
+        from fuxictr.pytorch.models import BaseModel
+
+        self.tmp = tempfile.TemporaryDirectory()
+        fmap = FeatureMap("bench", self.tmp.name)
+        for i, v in enumerate(vocab):
+            fmap.features[f"f{i}"] = {"type": "categorical", "source": "", "vocab_size": v}
+        fmap.labels = ["label"]
+        fmap.num_fields = fmap.get_num_fields()
+        fmap.default_emb_dim = EMB_DIM
+        fmap.set_column_index()
+
+        class DCN(BaseModel):  # FuxiCTR's DCN recipe (model zoo layout), from the package's layers
+            def __init__(self, feature_map: Any, **kwargs: Any) -> None:
+                super().__init__(feature_map, model_id="DCN", **kwargs)
+                self.embedding_layer = FeatureEmbedding(feature_map, EMB_DIM)
+                d = feature_map.sum_emb_out_dim()
+                self.dnn = MLP_Block(input_dim=d, output_dim=None, hidden_units=list(DEEP), hidden_activations="ReLU", output_activation=None, dropout_rates=0, batch_norm=False)
+                self.crossnet = CrossNet(d, CROSS_LAYERS)
+                self.fc = torch.nn.Linear(d + DEEP[-1], 1)
+                self.compile("adam", "binary_crossentropy", LR)
+                self.reset_parameters()
+                self.model_to_device()
+
+            def forward(self, inputs: dict) -> dict:
+                X = self.get_inputs(inputs)
+                e = self.embedding_layer(X, flatten_emb=True)
+                out = torch.cat([self.crossnet(e), self.dnn(e)], dim=-1)
+                return {"y_pred": self.output_activation(self.fc(out))}
+
+        torch.manual_seed(spec.seed)
+        gpu = torch.device(spec.device).index or 0 if spec.device.startswith("cuda") else -1
+        self.model = DCN(fmap, gpu=gpu, verbose=0, model_root=self.tmp.name, metrics=["AUC"])
+        # What `fit` sets up before its epochs; evaluation every epoch is switched off.
+        self.model._eval_steps, self.model._total_steps, self.model._max_gradient_norm = 1 << 62, 0, 10.0
+        self.model._stop_training = False
+        self.fmap, self.tr, self.te, self.spec = fmap, tr, te, spec
+        self.loaders: dict[tuple[int, int], Any] = {}  # built once per row range, as `fit` would
+        self.test_loader = self._loader("test", te["x"], te["y"], spec.eval_batch, False)
+
+    def _loader(self, name: str, x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool) -> Any:
+        from fuxictr.pytorch.dataloaders.npz_dataloader import NpzDataLoader
+
+        path = os.path.join(self.tmp.name, f"{name}.npz")
+        np.savez(path, label=y, **{f"f{i}": x[:, i] for i in range(x.shape[1])})
+        return NpzDataLoader(self.fmap, path, batch_size=batch, shuffle=shuffle)
+
+    def train_rows(self, start: int, stop: int) -> float:
+        if (start, stop) not in self.loaders:
+            self.loaders[start, stop] = self._loader(f"train_{start}_{stop}", self.tr["x"][start:stop], self.tr["y"][start:stop], self.spec.batch, True)
+        t0 = time.perf_counter()
+        self.model.train_epoch(self.loaders[start, stop])
+        return time.perf_counter() - t0
+
+    def score(self) -> tuple[float, np.ndarray]:
+        t0 = time.perf_counter()
+        p = self.model.predict(self.test_loader)
+        return time.perf_counter() - t0, np.asarray(p).reshape(-1)
+
+
+RUNNERS: dict[str, Callable[..., Any]] = {"cnan": CrossctrRunner, "dcn": CrossctrRunner, "deepctr": DeepCTRRunner, "rechub": RechubRunner, "fuxictr": FuxiRunner}
+
+
+# ----------------------------------------------------------------------------- worker process
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the process instead of handing each large block back to the kernel.
+
+    glibc serves blocks over 32 MB (and, after trimming, smaller ones) with fresh mmap'd pages,
+    so every large activation tensor costs page faults on first touch: at batch 8192 that made
+    scoring 1.8x slower here. Set in every worker alike (peers included), like the thread count;
+    `--no-malloc-tuning` turns it off. Same effect as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<huge>.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameters from <malloc.h>
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def worker(name: str, folder: str, spec_d: dict, conn: Any) -> None:
+    """Builds one model and answers commands from the parent until told to stop."""
+    os.environ["TQDM_DISABLE"] = "1"  # the peers' progress bars
+    quiet = io.StringIO()
+    try:
+        import torch
+
+        spec = RunSpec(**spec_d)
+        malloc_tuned = tune_malloc() if spec.malloc_tuning else False
+        torch.set_num_threads(spec.threads)
+        tr, te, vocab = load_data(Path(folder))
+        with contextlib.redirect_stdout(quiet):  # the peers print from their loops
+            runner = RUNNERS[name](name, tr, te, vocab, spec)
+        conn.send(("ready", {"torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned}))
+        while True:
+            cmd, arg = conn.recv()
+            if cmd == "stop":
+                conn.send(("done", {"peak_rss_mb": _peak_rss_mb()}))
+                return
+            with contextlib.redirect_stdout(quiet):
+                if cmd == "train":
+                    secs = runner.train_rows(*arg)
+                    _sync(spec.device)
+                    conn.send(("ok", {"seconds": secs}))
+                elif cmd == "score":
+                    secs, p = runner.score()
+                    conn.send(("ok", {"seconds": secs, "auc": _auc(te["y"], p)}))
+            quiet.seek(0), quiet.truncate()
+    except Exception:
+        conn.send(("error", traceback.format_exc(limit=6)))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class Worker:
+    def __init__(self, ctx: Any, name: str, folder: Path, spec: RunSpec) -> None:
+        self.name = name
+        self.conn, child = ctx.Pipe()
+        # Not a daemon: FuxiCTR's loader starts a worker process of its own. A worker whose parent
+        # is gone sees EOF on the pipe and exits.
+        self.proc = ctx.Process(target=worker, args=(name, str(folder), asdict(spec), child))
+        self.proc.start()
+        child.close()
+        self.info = self._recv()
+
+    def _recv(self) -> dict:
+        try:
+            kind, payload = self.conn.recv()
+        except EOFError:
+            raise RuntimeError(f"{LABELS[self.name]} worker died (exit code {self.proc.exitcode}; out of memory?)") from None
+        if kind == "error":
+            raise RuntimeError(f"{LABELS[self.name]} worker failed:\n{payload}")
+        return payload
+
+    def call(self, cmd: str, arg: Any = None) -> dict:
+        self.conn.send((cmd, arg))
+        return self._recv()
+
+    def stop(self) -> float:
+        peak = self.call("stop")["peak_rss_mb"]
+        self.proc.join(timeout=30)
+        return peak
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(timeout=10)
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+@dataclass
+class Row:
+    model: str
+    label: str
+    package: str
+    version: str
+    train_rows_per_s: float = float("nan")
+    predict_rows_per_s: float = float("nan")
+    peak_rss_mb: float = float("nan")
+    test_auc: float = float("nan")  # after the first epoch
+    train_rows_per_s_reps: list[float] = field(default_factory=list)
+    predict_rows_per_s_reps: list[float] = field(default_factory=list)
+    auc_by_epoch: list[float] = field(default_factory=list)
+    train_gflops: float = float("nan")  # achieved matmul FLOP rate while training
+
+
+def package_version(name: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def available_models(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The wanted models whose library imports here, and why the others are left out."""
+    import importlib
+
+    ok, missing = [], {}
+    for m in wanted:
+        if m in CROSSCTR_MODELS:
+            ok.append(m)
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                importlib.import_module(IMPORTS[m])
+            ok.append(m)
+        except Exception as e:  # an import error of any kind leaves that peer out, with the reason
+            missing[m] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    return ok, missing
+
+
+def calibrate_matmul(threads: int, device: str) -> float:
+    """GFLOP/s of `torch.mm` in fp32 on the FCN's big product (4096 x 1728 @ 1728 x 512) right now.
+
+    A gauge of how much of the machine the run had (it moves with the other jobs), and on a GPU
+    the fp32 matmul ceiling for this model's shapes.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    a = torch.randn(BATCH, N_FIELDS * (EMB_DIM + 8), device=device)
+    b = torch.randn(N_FIELDS * (EMB_DIM + 8), DEEP[0], device=device)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    n, t0 = 10, time.perf_counter()
+    for _ in range(n):
+        a @ b
+    _sync(device)
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] * n / (time.perf_counter() - t0) / 1e9
+
+
+def compare(models: list[str], folder: Path, spec: RunSpec, n_train: int, n_test: int, reps: int, log: Callable[[str], None]) -> tuple[list[Row], list[float]]:
+    """Main table: persistent workers, interleaved repetitions, medians."""
+    ctx = mp.get_context("spawn")
+    workers: dict[str, Worker] = {}
+    rows = {m: Row(m, LABELS[m], PACKAGES[m], package_version(PACKAGES[m]) or "?") for m in models}
+    try:
+        return _compare(models, workers, rows, ctx, folder, spec, n_train, n_test, reps, log)
+    finally:
+        for w in workers.values():
+            w.kill()
+
+
+def _compare(models: list[str], workers: dict, rows: dict, ctx: Any, folder: Path, spec: RunSpec, n_train: int, n_test: int, reps: int, log: Callable[[str], None]) -> tuple[list[Row], list[float]]:
+    for m in models:
+        workers[m] = Worker(ctx, m, folder, spec)
+        warm = min(2 * spec.batch, n_train)  # first-step allocations and kernel choice, untimed
+        workers[m].call("train", (0, warm))
+        log(f"  ready: {LABELS[m]}")
+    calib = []
+    for r in range(reps):
+        calib.append(calibrate_matmul(spec.threads, spec.device))
+        order = models[r % len(models) :] + models[: r % len(models)]  # rotate who goes first
+        for m in order:
+            t = workers[m].call("train", (0, n_train))["seconds"]
+            s = workers[m].call("score")
+            rows[m].train_rows_per_s_reps.append(n_train / t)
+            rows[m].predict_rows_per_s_reps.append(n_test / s["seconds"])
+            rows[m].auc_by_epoch.append(s["auc"])
+            log(f"  rep {r + 1}/{reps} {LABELS[m]:<20} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}")
+    for m in models:
+        row = rows[m]
+        row.peak_rss_mb = workers[m].stop()
+        row.train_rows_per_s = statistics.median(row.train_rows_per_s_reps)
+        row.predict_rows_per_s = statistics.median(row.predict_rows_per_s_reps)
+        row.test_auc = row.auc_by_epoch[0]
+        row.train_gflops = row.train_rows_per_s * flops_per_train_row(m) / 1e9
+    return [rows[m] for m in models], calib
+
+
+def scaling(models: list[str], root: Path, spec: RunSpec, scales: list[float], n_rows: int, reps: int, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Training rows/s as the vocabulary grows (same rows, same batch); one worker alive at a time.
+
+    A point runs only when its tables and optimizer state fit in the memory available now;
+    otherwise it is recorded as skipped with the estimate.
+    """
+    ctx = mp.get_context("spawn")
+    out: dict[str, Any] = {"scales": scales, "rows": n_rows, "reps": reps, "train_rows_per_s": {}, "skipped": {}}
+    warm = 2 * spec.batch
+    folders = {}
+    for s in scales:
+        folders[s] = root / f"scale_{s:g}"
+        folders[s].mkdir()
+        write_data(folders[s], warm + n_rows, 1000, vocabularies(s), seed)
+    res: dict[str, dict[str, list[float]]] = {m: {f"{s:g}": [] for s in scales} for m in models}
+    for r in range(reps):
+        for m in models:
+            for s in scales:
+                need = table_bytes(m, sum(vocabularies(s))) + 1.5e9
+                if need > 0.85 * mem_available():
+                    out["skipped"].setdefault(m, {})[f"{s:g}"] = f"needs ~{need / 1e9:.1f} GB, {mem_available() / 1e9:.1f} GB available"
+                    continue
+                w = Worker(ctx, m, folders[s], spec)
+                try:
+                    w.call("train", (0, warm))
+                    t = w.call("train", (warm, warm + n_rows))["seconds"]
+                    w.stop()
+                finally:
+                    w.kill()
+                res[m][f"{s:g}"].append(n_rows / t)
+                log(f"  scale {s:>5g}x rep {r + 1}/{reps} {LABELS[m]:<20} train {n_rows / t:>9,.0f} rows/s")
+    for m in models:
+        out["train_rows_per_s"][m] = {k: (statistics.median(v) if v else None) for k, v in res[m].items()}
+    return out
+
+
+def slowdown(sc: dict[str, Any], model: str, scale: float) -> float | None:
+    pts = sc["train_rows_per_s"].get(model, {})
+    base, big = pts.get("1"), pts.get(f"{scale:g}")
+    if not base or not big:
+        return None
+    return 1.0 - big / base
+
+
+def plot_scaling(sc: dict[str, Any], path: Path, note: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    top = 1.15
+    for m, pts in sc["train_rows_per_s"].items():
+        xs = [s for s in sc["scales"] if pts.get(f"{s:g}")]
+        if not xs:
+            continue
+        ys = [pts[f"{s:g}"] for s in xs]
+        style = "-o" if m in CROSSCTR_MODELS else "--s"
+        axes[0].plot(xs, ys, style, label=LABELS[m])
+        axes[1].plot(xs, [y / ys[0] for y in ys], style, label=LABELS[m])
+        top = max(top, max(y / ys[0] for y in ys) + 0.05)
+    for s in sc["scales"]:  # say why a scale has no points
+        why = [v[f"{s:g}"] for v in sc["skipped"].values() if f"{s:g}" in v]
+        if why and not any(pts.get(f"{s:g}") for pts in sc["train_rows_per_s"].values()):
+            need = sorted(float(w.split("~")[1].split(" ")[0]) for w in why)
+            axes[1].annotate(f"{s:g}x: no model fits\n(needs {need[0]:.0f}-{need[-1]:.0f} GB)", (s, 0.5), ha="right", fontsize=8, color="0.3")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xticks(sc["scales"], [f"{s:g}x" for s in sc["scales"]])
+        ax.set_xlabel(f"vocabulary scale (1x = {sum(vocabularies(1)):,} ids over {N_FIELDS} fields)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("training rows/s")
+    axes[0].set_yscale("log")
+    axes[1].set_ylabel("rows/s relative to 1x")
+    axes[1].set_ylim(0, top)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Training speed as the vocabulary grows ({sc['rows']:,} rows per point, batch {BATCH}, medians of {sc['reps']})", fontsize=10)
+    fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(rows: list[Row], log: Callable[[str], None]) -> None:
+    head = f"{'model':<20} {'version':<9} {'train rows/s':>13} {'score rows/s':>13} {'peak RSS MB':>12} {'test AUC':>9} {'train GFLOP/s':>14}"
+    log(head)
+    log("-" * len(head))
+    for r in rows:
+        log(f"{r.label:<20} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}")
+
+
+def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None]:
+    by = {r.model: r for r in rows}
+    peers = [r for r in rows if r.model not in CROSSCTR_MODELS]
+    best_train = max((r.train_rows_per_s for r in peers), default=None)
+    best_pred = max((r.predict_rows_per_s for r in peers), default=None)
+    low_rss = min((r.peak_rss_mb for r in peers), default=None)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if a is None or not b else round(a / b, 3)
+
+    get = lambda m, k: getattr(by[m], k) if m in by else None  # noqa: E731
+    out = {
+        "cnan_train_vs_best_peer_dcn": ratio(get("cnan", "train_rows_per_s"), best_train),
+        "dcn_train_vs_best_peer_dcn": ratio(get("dcn", "train_rows_per_s"), best_train),
+        # like for like: crossctr's DCN scoring against the fastest peer's DCN scoring
+        "predict_vs_best_peer": ratio(get("dcn", "predict_rows_per_s"), best_pred),
+        "cnan_predict_vs_best_peer": ratio(get("cnan", "predict_rows_per_s"), best_pred),
+        "cnan_rss_vs_lowest_peer": ratio(get("cnan", "peak_rss_mb"), low_rss),
+        "dcn_rss_vs_lowest_peer": ratio(get("dcn", "peak_rss_mb"), low_rss),
+        # fractional drop of crossctr CNAN-AT's training rows/s at 100x the vocabulary
+        "vocab100x_slowdown": None,
+        "dcn_vocab100x_slowdown": None,
+        "cnan_vocab10x_slowdown": None,
+        "dcn_vocab10x_slowdown": None,
+    }
+    if sc:
+        for m in CROSSCTR_MODELS:
+            for s in (10, 100):
+                v = slowdown(sc, m, s)
+                key = "vocab100x_slowdown" if (m, s) == ("cnan", 100) else f"{m}_vocab{s}x_slowdown"
+                out[key] = None if v is None else round(v, 3)
+    return out
+
+
+def profile(model: str, rows: int, spec: RunSpec, seed: int) -> None:
+    """torch.profiler over a few training steps of a crossctr model: where the time goes."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile as tprofile
+
+    torch.set_num_threads(spec.threads)
+    vocab = vocabularies(1)
+    tr, te = generate(rows, vocab, seed), generate(1000, vocab, seed + 1)
+    runner = CrossctrRunner(model, tr, te, vocab, spec)
+    runner.train_rows(0, 2 * spec.batch)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if spec.device.startswith("cuda") else [])
+    with tprofile(activities=acts) as prof:
+        secs = runner.train_rows(0, rows)
+    print(f"{LABELS[model]}: {rows / secs:,.0f} rows/s under the profiler ({rows // spec.batch} steps)")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=400_000, help="training rows (test rows = rows / 4); default 400000")
+    p.add_argument("--vocab-scale", type=float, default=1.0, help="multiply every vocabulary for the main table; default 1")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads in every worker; default: all cores")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20000 rows, 1 repetition, scaling at 1x and 10x on 8192 rows")
+    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (epochs) per model; medians are reported")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--batch-size", type=int, default=BATCH)
+    p.add_argument("--scaling-scales", default="1,10,100", help="vocabulary scales of the figure; empty to skip it")
+    p.add_argument("--scaling-rows", type=int, default=81_920, help="timed training rows per scaling point")
+    p.add_argument("--scaling-reps", type=int, default=2)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for crossctr's models (peers stay fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile crossctr's models")
+    p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc settings alone in the workers")
+    p.add_argument("--omp-wait-policy", choices=["passive", "active", "default"], default="passive",
+                   help="OMP_WAIT_POLICY for every worker; passive (default): threads waiting at a barrier sleep "
+                        "instead of spinning, which on a machine shared with other jobs was 4-6x faster at 2 threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(HERE / "results.json"), help="results JSON ('' to skip)")
+    p.add_argument("--figure", default=str(HERE / "scaling.png"), help="scaling figure PNG ('' to skip)")
+    p.add_argument("--profile", choices=CROSSCTR_MODELS, help="only profile a crossctr model's training steps and exit")
+    args = p.parse_args(argv)
+
+    if args.omp_wait_policy != "default":  # before torch starts its OpenMP runtime here or in a worker
+        os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    if args.quick:
+        args.rows, args.reps, args.scaling_rows, args.scaling_reps = 20_000, 1, 8192, 1
+        args.scaling_scales = "1,10" if args.scaling_scales == "1,10,100" else args.scaling_scales
+    spec = RunSpec(args.device, args.threads, args.seed, args.bf16, args.compile, args.batch_size, EVAL_BATCH, not args.no_malloc_tuning)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"--device {args.device}: no CUDA device is available; use --device cpu", file=sys.stderr)
+            return 2
+    if args.profile:
+        profile(args.profile, min(args.rows, 20 * args.batch_size), spec, args.seed)
+        return 0
+    wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(MODELS))
+    if unknown:
+        print(f"--models: unknown {unknown}; choose from {list(MODELS)}", file=sys.stderr)
+        return 2
+    models, missing = available_models(wanted)
+    n_train, n_test = args.rows, max(args.rows // 4, 1000)
+    lines: list[str] = []
+
+    def log(s: str) -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    t_start = time.time()
+    load0 = os.getloadavg()
+    log(f"crossctr speed benchmark: {n_train:,} train / {n_test:,} test rows, {N_FIELDS} fields (vocab {VOCAB_MIN}..{VOCAB_MAX:,} x {args.vocab_scale:g}), "
+        f"emb {EMB_DIM}, cross {CROSS_LAYERS} + FCN {'x'.join(map(str, DEEP))}, batch {args.batch_size}, Adam {LR:g}, device {args.device}, {args.threads} threads")
+    log(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.1f} at start "
+        "(shared with other jobs: models run interleaved, medians reported)")
+    log(f"every worker: {args.threads} torch threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"malloc tuning {'off' if args.no_malloc_tuning else 'on (no mmap per large tensor)'}")
+    for m, why in missing.items():
+        log(f"  left out: {LABELS[m]} ({PACKAGES[m]} not importable: {why})")
+    with tempfile.TemporaryDirectory(prefix="crossctr-bench-") as tmp:
+        root = Path(tmp)
+        main_dir = root / "main"
+        main_dir.mkdir()
+        write_data(main_dir, n_train, n_test, vocabularies(args.vocab_scale), args.seed)
+        rows, calib = compare(models, main_dir, spec, n_train, n_test, args.reps, log)
+        scales = [float(s) for s in args.scaling_scales.split(",") if s.strip()]
+        sc = None
+        if scales:
+            log(f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:")
+            sc = scaling(models, root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
+    log("")
+    print_table(rows, log)
+    rat = ratios(rows, sc)
+    log("")
+    log("ratios (crossctr / best peer): " + ", ".join(f"{k} {v}" for k, v in rat.items() if v is not None))
+    if sc and sc["skipped"]:
+        for m, pts in sc["skipped"].items():
+            for s, why in pts.items():
+                log(f"  scaling point skipped: {LABELS[m]} at {s}x ({why})")
+    load1 = os.getloadavg()
+    log(f"torch.mm fp32 on the FCN's product during the run: {statistics.median(calib):.0f} GFLOP/s (median of {len(calib)}); "
+        f"load average {load1[0]:.1f} at end; {time.time() - t_start:.0f} s in all")
+    if sc and args.figure:
+        plot_scaling(sc, Path(args.figure), f"{platform.machine()}, {args.threads} threads, shared machine; points missing = did not fit in memory")
+        log(f"figure: {Path(args.figure).name}")
+    if args.out:
+        import torch
+
+        result = {
+            "command": "benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "setup": {
+                "train_rows": n_train, "test_rows": n_test, "fields": N_FIELDS, "vocabularies": vocabularies(args.vocab_scale),
+                "embedding_dim": EMB_DIM, "cross_layers": CROSS_LAYERS, "deep": list(DEEP), "batch_size": args.batch_size,
+                "eval_batch_size": EVAL_BATCH, "lr": LR, "reps": args.reps, "device": args.device, "threads": args.threads,
+                "bf16": args.bf16, "compile": args.compile, "seed": args.seed, "malloc_tuning": not args.no_malloc_tuning,
+                "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            },
+            "machine": {
+                "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+                "shared": "yes: other jobs ran beside the benchmark; models were interleaved and medians taken",
+                "load_average_start": round(load0[0], 2), "load_average_end": round(load1[0], 2),
+                "fp32_matmul_gflops": [round(c, 1) for c in calib],
+            },
+            "left_out": missing,
+            "results": [asdict(r) for r in rows],
+            "flops_per_train_row": {m: flops_per_train_row(m) for m in models},
+            "ratios": rat,
+            "scaling": sc,
+            "seconds": round(time.time() - t_start, 1),
+        }
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        log(f"results: {Path(args.out).name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
