@@ -37,6 +37,7 @@ import crossctr
 from crossctr.data.dataset import PreparedData, prepare
 from crossctr.evaluation.metrics import mean_auc
 from crossctr.experiments.grid import ALL, Experiment, Override, Plan, RunSpec, candidate_id, expand, select_candidate, subsample_domain
+from crossctr.jsonsafe import finite, json_default
 from crossctr.schema import ConfigError, DatasetSchema
 from crossctr.training.run import RunConfig, RunResult, atomic_write, train_run
 
@@ -74,7 +75,7 @@ class ResultsFile:
         return {r["key"]: r for r in self.read() if "key" in r}
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, allow_nan=False, default=_json_default) + "\n"
+        line = json.dumps(record, allow_nan=False, default=json_default) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as f:
             if f.tell() > 0 and not _ends_with_newline(self.path):
@@ -88,27 +89,6 @@ def _ends_with_newline(path: Path) -> bool:
     with open(path, "rb") as f:
         f.seek(-1, os.SEEK_END)
         return f.read(1) == b"\n"
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _finite(obj: Any) -> Any:
-    """NaN / inf (an AUC that cannot be computed) -> None, so every line is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _finite(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
 
 
 def dataset_identity(data: PreparedData) -> dict[str, Any]:
@@ -162,7 +142,7 @@ def _attention(att: dict[str, Any]) -> dict[str, Any] | None:
     kinds = {k[len("attention_"):]: v["per_group"] for k, v in att.items() if k.startswith("attention_") and isinstance(v, dict)}
     if not kinds:
         return None
-    return _finite({"groups": att.get("groups"), "domains": att.get("domains"), **kinds})
+    return finite({"groups": att.get("groups"), "domains": att.get("domains"), **kinds})
 
 
 def _eta(seconds: float) -> str:
@@ -200,7 +180,7 @@ def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seco
         # The target's own model also scored the other domain; those numbers belong to no method.
         m.update({split: {spec.target: m[split][spec.target]} for split in ("valid", "test") if m.get(split) and spec.target in m[split]})
     cfg = spec.run_config(ctx.exp, "")
-    return _finite({
+    return finite({
         "key": spec.key,
         "fingerprint": fingerprint,
         "experiment": ctx.exp.name,

@@ -36,9 +36,11 @@ from crossctr.data.io import DataError, validate_table
 from crossctr.data.prepare import load_dataset
 from crossctr.evaluation.metrics import domain_metrics
 from crossctr.evaluation.predict import score
+from crossctr.jsonsafe import finite, json_default
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
 from crossctr.training.checkpoint import Checkpointer
+from crossctr.training.checkpoint import atomic_write_bytes as atomic_write
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
@@ -66,41 +68,8 @@ class RunConfig(StrictModel):
         return cfg
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=False).encode())
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def _clean(obj: Any) -> Any:
-    """NaN (an AUC that cannot be computed) becomes null in JSON."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, float) and np.isnan(obj):
-        return None
-    return obj
+    atomic_write(path, json.dumps(obj, indent=2, default=json_default, allow_nan=False).encode())
 
 
 def restrict_domains(data: PreparedData, names: tuple[str, ...]) -> PreparedData:
@@ -222,9 +191,9 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
         "members": list(result.members),
         "route": result.route,
     })
-    _write_json(out / "metrics.json", _clean(metrics))
-    _write_json(out / "history.json", _clean({k: f.history for k, f in result.fits.items()}))
-    _write_json(out / "attention.json", _clean(attention))
+    _write_json(out / "metrics.json", finite(metrics))
+    _write_json(out / "history.json", finite({k: f.history for k, f in result.fits.items()}))
+    _write_json(out / "attention.json", finite(attention))
     return RunResult(out, metrics, attention, result)
 
 
