@@ -14,7 +14,7 @@ from crossctr.data.inspect import inspect_dataset
 from crossctr.data.prepare import PrepareOptions
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-QUIET = PrepareOptions(progress=False)
+QUIET = PrepareOptions(progress=False, max_memory=64 << 30)  # the process bound is not what these tests are about
 
 
 def test_report_figures_match_the_table(tmp_path: Path) -> None:
@@ -53,10 +53,13 @@ def test_report_figures_match_the_table(tmp_path: Path) -> None:
 def test_cli_prints_the_markdown(tmp_path: Path) -> None:
     from crossctr.cli import cli
 
-    res = CliRunner().invoke(cli, ["inspect", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "r"), "--no-progress"])
+    # The memory bound covers the whole process; inside a long pytest run that process is
+    # already large, so give a bound that is not what this test is about.
+    mem = ["--max-memory", "64GB"]
+    res = CliRunner().invoke(cli, ["inspect", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "r"), "--no-progress", *mem])
     assert res.exit_code == 0, res.output
     assert "## Domains" in res.output and "None found." in res.output
-    res = CliRunner().invoke(cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress"])
+    res = CliRunner().invoke(cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress", *mem])
     assert res.exit_code == 0 and "prepared" in res.output
-    res = CliRunner().invoke(cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress"])
+    res = CliRunner().invoke(cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress", *mem])
     assert "unchanged inputs: reusing" in res.output

@@ -26,7 +26,7 @@ from crossctr.data.prepare import MANIFEST, PrepareOptions, load_dataset, load_p
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.schema import ConfigError, DatasetSchema
 
-QUIET = PrepareOptions(progress=False)
+QUIET = PrepareOptions(progress=False, max_memory=64 << 30)  # the process bound is not what these tests are about
 SPLITS = ("train", "valid", "test")
 
 
