@@ -16,23 +16,10 @@ with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2 for its Test
 
 from crossctr.serving.app import ServeLimits, create_app
 from crossctr.serving.export import export_run
-from crossctr.training.run import Predictor, RunConfig, train_run
+from crossctr.training.run import Predictor
 
-SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
 LIMITS = ServeLimits(max_body_bytes=20_000, max_rows=50)
 ROW = {"site": "B", "brand": "b3", "price": 0.25, "user": "u17"}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_data) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    train_run(RunConfig(dataset="unused", model={"name": "cnan", **SMALL}, train={"epochs": 1, "progress": False}), out, tiny_data)
-    return out
-
-
-@pytest.fixture(scope="module")
-def predictor(run_dir: Path) -> Predictor:
-    return Predictor.load(run_dir)
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,8 @@ SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep":
 
 
 @pytest.fixture(scope="module")
-def cnan_run(tmp_path_factory, tiny_data) -> Path:
-    out = tmp_path_factory.mktemp("cnan")
-    train_run(RunConfig(dataset="unused", model={"name": "cnan", **SMALL}, train={"epochs": 1, "progress": False}), out, tiny_data)
-    return out
+def cnan_run(run_dir: Path) -> Path:
+    return run_dir  # the shared tiny CNAN-AT run (conftest.py)
 
 
 @pytest.fixture(scope="module")

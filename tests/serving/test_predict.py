@@ -14,21 +14,6 @@ from click.testing import CliRunner
 from crossctr.cli import cli
 from crossctr.data.io import DataError
 from crossctr.serving.predict import predict_file
-from crossctr.training.run import Predictor, RunConfig, train_run
-
-SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_data) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    train_run(RunConfig(dataset="unused", model={"name": "cnan", **SMALL}, train={"epochs": 1, "progress": False}), out, tiny_data)
-    return out
-
-
-@pytest.fixture(scope="module")
-def predictor(run_dir: Path) -> Predictor:
-    return Predictor.load(run_dir)
 
 
 @pytest.fixture(scope="module")
