@@ -414,23 +414,27 @@ def check_stats(schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats,
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI) and stats.distinct.get(f.name, 0) <= 1:
             vocab = encoder.encoders_[f.name].vocab_  # type: ignore[union-attr]
             constant.append(f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows")
-    if constant:
-        msg = at + "; ".join(constant) + ": the feature carries no information"
-        if not options.allow_constant:
-            raise DataError(msg + ". Drop it from the dataset YAML, fix the data, or pass --allow-constant-features to keep it.")
-        warnings.append(msg)
+    _refuse_or_warn(constant, at, "the feature carries no information", options.allow_constant,
+                    "Drop it from the dataset YAML, fix the data, or pass --allow-constant-features to keep it.", warnings)
     single = []
     for s, name in enumerate(SPLITS):
         for d, dom in enumerate(doms):
             n, p = int(stats.rows[s, d]), int(stats.positives[s, d])
             if n > 0 and (p == 0 or p == n):
                 single.append(f"domain {dom!r} has {'no positive' if p == 0 else 'no negative'} labels in its {name} split ({n} rows)")
-    if single:
-        msg = at + "; ".join(single) + ": AUC is undefined there and the domain cannot be evaluated"
-        if not options.allow_single_class:
-            raise DataError(msg + ". Change the split, add data, or pass --allow-single-class to keep it.")
-        warnings.append(msg)
+    _refuse_or_warn(single, at, "AUC is undefined there and the domain cannot be evaluated", options.allow_single_class,
+                    "Change the split, add data, or pass --allow-single-class to keep it.", warnings)
     return warnings
+
+
+def _refuse_or_warn(problems: list[str], at: str, why: str, allowed: bool, fix: str, warnings: list[str]) -> None:
+    """A DataError naming every problem, or (when the user's flag allows it) one more warning."""
+    if not problems:
+        return
+    msg = at + "; ".join(problems) + ": " + why
+    if not allowed:
+        raise DataError(f"{msg}. {fix}")
+    warnings.append(msg)
 
 
 # ----------------------------------------------------------------------------------- writing

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import json
@@ -336,7 +337,7 @@ def export_run(
 # ---- engines: encoded rows -> probabilities ----
 
 
-class Engine:
+class Engine(abc.ABC):
     """Scores encoded rows; `encode` turns a raw Arrow table into ids (the run's encoders)."""
 
     name: str = "engine"
@@ -349,9 +350,9 @@ class Engine:
     def encode(self, table: pa.Table, source: str = "input") -> EncodedSplit:
         return self.predictor.encode(table, source)
 
+    @abc.abstractmethod
     def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
         """(B, F) ids, (B,) domain ids -> (B,) float64 probabilities."""
-        raise NotImplementedError
 
 
 class TorchEngine(Engine):
