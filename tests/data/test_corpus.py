@@ -19,7 +19,7 @@ from crossctr.data.prepare import PrepareOptions, load_prepared, prepare_dataset
 from crossctr.schema import DatasetSchema
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-QUIET = PrepareOptions(progress=False)
+QUIET = PrepareOptions(progress=False, max_memory=64 << 30)
 
 # case -> patterns that must all appear in the message
 ERRORS = {
@@ -74,7 +74,7 @@ def test_valid_case_prepares_without_warnings(tmp_path: Path, caplog: pytest.Log
 @pytest.mark.parametrize("case,flag", [("numeric_all_nan", "allow_constant"), ("constant_categorical", "allow_constant"), ("no_valid_positives", "allow_single_class")])
 def test_flag_turns_the_error_into_a_warning(case: str, flag: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        prepare_dataset(CORPUS / case / "dataset.yaml", tmp_path / "out", PrepareOptions(progress=False, **{flag: True}))
+        prepare_dataset(CORPUS / case / "dataset.yaml", tmp_path / "out", PrepareOptions(progress=False, max_memory=64 << 30, **{flag: True}))
     assert any(case.split("_")[0] in r.getMessage() or "single value" in r.getMessage() or "no positive" in r.getMessage() for r in caplog.records)
     assert load_prepared(tmp_path / "out").train.features.shape == (12, 2)
 

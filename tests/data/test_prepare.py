@@ -39,7 +39,7 @@ def _same(a, b) -> None:
 
 
 def test_streamed_arrays_equal_the_in_memory_prepare(tiny_dataset_dir: Path, tiny_schema: DatasetSchema, tiny_table) -> None:
-    out = prepare_dataset(tiny_dataset_dir / "dataset.yaml", tiny_dataset_dir / "prep", PrepareOptions(progress=False, batch_rows=333)).out
+    out = prepare_dataset(tiny_dataset_dir / "dataset.yaml", tiny_dataset_dir / "prep", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=333)).out
     _same(load_prepared(out), prepare(tiny_schema, Path("."), tiny_table()))
     x = np.load(out / "train.features.npy", mmap_mode="r")
     assert x.dtype == np.int32 and np.load(out / "train.domain.npy").dtype == np.int8 and np.load(out / "train.label.npy").dtype == np.int8
@@ -57,19 +57,19 @@ def test_shards_folder_glob_and_csv_give_the_same_arrays(tiny_dataset_dir: Path,
     preps = []
     for name, path in [("one", "one.parquet"), ("folder", "shards"), ("glob", "shards/part-*")]:
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**tiny_schema, "path": path}))
-        preps.append(load_prepared(prepare_dataset(tmp_path / f"{name}.yaml", tmp_path / f"prep-{name}", PrepareOptions(progress=False, batch_rows=256)).out))
+        preps.append(load_prepared(prepare_dataset(tmp_path / f"{name}.yaml", tmp_path / f"prep-{name}", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=256)).out))
     _same(preps[0], preps[1])
     _same(preps[0], preps[2])
 
 
 def test_output_does_not_depend_on_batch_size_and_cache_is_reused(tiny_dataset_dir: Path) -> None:
     yml = tiny_dataset_dir / "dataset.yaml"
-    a = prepare_dataset(yml, tiny_dataset_dir / "a", PrepareOptions(progress=False, batch_rows=97, reservoir=500))
-    b = prepare_dataset(yml, tiny_dataset_dir / "b", PrepareOptions(progress=False, batch_rows=5000, reservoir=500))
+    a = prepare_dataset(yml, tiny_dataset_dir / "a", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=97, reservoir=500))
+    b = prepare_dataset(yml, tiny_dataset_dir / "b", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=5000, reservoir=500))
     _same(load_prepared(a.out), load_prepared(b.out))  # the bottom-k sample ignores batch boundaries
-    assert not a.reused and prepare_dataset(yml, a.out, PrepareOptions(progress=False, reservoir=500)).reused
-    assert not prepare_dataset(yml, a.out, PrepareOptions(progress=False, reservoir=500, force=True)).reused
-    assert not prepare_dataset(yml, a.out, PrepareOptions(progress=False, reservoir=400)).reused  # sampling is in the key
+    assert not a.reused and prepare_dataset(yml, a.out, PrepareOptions(progress=False, max_memory=64 << 30, reservoir=500)).reused
+    assert not prepare_dataset(yml, a.out, PrepareOptions(progress=False, max_memory=64 << 30, reservoir=500, force=True)).reused
+    assert not prepare_dataset(yml, a.out, PrepareOptions(progress=False, max_memory=64 << 30, reservoir=400)).reused  # sampling is in the key
     data = tiny_dataset_dir / "tiny.parquet"
     st = data.stat()
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
@@ -93,7 +93,7 @@ def test_memory_bound_is_checked(tiny_dataset_dir: Path, monkeypatch: pytest.Mon
     # Vocabulary counts that outgrow the bound stop the run with the fix (hash the feature).
     import crossctr.data.prepare as prep
 
-    monkeypatch.setattr(prep, "_rss", lambda: 100_000_000 - 20_000)
+    monkeypatch.setattr(prep, "_spare_memory", lambda options: 20_000)
     with pytest.raises(DataError, match=r"feature 'user' has .* distinct training values.*kind: hashed"):
         prepare_dataset(tiny_dataset_dir / "dataset.yaml", tiny_dataset_dir / "p", PrepareOptions(progress=False, max_memory=100_000_000, batch_rows=500))
 
@@ -106,7 +106,7 @@ def test_quantiles_from_the_sample_are_close_on_a_large_column(tmp_path: Path) -
     spec = {"name": "big", "path": "big.parquet", "label": "y", "domain": {"column": "d", "values": ["A", "B"]},
             "features": [{"name": "v", "kind": "numeric", "buckets": 10}, {"name": "c", "kind": "categorical"}]}
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
-    out = prepare_dataset(tmp_path / "d.yaml", tmp_path / "p", PrepareOptions(progress=False, reservoir=20_000, batch_rows=30_000)).out
+    out = prepare_dataset(tmp_path / "d.yaml", tmp_path / "p", PrepareOptions(progress=False, max_memory=64 << 30, reservoir=20_000, batch_rows=30_000)).out
     bounds = np.array(load_prepared(out).encoder.encoders_["v"].boundaries_)
     train = load_prepared(out).train
     x = np.sort(t.column("v").to_numpy())  # rank of each boundary among all values (train is 80 % of them)
@@ -135,7 +135,7 @@ def _kinds_dataset(root: Path) -> Path:
 
 def test_hashed_crossed_bucketed_and_multi_features(tmp_path: Path) -> None:
     yml = _kinds_dataset(tmp_path)
-    data = load_prepared(prepare_dataset(yml, tmp_path / "p", PrepareOptions(progress=False, batch_rows=200)).out)
+    data = load_prepared(prepare_dataset(yml, tmp_path / "p", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=200)).out)
     enc = data.encoder
     assert data.train.features.shape[1] == 7 and enc.cardinalities == [N_RESERVED + 9, N_RESERVED + 4, N_RESERVED + 64, N_RESERVED + 128, N_RESERVED + 4]
     assert enc.cardinalities.slots == (1, 1, 1, 1, 3)
@@ -201,6 +201,6 @@ def test_movielens_100k_prepares_like_the_in_memory_path(tmp_path: Path) -> None
     from crossctr.data.movielens import write_movielens_dataset
 
     yml = write_movielens_dataset(ML100K, tmp_path / "ml", version="100k")
-    streamed = load_prepared(prepare_dataset(yml, tmp_path / "prep", PrepareOptions(progress=False, batch_rows=30_000)).out)
+    streamed = load_prepared(prepare_dataset(yml, tmp_path / "prep", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=30_000)).out)
     _same(streamed, prepare(DatasetSchema.from_yaml(yml), yml.parent))
     assert json.loads((tmp_path / "prep" / MANIFEST).read_text())["rows"]["train"] == len(streamed.train)

@@ -113,7 +113,7 @@ def test_streamed_fit_equals_the_in_memory_fit(table: pa.Table, batch: int) -> N
         root = Path(tmp)
         pq.write_table(table, root / "p.parquet")
         (root / "d.yaml").write_text(yaml.safe_dump({**schema.model_dump(mode="json"), "split": {"kind": "random", "fractions": [0.98, 0.01, 0.01], "seed": 0}}))
-        opts = PrepareOptions(progress=False, batch_rows=batch, allow_constant=True, allow_single_class=True)
+        opts = PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=batch, allow_constant=True, allow_single_class=True)
         try:
             streamed = load_prepared(prepare_dataset(root / "d.yaml", root / "out", opts).out)
         except Exception as err:  # a random table may leave a split or a domain empty: that is reported, not encoded

@@ -87,6 +87,7 @@ FORMAT_VERSION = 1  # bump when the folder layout or the encoding changes
 MANIFEST = "prepared.json"
 SPLITS = ("train", "valid", "test")
 _EDGE = 1 << 20  # bytes hashed at each end of an input file for the cache key
+_DEFAULT_SPARE = 2 << 30  # room above the current process when no bound is given
 _BYTES_PER_ROW_FACTOR = 12  # working memory per raw row byte: Arrow batch, validated copy, casts, ids
 
 
@@ -94,7 +95,10 @@ _BYTES_PER_ROW_FACTOR = 12  # working memory per raw row byte: Arrow batch, vali
 class PrepareOptions:
     """How `prepare_dataset` runs; only `reservoir` and `seed` change what it writes."""
 
-    max_memory: int = 2 << 30  # bytes of resident memory the whole process may use (2 GiB)
+    # Bytes of resident memory the whole process may use. None (the library default): 2 GiB
+    # above what the process already holds, so a call from a large notebook or test process
+    # is not refused; the CLI passes an explicit whole-process bound (--max-memory).
+    max_memory: int | None = None
     batch_rows: int | None = None  # rows per record batch; None: derived from max_memory
     reservoir: int = 100_000  # numeric values sampled per column for quantiles (part of the cache key)
     seed: int = 0  # seed of the sample's keys (part of the cache key)
@@ -296,16 +300,25 @@ def _row_bytes(files: list[InputFile]) -> float:
     return best
 
 
-def _batch_rows(files: list[InputFile], options: PrepareOptions) -> int:
-    if options.batch_rows is not None:
-        return max(1, options.batch_rows)
+def _spare_memory(options: PrepareOptions) -> int:
+    """Bytes the bound leaves above what the process already holds; refuses a bound with no room."""
+    if options.max_memory is None:
+        return _DEFAULT_SPARE
     base = _rss()
     spare = options.max_memory - base
     if spare < 64 << 20:
         raise ConfigError(
             f"--max-memory {options.max_memory / 1e6:.0f} MB leaves no room: the process already uses "
-            f"{base / 1e6:.0f} MB (interpreter and libraries); give at least {(base + (256 << 20)) / 1e6:.0f} MB"
+            f"{base / 1e6:.0f} MB (interpreter, libraries and whatever the caller holds); "
+            f"give at least {(base + (256 << 20)) / 1e6:.0f} MB"
         )
+    return spare
+
+
+def _batch_rows(files: list[InputFile], options: PrepareOptions) -> int:
+    if options.batch_rows is not None:
+        return max(1, options.batch_rows)
+    spare = _spare_memory(options)
     # About a third of the spare memory for one batch's working set; the rest holds the
     # vocabulary counts and samples (checked as they grow) and slack for the allocator.
     rows = int(spare / 3 / (_row_bytes(files) * _BYTES_PER_ROW_FACTOR))
@@ -325,7 +338,7 @@ def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOp
     truncated = {f.name: 0 for f in schema.features if f.kind is FeatureKind.MULTI}
     multi = {f.name: new_encoder(f) for f in schema.features if f.kind is FeatureKind.MULTI}
     key_rng = np.random.default_rng(options.seed)
-    budget = options.max_memory - _rss()
+    budget = _spare_memory(options)
     for b in scan_stream(schema, files, batch_rows, "prepare 1/2 fit", options.progress):
         label = b.table.column(schema.label).to_numpy(zero_copy_only=False)
         flat = b.which.astype(np.int64) * n_dom + b.domain
@@ -367,8 +380,8 @@ def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOp
             worst = max(counts, key=lambda n: counts[n].nbytes)
             raise DataError(
                 f"feature {worst!r} has {len(counts[worst]):,} distinct training values so far "
-                f"({counts[worst].nbytes / 1e6:.0f} MB of counts), more than --max-memory "
-                f"{options.max_memory / 1e9:.1f} GB allows; declare it `kind: hashed` with `buckets:` "
+                f"({counts[worst].nbytes / 1e6:.0f} MB of counts), more than the memory bound "
+                f"({budget / 1e9:.1f} GB spare) allows; declare it `kind: hashed` with `buckets:` "
                 "in the dataset YAML, or raise --max-memory"
             )
 
