@@ -187,3 +187,24 @@ def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
     assert "todo  deep_only/all/s0" in res.output and "2 runs planned" in res.output
     res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", "x.yaml", "--seeds", "a,b"])
     assert res.exit_code != 0 and "comma-separated integers" in res.output
+
+
+def test_dry_run_marks_changed_settings_stale_and_unset_schema_fields_do_not(tmp_path, tiny_data) -> None:
+    exp = _tuned_experiment()
+    out = tmp_path / "xp"
+    run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), only=["table1"], render=False)
+    same = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), only=["table1"], dry_run=True)
+    assert same.done_before == same.planned and not any(line.startswith("  stale") for line in same.listing)
+
+    doc = exp.model_dump(mode="json")
+    doc["train"]["batch_size"] = 256
+    changed = run_experiment(Experiment.model_validate(doc), "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), only=["table1"], dry_run=True)
+    assert changed.done_before == 0 and sum(line.startswith("  stale") for line in changed.listing) == changed.planned
+
+    # An optional schema field left unset is not part of the identity, so adding such a field
+    # to the schema later (its unset value keeping the old behaviour) keeps finished runs valid.
+    from crossctr.experiments.runner import dataset_identity
+
+    ident = dataset_identity(tiny_data)["schema"]
+    assert all(None not in f.values() for f in ident["features"])
+    assert {"name", "kind"} <= set(ident["features"][0])

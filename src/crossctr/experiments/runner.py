@@ -96,7 +96,9 @@ def dataset_identity(data: PreparedData) -> dict[str, Any]:
     n = data.schema.n_domains
     return {
         "name": data.schema.name,
-        "schema": data.schema.model_dump(mode="json", exclude={"path"}),
+        # Unset optional schema fields are left out, so a field added to the schema later
+        # (defaulting to None, i.e. the old behaviour) does not orphan finished runs.
+        "schema": data.schema.model_dump(mode="json", exclude={"path"}, exclude_none=True),
         "rows": {k: v.domain_counts(n) for k, v in data.splits.items()},
     }
 
@@ -307,8 +309,9 @@ def run_experiment(
              exp.name, ctx.dataset_id["name"], len(specs), len(plan.tune), list(full.scenarios), list(full.seeds))
 
     if dry_run:
-        done = sum(s.key in records for s in specs)
-        return RunnerSummary(len(specs), done, 0, 0, time.perf_counter() - t_start, out, _listing(plan, records))
+        listing = _listing(ctx, plan, records)
+        done = sum(line.startswith("  done") for line in listing)
+        return RunnerSummary(len(specs), done, 0, 0, time.perf_counter() - t_start, out, listing)
 
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
@@ -374,14 +377,24 @@ def _params(exp: Experiment, method: str, cid: str) -> Override:
     return next(c for c in exp.tune[method] if candidate_id(c) == cid)
 
 
-def _listing(plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
-    """The dry run's plan: per phase, each run's key and whether results.jsonl has it."""
+def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
+    """The dry run's plan: per phase, each run's key and whether results.jsonl has it (`stale`: its settings changed)."""
+
+    def status(spec: RunSpec) -> str:
+        rec = records.get(spec.key)
+        if rec is None:
+            return "todo"
+        if spec.phase != "tune" and ctx.exp.tuned_by(spec.method) is not None:
+            return "done"  # its settings wait on the tuning choice; the real run checks them
+        return "done" if rec.get("fingerprint") == spec.fingerprint(ctx.exp, ctx.dataset_id) else "stale"
+
     lines: list[str] = []
     by_phase: dict[str, list[RunSpec]] = {}
     for s in plan.specs():
         by_phase.setdefault(s.phase, []).append(s)
     for phase, specs in by_phase.items():
-        done = sum(s.key in records for s in specs)
+        marks = [(status(s), s.key) for s in specs]
+        done = sum(m == "done" for m, _ in marks)
         lines.append(f"{phase}: {len(specs)} runs, {done} already in {RESULTS_FILE}")
-        lines += [f"  {'done' if s.key in records else 'todo'}  {s.key}" for s in specs]
+        lines += [f"  {m:5s} {k}" for m, k in marks]
     return lines
