@@ -42,6 +42,27 @@ def test_rank_losses_average_to_the_global_batch_loss(weighting: str) -> None:
     assert torch.allclose(sum(per_rank) / 2, click_loss(logits, label, dom, 3, weighting), atol=1e-6)
 
 
+def test_per_domain_means_of_shards_scaled_like_a_row_mean_add_up_to_the_global_value() -> None:
+    """What CNAN's L_d relies on under DDP: Σ_r (W·B_r/B)·t_r / W equals the one-process value."""
+    from crossctr.layers.domain_ops import per_domain_mean
+
+    g = torch.Generator().manual_seed(2)
+    values, dom = torch.rand(41, generator=g), torch.randint(0, 3, (41,), generator=g)
+    dom[:2] = 2  # domain 2's rows do not split evenly over the ranks
+    counts = torch.bincount(dom, minlength=3)
+    whole = per_domain_mean(values, dom, 3).sum()
+    world = 2
+    shares = []
+    for r in range(world):
+        m = shard_mask(dom, 3, r, world)
+        t_r = per_domain_mean(values[m], dom[m], 3, counts).sum()
+        shares.append(world * int(m.sum()) / 41 * t_r)  # the trainer's row-mean scaling
+    assert torch.allclose(sum(shares) / world, whole, atol=1e-6)
+    # Without the global counts each shard averages its own rows: not the global value.
+    local = [world * int(m.sum()) / 41 * per_domain_mean(values[m], dom[m], 3).sum() for m in (shard_mask(dom, 3, r, world) for r in range(world))]
+    assert not torch.allclose(sum(local) / world, whole, atol=1e-4)
+
+
 def test_embedding_is_a_replaceable_lookup(tiny_data) -> None:
     cards = tiny_data.encoder.cardinalities
     model = build_model(CNANConfig(**SMALL), cards, 3)
@@ -64,10 +85,9 @@ def test_two_gloo_ranks_match_one_process_and_validate_on_every_row(tiny_dataset
     assert n_train % 141 == 1  # the last global batch has 1 row: rank 1's shard is empty there
     run = {
         "dataset": "dataset.yaml",
-        # domain_loss off: CNAN's L_d is a per-domain mean inside the model, exact under DDP only
-        # when each domain's rows split evenly over the ranks (training/distributed.py); the
-        # entropy adversarial term and the discriminator's own term are on, and exact.
-        "model": {"name": "cnan", **SMALL, "domain_loss": False},
+        # Default CNAN-AT: entropy adversary, discriminator step and the per-domain L_d term,
+        # which divides by the global batch's rows per domain (Batch.domain_rows).
+        "model": {"name": "cnan", **SMALL},
         "train": {"epochs": 2, "batch_size": 141, "patience": 5, "progress": False, "threads": 1, "device": "cpu"},
     }
     (tiny_dataset_dir / "run.yaml").write_text(yaml.safe_dump(run))
@@ -81,6 +101,7 @@ def test_two_gloo_ranks_match_one_process_and_validate_on_every_row(tiny_dataset
     a, b = load_file(tiny_dataset_dir / "one" / "weights.safetensors"), load_file(tiny_dataset_dir / "two" / "weights.safetensors")
     assert a.keys() == b.keys()
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    print(f"2 ranks vs 1 process: largest weight difference {diff:.1e}")
     assert diff < 1e-5, diff  # float summation order only (measured ~1e-7)
 
     hist_one = json.loads((tiny_dataset_dir / "one" / "history.json").read_text())["joint"]

@@ -31,9 +31,13 @@ class Batch:
     features: torch.Tensor  # (B, F) int
     domain: torch.Tensor  # (B,) int64
     label: torch.Tensor  # (B,) float32
+    # Data-parallel training only: rows per domain of the global batch this batch is a shard
+    # of, so per-domain means inside a model divide by global counts (layers.domain_ops).
+    domain_rows: torch.Tensor | None = None  # (N,) int64
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.features.to(device, non_blocking=True), self.domain.to(device, non_blocking=True), self.label.to(device, non_blocking=True))
+        rows = None if self.domain_rows is None else self.domain_rows.to(device, non_blocking=True)
+        return Batch(self.features.to(device, non_blocking=True), self.domain.to(device, non_blocking=True), self.label.to(device, non_blocking=True), rows)
 
     def __len__(self) -> int:
         return self.label.shape[0]

@@ -118,10 +118,10 @@ class CNAN(nn.Module):
                 a_p = a_p.index_copy(0, rows, a_k)
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
-        aux = self._aux_losses(o_c, o_p, d) if self.training else {}  # scoring needs no losses
+        aux = self._aux_losses(o_c, o_p, d, batch.domain_rows) if self.training else {}  # scoring needs no losses
         return ModelOutput(logits, aux, extras)
 
-    def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor, domain_rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg, D, aux = self.config, self.discriminator, {}
         if cfg.adversarial == "entropy":
             if cfg.discriminator_step:
@@ -137,7 +137,7 @@ class CNAN(nn.Module):
             aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
             nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
-            aux["domain"] = per_domain_mean(nll, d, self.n_domains).sum()
+            aux["domain"] = per_domain_mean(nll, d, self.n_domains, domain_rows).sum()
         return aux
 
     def _wasserstein(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,9 +20,10 @@ its share of the global-batch loss for g to equal the one-process gradient:
 
 The click loss is exact. An auxiliary term that is a mean over rows (CNAN's `adv` and `disc`,
 DANN's `adv`) is exact as well: B_r/B · mean_r = the rank's share of the global mean. A
-per-domain mean (CNAN's `domain`) is exact when each domain's rows of a global batch divide
-evenly over the ranks and otherwise off by the rounding (a rank averages ⌈N_d/W⌉ or ⌊N_d/W⌋
-rows, weighed as N_d/W). The Wasserstein critics (distances between whole sets, a clamp, a
+per-domain mean (CNAN's `domain`) is exact too: the trainer hands the global batch's rows per
+domain to the model in `Batch.domain_rows`, and `layers.domain_ops.per_domain_mean` divides by
+them (returning the shard's share as a row-mean term, so the scaling above applies unchanged).
+The Wasserstein critics (distances between whole sets, a clamp, a
 random gradient-penalty mix) are per-rank estimates. All of these terms sit in the same
 backward as the click loss, so DDP reduces their gradients with everything else; nothing
 trains in a separate step that DDP would miss.

@@ -226,7 +226,7 @@ class Trainer:
                 idx_local = mine
             else:
                 idx_local = idx
-            batch = Batch(train.features[idx_local], train.domain[idx_local], train.label[idx_local]).to(self.device)
+            batch = Batch(train.features[idx_local], train.domain[idx_local], train.label[idx_local], counts).to(self.device)
             loss, terms = self._loss(net, batch, counts, len(idx))
             if scale != 1.0:
                 loss = loss * scale
