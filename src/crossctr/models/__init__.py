@@ -2,6 +2,30 @@
 
 from crossctr.models.base import REGISTRY, ModelOutput, build_model, parse_model_config
 from crossctr.models.cnan import CNAN, CNANConfig
+from crossctr.models.epnet import EPNet, EPNetConfig
+from crossctr.models.mmoe import MMoE, MMoEConfig
+from crossctr.models.ple import PLE, PLEConfig
+from crossctr.models.shared_bottom import SharedBottom, SharedBottomConfig
+from crossctr.models.star import STAR, STARConfig
 from crossctr.models.tower import TowerConfig, TowerModel
 
-__all__ = ["REGISTRY", "ModelOutput", "build_model", "parse_model_config", "CNAN", "CNANConfig", "TowerModel", "TowerConfig"]
+__all__ = [
+    "REGISTRY",
+    "ModelOutput",
+    "build_model",
+    "parse_model_config",
+    "CNAN",
+    "CNANConfig",
+    "EPNet",
+    "EPNetConfig",
+    "MMoE",
+    "MMoEConfig",
+    "PLE",
+    "PLEConfig",
+    "SharedBottom",
+    "SharedBottomConfig",
+    "STAR",
+    "STARConfig",
+    "TowerModel",
+    "TowerConfig",
+]

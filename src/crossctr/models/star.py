@@ -1,0 +1,90 @@
+"""STAR: Star Topology Adaptive Recommender, one network whose weights are shared ⊙ per-domain.
+
+Paper: X.-R. Sheng, L. Zhao, G. Zhou, X. Ding, B. Dai, Q. Luo, S. Yang, J. Lv, C. Zhang,
+H. Deng, X. Zhu, "One Model to Serve All: Star Topology Adaptive Recommender for
+Multi-Domain CTR Prediction", CIKM 2021. (Issue #8 lists it as KDD 2021; it appeared at CIKM.)
+
+The paper's domains are the domains here. Three parts (paper §4):
+    e      = e_c ⊕ e_d                                shared ⊕ domain-specific embeddings (as CNAN-AT)
+    z      = PN_d(e_1 ⊕ … ⊕ e_F)                      Partitioned Normalization (eq. 2)
+    main   = StarFCN_d(z)                              layer weights W ⊙ W_d, bias b + b_d (eq. 3)
+    aux    = MLP([emb(d) ⊕ e_1 ⊕ … ⊕ e_F])             auxiliary network, 2 layers
+    logit  = main + aux                                (eq. 4, before the sigmoid)
+The paper trains on batches of one domain; ours mix domains, so PN normalises each row with
+the batch statistics of its own domain's rows (the same when a batch holds one domain) and
+keeps moving statistics per domain for eval. `norm: batch` replaces PN by BatchNorm (the
+paper's BN-vs-PN comparison); `aux_hidden: 0` drops the auxiliary network.
+`attention_hidden` non-empty puts CNAN-AT's feature attention unit (paper eq. 1) on the
+embeddings; STAR has none.
+
+Example:
+    >>> import torch
+    >>> from crossctr.data.dataset import Batch
+    >>> m = STAR(STARConfig(shared_dim=4, specific_dim=2, deep=(8,), aux_hidden=4), [5, 7], 3)
+    >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from crossctr.data.dataset import Batch
+from crossctr.layers.attention import AttentionUnit
+from crossctr.layers.embedding import FeatureEmbedding
+from crossctr.layers.mlp import MLP
+from crossctr.layers.star import PartitionedNorm, StarFCN
+from crossctr.models.base import ModelOutput, register
+from crossctr.schema import StrictModel
+
+__all__ = ["STARConfig", "STAR"]
+
+
+class STARConfig(StrictModel):
+    name: Literal["star"] = "star"
+    shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
+    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only (the STAR paper has none)
+    attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the paper; (64, 32) = CNAN-AT's
+    # The library's FCN; with N per-domain copies STAR has about CNAN-AT's N + 1 towers' weights.
+    deep: tuple[int, ...] = (512, 256)
+    norm: Literal["partitioned", "batch"] = "partitioned"  # "batch": the paper's BatchNorm ablation
+    aux_hidden: int = Field(default=64, ge=0)  # the auxiliary network's hidden layer; 0 = no auxiliary network
+    dropout: float = 0.0
+    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
+    embedding_init_std: float = 0.01  # as CNAN-AT
+
+
+@register("star", STARConfig)
+class STAR(nn.Module):
+    def __init__(self, config: STARConfig, cardinalities: Sequence[int], n_domains: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
+        K = self.embedding.out_dim
+        in_dim = len(cardinalities) * K
+        self.attention = AttentionUnit(K, config.attention_hidden) if config.attention_hidden else None
+        self.norm = PartitionedNorm(in_dim, n_domains) if config.norm == "partitioned" else nn.BatchNorm1d(in_dim)
+        self.fcn = StarFCN(in_dim, (*config.deep, 1), n_domains, dropout=config.dropout)  # last layer: the logit
+        self.aux: nn.Sequential | None = None
+        if config.aux_hidden > 0:
+            self.domain_embedding = nn.Embedding(n_domains, K)  # the domain indicator, one more field
+            nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
+            self.aux = nn.Sequential(MLP(in_dim + K, (config.aux_hidden,)), nn.Linear(config.aux_hidden, 1))
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        x, d = batch.features, batch.domain
+        e = self.embedding(x, d)  # (B, F, K)
+        extras = {}
+        if self.attention is not None:
+            e, a = self.attention(e)  # (B, F, K), (B, F)
+            extras["attention_shared"] = a.detach()
+        x0 = e.flatten(1)  # (B, F*K)
+        z = self.norm(x0, d) if isinstance(self.norm, PartitionedNorm) else self.norm(x0)  # (B, F*K)
+        logits = self.fcn(z, d).squeeze(-1)  # (B,)
+        if self.aux is not None:
+            logits = logits + self.aux(torch.cat([self.domain_embedding(d), x0], dim=1)).squeeze(-1)  # (B,)
+        return ModelOutput(logits, {}, extras)
