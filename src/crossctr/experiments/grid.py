@@ -1,13 +1,14 @@
 """An experiment file (a named grid of the paper's section 3) and its expansion into run specs.
 
 An experiment YAML names methods (model config + training strategy + optional train
-overrides), the tables that use them, the seeds, and candidate hyper-parameters to choose on
-the validation split. `expand` turns it, given the dataset's training rows per domain, into
-run specs with stable keys:
+overrides), the tables that use them, the seeds, and the hyper-parameters to choose on the
+validation split: explicit candidates (`tune:`) or a search space with the same trial budget
+for every searched method (`search:`, run with Optuna by `experiments/search.py`). `expand`
+turns it, given the dataset's training rows per domain, into run specs with stable keys:
 
     <method>/<scenario>/s<seed>              cnan_at/A+C/s0
     <method>/<scenario>/f<fraction>/s<seed>  cnan_at/A+C/f0.1/s0  (Table 4: target's train rows subsampled)
-    <method>/all/t-<candidate>/s<seed>       cnan_at/all/t-3f2a1c/s0  (tuning candidate)
+    <method>/all/t-<candidate>/s<seed>       cnan_at/all/t-3f2a1c/s0  (tuning candidate or search trial)
 
 Scenarios come from the training rows per domain: `all` (every domain at once) and, with
 more than two domains, the richest domain paired with each other domain (`A+B`, `A+C`, the
@@ -52,6 +53,8 @@ __all__ = [
     "TABLES",
     "Method",
     "Override",
+    "Param",
+    "Search",
     "Experiment",
     "RunSpec",
     "Plan",
@@ -61,6 +64,8 @@ __all__ = [
     "cell_key",
     "candidate_id",
     "select_candidate",
+    "override_from",
+    "search_spec",
     "subsample_domain",
     "deep_merge",
 ]
@@ -91,6 +96,111 @@ class Override(StrictModel):
 
     model: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
+
+
+def override_from(values: Mapping[str, Any]) -> Override:
+    """Dotted config paths -> an Override: {"train.loss_weights.adv": 0.1} -> train: {loss_weights: {adv: 0.1}}."""
+    nested: dict[str, Any] = {"model": {}, "train": {}}
+    for path, value in values.items():
+        scope, *keys = path.split(".")
+        node = nested[scope]
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = value
+    return Override.model_validate(nested)
+
+
+class Param(StrictModel):
+    """One searched setting: a number in [low, high] (log-uniform with `log`, whole numbers with
+    `integer`, on a grid with `step`) or one of `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    integer: bool = False
+    choices: tuple[bool | int | float | str | None, ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Param":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.step is not None or self.log or self.integer:
+                raise ValueError("give either `choices` (a list) or `low` and `high` (a range), not both")
+            if not self.choices:
+                raise ValueError("`choices` is empty; list at least one value")
+            if len(set(map(repr, self.choices))) != len(self.choices):
+                raise ValueError(f"`choices` lists a value twice: {list(self.choices)}")
+            for c in self.choices:
+                if isinstance(c, str) and _is_number(c):
+                    raise ValueError(f"choice {c!r} is text (YAML reads 1e-5 without a dot as a string); write it as 1.0e-5")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give `low` and `high` (a range) or `choices` (a list)")
+        if not self.low < self.high:
+            raise ValueError(f"`low` must be below `high`; got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0; got low={self.low}")
+        if self.log and self.step is not None:
+            raise ValueError("`step` and `log` cannot be combined; drop one")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"`step` must be positive; got {self.step}")
+        if self.integer and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError(f"an integer range needs whole low, high and step; got low={self.low}, high={self.high}, step={self.step}")
+        return self
+
+    def samples(self) -> list[Any]:
+        """Values that must all give a valid config: the ends of a range, every choice."""
+        if self.choices is not None:
+            return list(self.choices)
+        assert self.low is not None and self.high is not None
+        return [int(self.low), int(self.high)] if self.integer else [self.low, self.high]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+SEARCH_SCOPES = ("model", "train")
+DEFAULT_SPACE = "default"  # key of search.space applied to every searched method
+
+
+class Search(StrictModel):
+    """Hyper-parameter search on the validation split, the same trial budget for every searched method.
+
+    Keys of a space are dotted config paths (`train.lr`, `train.loss_weights.adv`,
+    `model.dropout`); a method's own space is laid over `default`.
+    """
+
+    trials: int  # trials per searched method: the same budget for each
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = 0
+    # TPE: trials drawn at random before it models the results (Optuna's default, 10, would make
+    # a small budget pure random search); None = half the budget, at least one.
+    startup_trials: int | None = None
+    methods: tuple[str, ...] | Literal["all"] = "all"  # all = every method not under tune and without tune_from
+    space: dict[str, dict[str, Param]]
+
+    @model_validator(mode="after")
+    def _valid(self) -> "Search":
+        if self.trials < 1:
+            raise ValueError(f"trials must be at least 1 (the number of trials every searched method gets); got {self.trials}")
+        if self.startup_trials is not None and self.startup_trials < 1:
+            raise ValueError(f"startup_trials must be at least 1 or left out; got {self.startup_trials}")
+        for owner, space in self.space.items():
+            for path in space:
+                scope, _, rest = path.partition(".")
+                if scope not in SEARCH_SCOPES or not rest:
+                    raise ValueError(f"space.{owner}: {path!r} is not a config path; write model.<key> or train.<key> "
+                                     f"(e.g. train.lr, train.loss_weights.adv)")
+        return self
+
+    @property
+    def startup(self) -> int:
+        return self.startup_trials if self.startup_trials is not None else max(1, self.trials // 2)
 
 
 class Method(StrictModel):
@@ -161,6 +271,7 @@ class Experiment(StrictModel):
     methods: dict[str, Method]
     tables: Tables
     tune: dict[str, tuple[Override, ...]] = Field(default_factory=dict)  # method -> candidates
+    search: Search | None = None  # methods -> the same number of searched trials each
 
     @model_validator(mode="after")
     def _references(self) -> "Experiment":
@@ -172,9 +283,12 @@ class Experiment(StrictModel):
         unknown = [m for m in self.tune if m not in self.methods]
         if unknown:
             raise ValueError(f"tune names unknown method(s) {unknown}; methods: {known}")
+        if self.search is not None:
+            self._check_search(self.search, known)
+        tuned = sorted({*self.tune, *self.searched})
         for m, method in self.methods.items():
-            if method.tune_from is not None and (method.tune_from not in self.tune or m in self.tune):
-                raise ValueError(f"methods.{m}.tune_from: {method.tune_from!r} must be a method listed under tune, and {m!r} must not be; tuned: {sorted(self.tune)}")
+            if method.tune_from is not None and (method.tune_from not in tuned or m in tuned):
+                raise ValueError(f"methods.{m}.tune_from: {method.tune_from!r} must be a method listed under tune or search, and {m!r} must not be; tuned: {tuned}")
         for m, cands in self.tune.items():
             if not cands:
                 raise ValueError(f"tune.{m} lists no candidates")
@@ -188,21 +302,83 @@ class Experiment(StrictModel):
                     raise ValueError(f"tables.table4: {m!r} is Src-only, which never trains on the target; a target fraction means nothing for it")
         return self
 
+    def _check_search(self, search: Search, known: list[str]) -> None:
+        if search.methods != "all":
+            unknown = [m for m in search.methods if m not in self.methods]
+            if unknown:
+                raise ValueError(f"search.methods names unknown method(s) {unknown}; methods: {known} (or write `all`)")
+            if len(set(search.methods)) != len(search.methods):
+                raise ValueError(f"search.methods lists a method twice: {list(search.methods)}")
+            both = [m for m in search.methods if m in self.tune]
+            if both:
+                raise ValueError(f"{both} are under both tune (explicit candidates) and search; keep each method in one of them")
+            following = [m for m in search.methods if self.methods[m].tune_from is not None]
+            if following:
+                raise ValueError(f"{following} take their settings from another method (tune_from); drop tune_from or remove them from search.methods")
+        searched = self.searched
+        if not searched:
+            raise ValueError("search: no method to search (every method is under tune or has tune_from); list search.methods or drop search")
+        stray = [k for k in search.space if k != DEFAULT_SPACE and k not in searched]
+        if stray:
+            raise ValueError(f"search.space has entries for {stray}, which are not searched; keys: {DEFAULT_SPACE!r} or a searched method {list(searched)}")
+        empty = [m for m in searched if not self.search_space(m)]
+        if empty:
+            raise ValueError(f"search: empty space for {empty}; give search.space.{DEFAULT_SPACE} or search.space.<method> at least one path")
+
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """Methods whose settings the search chooses, in method order."""
+        if self.search is None:
+            return ()
+        if self.search.methods == "all":
+            return tuple(m for m, meth in self.methods.items() if m not in self.tune and meth.tune_from is None)
+        return tuple(m for m in self.methods if m in self.search.methods)
+
+    def search_space(self, method: str) -> dict[str, Param]:
+        """`method`'s search space: its own entries laid over `default`, sorted by path."""
+        assert self.search is not None
+        space = {**self.search.space.get(DEFAULT_SPACE, {}), **self.search.space.get(method, {})}
+        return dict(sorted(space.items()))
+
     def check_configs(self, source: str = "experiment") -> None:
-        """Every method (with every tuning candidate) must give a valid model and train config."""
+        """Every method (with every tuning candidate and searched value) must give a valid model and train config."""
         for name in self.methods:
             for params in self.candidates(name) or (None,):
                 model_dict = method_model(self, name, params)
                 parse_model_config(model_dict, f"{source}: methods.{name}.model")
                 validate_model(TrainConfig, method_train(self, name, params, self.tune_seed), f"{source}: methods.{name}.train")
+        for name in self.searched:
+            self._check_space(name, source)
+
+    def _check_space(self, method: str, source: str) -> None:
+        """Each path of `method`'s space names a setting of its config, and every sample value is valid there."""
+        full = {
+            "model": parse_model_config(method_model(self, method, None)).model_dump(mode="json"),
+            "train": TrainConfig.model_validate(method_train(self, method, None, self.tune_seed)).model_dump(mode="json"),
+        }
+        for path, param in self.search_space(method).items():
+            where = f"{source}: search.space path {path!r} of method {method!r}"
+            scope, *keys = path.split(".")
+            node: Any = full[scope]
+            for depth, k in enumerate(keys):
+                if not isinstance(node, dict) or k not in node:
+                    at = ".".join([scope, *keys[:depth]])
+                    have = sorted(node) if isinstance(node, dict) else f"none ({at} is a {type(node).__name__})"
+                    raise ConfigError(f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; keys there: {have}")
+                node = node[k]
+            for value in param.samples():
+                params = override_from({path: value})
+                parse_model_config(method_model(self, method, params), f"{where} = {value!r}")
+                validate_model(TrainConfig, method_train(self, method, params, self.tune_seed), f"{where} = {value!r}")
 
     def tuned_by(self, method: str) -> str | None:
-        """The method whose tuning decides `method`'s settings (itself, its tune_from, or none)."""
-        return method if method in self.tune else self.methods[method].tune_from
+        """The method whose tuning or search decides `method`'s settings (itself, its tune_from, or none)."""
+        return method if method in self.tune or method in self.searched else self.methods[method].tune_from
 
     def candidates(self, method: str) -> tuple[Override, ...]:
+        """A tuned method's explicit candidates (none for a searched one: the search proposes them)."""
         by = self.tuned_by(method)
-        return self.tune[by] if by is not None else ()
+        return self.tune[by] if by in self.tune else ()
 
 
 def method_model(exp: Experiment, method: str, params: Override | None) -> dict[str, Any]:
@@ -275,9 +451,11 @@ class RunSpec:
     def fingerprint(self, exp: Experiment, dataset_id: Mapping[str, Any]) -> str:
         """Hash of everything that decides the run's numbers: two specs with equal hashes are one run."""
         cfg = self.run_config(exp, "")
-        model = parse_model_config(cfg.model).model_dump(mode="json")
+        # Unset optional settings are left out (exclude_none): a setting added later, whose unset
+        # value keeps the old behaviour, does not orphan finished runs.
+        model = parse_model_config(cfg.model).model_dump(mode="json", exclude_none=True)
         # progress bars, threads, scoring batch size and checkpointing do not change what is learnt
-        train = cfg.train.model_dump(mode="json", exclude={"progress", "threads", "eval_batch_size", "checkpoint_every", "deterministic"})
+        train = cfg.train.model_dump(mode="json", exclude={"progress", "threads", "eval_batch_size", "checkpoint_every", "deterministic"}, exclude_none=True)
         blob = {
             "dataset": dict(dataset_id),
             "domains": list(self.domains),
@@ -300,6 +478,8 @@ class Plan:
     seeds: tuple[int, ...]
     tune: list[RunSpec] = field(default_factory=list)
     main: list[RunSpec] = field(default_factory=list)
+    # searched method -> tables that use its choice; its trials are proposed while the runner runs
+    search: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @property
     def pairs(self) -> list[str]:
@@ -322,7 +502,7 @@ class Plan:
         if unknown:
             raise ConfigError(f"--only: unknown table(s) {unknown}; choose from {list(TABLES)}")
         keep = lambda specs: [s for s in specs if s.tables & wanted]  # noqa: E731
-        return replace(self, tune=keep(self.tune), main=keep(self.main))
+        return replace(self, tune=keep(self.tune), main=keep(self.main), search={m: t for m, t in self.search.items() if t & wanted})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -333,6 +513,7 @@ class Plan:
             "scenarios": {k: list(v) for k, v in self.scenarios.items()},
             "seeds": list(self.seeds),
             "runs": [{"key": s.key, "phase": s.phase, "tables": sorted(s.tables)} for s in self.specs()],
+            **({"search": {m: sorted(t) for m, t in self.search.items()}} if self.search else {}),
         }
 
 
@@ -437,8 +618,24 @@ def expand(exp: Experiment, sizes: Mapping[str, int], seeds: Sequence[int] | Non
                 _key(m, ALL, exp.tune_seed, candidate=cid), m, ALL, scenarios[ALL], exp.tune_seed, "tune", used,
                 candidate=cid, params=params, order=(0, methods.index(m), k),
             ))
+    # Search: every searched method some table uses; its trials are asked of Optuna as it runs.
+    for m in exp.searched:
+        users = {u for u in exp.methods if exp.tuned_by(u) == m}
+        used = frozenset(name for name in TABLES if users & set(t.methods(name)))
+        if used:
+            plan.search[m] = used
     plan.main = sorted(specs.values(), key=lambda s: s.order)
     return plan
+
+
+def search_spec(exp: Experiment, plan: Plan, method: str, values: Mapping[str, Any], trial: int) -> RunSpec:
+    """The run of one search trial: `values` (dotted path -> value) on all domains, seed tune_seed."""
+    params = override_from(values)
+    cid = candidate_id(params)
+    return RunSpec(
+        _key(method, ALL, exp.tune_seed, candidate=cid), method, ALL, plan.scenarios[ALL], exp.tune_seed, "tune",
+        plan.search.get(method, frozenset()), candidate=cid, params=params, order=(0, list(exp.methods).index(method), trial),
+    )
 
 
 def select_candidate(valid_auc: Mapping[str, float | None]) -> str | None:

@@ -3,7 +3,8 @@
 Reads `<out>/plan.json` (the experiment, the dataset's domains and scenarios, every planned
 run) and `<out>/results.jsonl` (one record per finished run, the last of a key wins); writes
 
-    report.md     Table 1, Tables 2/3 (one per scenario), Table 4, tuning choices, runs done vs planned
+    report.md     Table 1, Tables 2/3 (one per scenario), Table 4, tuning choices, the search (space, budget,
+                  sampler, every trial, the choice), runs done vs planned
     report.json   the same numbers, machine-readable
     figure4.png   mean attention weight per feature group per domain, one block of rows per scenario
 
@@ -28,6 +29,7 @@ import numpy as np
 from crossctr.evaluation.report import attention_heatmap, markdown_table
 from crossctr.experiments.grid import ALL, TABLES, Experiment, Plan, cell_key, expand
 from crossctr.experiments.runner import PLAN_FILE, RESULTS_FILE, ResultsFile, tuning_choices
+from crossctr.experiments.search import search_summary
 from crossctr.schema import ConfigError
 from crossctr.training.run import atomic_write
 
@@ -104,8 +106,9 @@ def _load(out: Path) -> tuple[dict[str, Any], Experiment, Plan]:
     exp = Experiment.model_validate(doc["experiment"])
     p = doc["plan"]
     plan = Plan(tuple(p["domains"]), p["sizes"], p["rich"], p["smallest"], {k: tuple(v) for k, v in p["scenarios"].items()}, tuple(p["seeds"]))
-    # Tuning specs are rebuilt so the choice is read exactly as the runner read it.
-    plan.tune = expand(exp, plan.sizes, plan.seeds).tune
+    # Tuning specs and searched methods are rebuilt so the choice is read exactly as the runner read it.
+    full = expand(exp, plan.sizes, plan.seeds)
+    plan.tune, plan.search = full.tune, full.search
     return doc, exp, plan
 
 
@@ -157,7 +160,8 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
     if t.figure4 is not None:
         md += _figure4(res, out, report)
     md += _tuning(exp, plan, records, report)
-    md += _counts(doc, plan, records, report)
+    md += _search(exp, plan, records, report)
+    md += _counts(doc, plan, records, report, report.get("search", {}))
     cmd = doc.get("command")
     md += ["## Provenance", "", f"Results produced by: `{cmd}`" if cmd else "Results produced by: (command not recorded)"]
     if command and command != cmd:
@@ -242,7 +246,53 @@ def _tuning(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], rep
     return md
 
 
-def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
+def _search(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
+    info = search_summary(exp, records, plan)
+    if not info or exp.search is None:
+        return []
+    report["search"] = info
+    s = exp.search
+    sampler = f"TPE sampler ({s.startup} random trial{'s' if s.startup != 1 else ''} first)" if s.sampler == "tpe" else "random sampler"
+    md = ["## Hyper-parameter search on validation", "",
+          f"Every searched method gets the same budget: {s.trials} trials proposed by Optuna's {sampler}, seed {s.seed}. "
+          f"Each trial trains on all domains with seed {exp.tune_seed}; the best mean validation AUC over domains wins "
+          "(ties: the earlier trial) and is used for every run of that method and of the methods that take its settings. "
+          "Random draws depend on the seed and the trial number only, so methods with the same space get the same random "
+          "trials; later TPE trials follow each method's own results.", ""]
+    for method, entry in info.items():
+        paths = list(entry["space"])
+        md += [f"### {exp.methods[method].label} (`{method}`)", "",
+               markdown_table(["setting", "searched over"], [[f"`{p}`", _describe(entry["space"][p])] for p in paths]), ""]
+        others = [m for m in entry["used_by"] if m != method]
+        if others:
+            md += [f"Its choice is also used by: {', '.join(f'`{m}`' for m in others)}.", ""]
+        rows = []
+        for c in entry["candidates"]:
+            auc = DASH if c["valid_mean_auc"] is None else f"{c['valid_mean_auc']:.4f}"
+            rows.append([str(c["trial"]), c["id"], *[_value(c["params"].get(p)) for p in paths], auc, "chosen" if c["id"] == entry["choice"] else ""])
+        if rows:
+            md += [markdown_table(["trial", "candidate", *[f"`{p}`" for p in paths], "valid mean AUC", ""], rows), ""]
+        if entry["choice"] is None:
+            md += [f"{entry['done']} of {entry['trials']} trials have finished: no choice yet.", ""]
+    return md
+
+
+def _describe(param: dict[str, Any]) -> str:
+    """A searched setting's space in words: `[0.0003, 0.003] log` or `one of 0, 1e-06`."""
+    if "choices" in param:
+        return "one of " + ", ".join(_value(c) for c in param["choices"])
+    text = f"[{_value(param['low'])}, {_value(param['high'])}]"
+    extras = [w for w, on in (("log scale", param.get("log")), ("integers", param.get("integer"))) if on]
+    if param.get("step") is not None:
+        extras.append(f"step {_value(param['step'])}")
+    return text + (" " + ", ".join(extras) if extras else "")
+
+
+def _value(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else DASH if v is None else str(v)
+
+
+def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any], search: dict[str, Any]) -> list[str]:
     runs = doc["plan"]["runs"]
     missing = [r["key"] for r in runs if r["key"] not in records]
     per_table = {}
@@ -254,6 +304,10 @@ def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]],
     report["runs"] = {"planned": len(runs), "done": len(runs) - len(missing), "reused": reused, "missing": missing, "per_table": per_table}
     md = ["## Runs", "", f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record)."]
     md += [f"- {k}: {v['done']} / {v['planned']}" for k, v in per_table.items()]
+    if search:
+        trials = {m: {"planned": e["trials"], "done": e["done"]} for m, e in search.items()}
+        report["runs"]["search_trials"] = trials
+        md += [f"- search trials of {m}: {v['done']} / {v['planned']}" for m, v in trials.items()]
     if missing:
         shown = missing[:40]
         md += ["", f"**Missing {len(missing)} run(s)**; their cells show {DASH} or average fewer seeds:", "",

@@ -1,7 +1,8 @@
 """Run an experiment's grid, one finished run = one line of `<out>/results.jsonl`; resumable.
 
-    prepare the dataset once -> expand the grid -> tuning runs -> choose each tuned method's
-    candidate on validation AUC -> every other run, most informative first -> render.
+    prepare the dataset once -> expand the grid -> tuning runs -> search trials (search.py) ->
+    choose each tuned or searched method's settings on validation AUC -> every other run,
+    most informative first -> render.
 
 A run is skipped when `results.jsonl` already holds a record with its key and fingerprint
 (the hash of everything that decides its numbers), so a killed experiment resumes where it
@@ -36,12 +37,13 @@ import numpy as np
 import crossctr
 from crossctr.data.dataset import PreparedData, prepare
 from crossctr.evaluation.metrics import mean_auc
-from crossctr.experiments.grid import ALL, Experiment, Override, Plan, RunSpec, candidate_id, expand, select_candidate, subsample_domain
+from crossctr.experiments.grid import ALL, Experiment, Override, Plan, RunSpec, candidate_id, expand, override_from, select_candidate, subsample_domain
+from crossctr.experiments.search import recorded_trials, run_search, search_summary
 from crossctr.jsonsafe import finite, json_default
 from crossctr.schema import ConfigError, DatasetSchema
 from crossctr.training.run import RunConfig, RunResult, atomic_write, train_run
 
-__all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "dataset_identity", "write_plan", "plan_for"]
+__all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "search_summary", "dataset_identity", "write_plan", "plan_for"]
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ class _Context:
     train_fn: TrainFn
     # tuned method -> its search space, each candidate's validation AUC and the choice
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chosen: dict[str, Override] = field(default_factory=dict)  # tuned or searched method -> the settings chosen
+    tally: "_Progress | None" = None  # counts and durations of this invocation
 
     def tuning(self, spec: RunSpec) -> dict[str, Any] | None:
         """What a tuned method's run records about the choice of its settings."""
@@ -172,16 +176,35 @@ class _Context:
         if by is None:
             return None
         if spec.phase == "tune":
-            return {"method": by, "space": [c.model_dump(mode="json") for c in self.exp.tune[by]]}
+            if by in self.exp.tune:
+                return {"method": by, "space": [c.model_dump(mode="json") for c in self.exp.tune[by]]}
+            s = self.exp.search
+            assert s is not None
+            space = {p: d.model_dump(mode="json", exclude_defaults=True) for p, d in self.exp.search_space(by).items()}
+            return {"method": by, "space": space, "trials": s.trials, "sampler": s.sampler, "seed": s.seed}
         return {"method": by, **self.choices[by]}
 
 
-def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seconds: float, train_rows: dict[str, int]) -> dict[str, Any]:
+@dataclass
+class _Progress:
+    total: int  # runs and search trials planned
+    todo: int  # of them, those not in results.jsonl when the runner started
+    counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "trained": 0, "reused": 0})
+    durations: list[float] = field(default_factory=list)
+
+    @property
+    def i(self) -> int:
+        return sum(self.counts.values())
+
+
+def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seconds: float, train_rows: dict[str, int],
+            search: dict[str, Any] | None = None) -> dict[str, Any]:
     m = dict(res.metrics)
     if spec.target_only:
         # The target's own model also scored the other domain; those numbers belong to no method.
         m.update({split: {spec.target: m[split][spec.target]} for split in ("valid", "test") if m.get(split) and spec.target in m[split]})
     cfg = spec.run_config(ctx.exp, "")
+    extra = {"search": search} if search is not None else {}  # a search trial: its study, number(s) and settings
     return finite({
         "key": spec.key,
         "fingerprint": fingerprint,
@@ -211,11 +234,12 @@ def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seco
         "crossctr_version": crossctr.__version__,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tuning": ctx.tuning(spec),
+        **extra,
         "reused_from": None,
     })
 
 
-def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str) -> dict[str, Any]:
+def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: dict[str, Any] | None = None) -> dict[str, Any]:
     data = ctx.data
     if spec.fraction < 1:
         assert spec.target is not None
@@ -229,7 +253,7 @@ def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str) -> dict[str, Any]
     t0 = time.perf_counter()
     res = ctx.train_fn(cfg, run_dir, data)
     seconds = time.perf_counter() - t0
-    record = _record(ctx, spec, fingerprint, res, seconds, train_rows)
+    record = _record(ctx, spec, fingerprint, res, seconds, train_rows, search)
     if not ctx.keep_runs:  # disk: metrics and attention stay in the record, configs and histories in the folder
         (run_dir / "weights.safetensors").unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)  # mid-training state, if train_run kept any
@@ -305,71 +329,103 @@ def run_experiment(
     ctx = _Context(exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn)
     records = results.latest()
     specs = plan.specs()
-    log.info("experiment %s on %s: %d runs planned (%d tuning), scenarios %s, seeds %s",
-             exp.name, ctx.dataset_id["name"], len(specs), len(plan.tune), list(full.scenarios), list(full.seeds))
+    log.info("experiment %s on %s: %d runs planned (%d tuning)%s, scenarios %s, seeds %s",
+             exp.name, ctx.dataset_id["name"], len(specs), len(plan.tune),
+             f" and {_search_budget(exp, plan)} search trials ({len(plan.search)} methods)" if plan.search else "",
+             list(full.scenarios), list(full.seeds))
 
     if dry_run:
         listing = _listing(ctx, plan, records)
         done = sum(line.startswith("  done") for line in listing)
-        return RunnerSummary(len(specs), done, 0, 0, time.perf_counter() - t_start, out, listing)
+        return RunnerSummary(len(specs) + _search_budget(exp, plan), done, 0, 0, time.perf_counter() - t_start, out, listing)
 
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
         write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command)
-        counts = {"done": 0, "trained": 0, "reused": 0}
-        durations: list[float] = []
-        known_before = set(records)
-        for i, spec in enumerate(_with_choices(ctx, plan, specs), 1):
-            records = results.latest()
-            fp = spec.fingerprint(exp, ctx.dataset_id)
-            old = records.get(spec.key)
-            if old is not None and old.get("fingerprint") == fp:
-                counts["done"] += 1
-                continue
-            if old is not None:
-                log.warning("%s: its settings changed since it was run (fingerprint %s -> %s); running it again", spec.key, old.get("fingerprint"), fp)
-            same = next((r for r in records.values() if r.get("fingerprint") == fp), None)
-            if same is not None:
-                rec = {**same, "key": spec.key, "method": spec.method, "label": exp.methods[spec.method].label, "phase": spec.phase,
-                       "scenario": spec.scenario, "candidate": spec.candidate, "tuning": ctx.tuning(spec), "reused_from": same["key"],
-                       "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                results.append(rec)
-                counts["reused"] += 1
-                log.info("[%d/%d] %s: same run as %s, record reused", i, len(specs), spec.key, same["key"])
-                continue
-            remaining = sum(1 for s in specs[i - 1:] if s.key not in known_before)
-            eta = f", ETA {_eta(np.mean(durations) * remaining)} at {np.mean(durations):.0f} s/run" if durations else ""
-            log.info("[%d/%d] %s: training (%s, seed %d%s)%s", i, len(specs), spec.key, "+".join(spec.domains), spec.seed,
-                     f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "", eta)
-            record = _train_one(ctx, spec, fp)
-            results.append(record)
-            durations.append(record["seconds"])
-            counts["trained"] += 1
-            log.info("[%d/%d] %s: done in %.0f s, valid mean AUC %s", i, len(specs), spec.key, record["seconds"],
-                     "–" if record["valid_mean_auc"] is None else f"{record['valid_mean_auc']:.4f}")
+        n_trials = _search_budget(exp, plan)
+        known = sum(len(recorded_trials(exp, m, records)) for m in plan.search)
+        ctx.tally = prog = _Progress(len(specs) + n_trials, sum(s.key not in records for s in specs) + n_trials - known)
+        for spec in plan.tune:
+            _execute(ctx, spec)
+        for method in plan.search:
+            run_search(exp, plan, method, results.latest, lambda spec, info: _execute(ctx, spec, info), results.append)
+        for spec in _with_choices(ctx, plan, plan.main):
+            _execute(ctx, spec)
     finally:
         lock.close()
     if render:
         from crossctr.experiments.render import render_report
 
         render_report(out, command=command)
-    return RunnerSummary(len(specs), counts["done"], counts["trained"], counts["reused"], time.perf_counter() - t_start, out)
+    return RunnerSummary(prog.total, prog.counts["done"], prog.counts["trained"], prog.counts["reused"], time.perf_counter() - t_start, out)
+
+
+def _search_budget(exp: Experiment, plan: Plan) -> int:
+    """Search trials planned: the same budget for every searched method."""
+    return exp.search.trials * len(plan.search) if exp.search is not None else 0
+
+
+def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train `spec` unless results.jsonl holds it (or an identical run); return its record there.
+
+    `search`: a search trial's study, number(s) and settings, kept in its record.
+    """
+    prog, exp, results = ctx.tally, ctx.exp, ctx.results
+    assert prog is not None
+    i, total = prog.i + 1, prog.total
+    records = results.latest()
+    fp = spec.fingerprint(exp, ctx.dataset_id)
+    old = records.get(spec.key)
+    if old is not None and old.get("fingerprint") == fp:
+        prog.counts["done"] += 1
+        return old
+    if old is not None:
+        log.warning("%s: its settings changed since it was run (fingerprint %s -> %s); running it again", spec.key, old.get("fingerprint"), fp)
+    same = next((r for r in records.values() if r.get("fingerprint") == fp), None)
+    if same is not None:
+        rec = {k: v for k, v in same.items() if k != "search"}
+        rec.update({"key": spec.key, "method": spec.method, "label": exp.methods[spec.method].label, "phase": spec.phase,
+                    "scenario": spec.scenario, "candidate": spec.candidate, "tuning": ctx.tuning(spec), "reused_from": same["key"],
+                    "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        if search is not None:
+            rec["search"] = search
+        results.append(rec)
+        prog.counts["reused"] += 1
+        log.info("[%d/%d] %s: same run as %s, record reused", i, total, spec.key, same["key"])
+        return rec
+    remaining = max(prog.todo - prog.counts["trained"] - prog.counts["reused"], 1)
+    eta = f", ETA {_eta(np.mean(prog.durations) * remaining)} at {np.mean(prog.durations):.0f} s/run" if prog.durations else ""
+    log.info("[%d/%d] %s: training (%s, seed %d%s)%s", i, total, spec.key, "+".join(spec.domains), spec.seed,
+             f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "", eta)
+    record = _train_one(ctx, spec, fp, search)
+    results.append(record)
+    prog.durations.append(record["seconds"])
+    prog.counts["trained"] += 1
+    log.info("[%d/%d] %s: done in %.0f s, valid mean AUC %s", i, total, spec.key, record["seconds"],
+             "–" if record["valid_mean_auc"] is None else f"{record['valid_mean_auc']:.4f}")
+    return record
 
 
 def _with_choices(ctx: _Context, plan: Plan, specs: list[RunSpec]) -> Iterator[RunSpec]:
-    """Yield the runs in order; a tuned method's runs get its choice once its candidates are done."""
+    """Yield the runs in order; a tuned or searched method's runs get its choice once its candidates or trials are done."""
     for spec in specs:
         by = ctx.exp.tuned_by(spec.method)
         if spec.phase != "tune" and by is not None:
             if by not in ctx.choices:
-                info = tuning_choices(ctx.exp, ctx.results.latest(), plan).get(by)
+                if by in ctx.exp.tune:
+                    info = tuning_choices(ctx.exp, ctx.results.latest(), plan).get(by)
+                    what = "no tuning candidate finished with a validation AUC"
+                else:
+                    info = search_summary(ctx.exp, ctx.results.latest(), plan).get(by)
+                    what = "its search has not run all its trials, or none finished with a validation AUC"
                 cid = info["choice"] if info else None
                 if info is None or cid is None:
-                    raise RuntimeError(f"{by}: no tuning candidate finished with a validation AUC; cannot choose its settings")
+                    raise RuntimeError(f"{by}: {what}; cannot choose its settings")
                 ctx.choices[by] = {"choice": cid, "candidates": info["candidates"]}
-                log.info("%s: chose candidate %s %s on validation AUC", by, cid, _params(ctx.exp, by, cid).model_dump(mode="json"))
-            spec = dataclasses.replace(spec, params=_params(ctx.exp, by, ctx.choices[by]["choice"]))
+                ctx.chosen[by] = _params(ctx.exp, by, cid) if by in ctx.exp.tune else override_from(info["chosen_params"])
+                log.info("%s: chose candidate %s %s on validation AUC", by, cid, ctx.chosen[by].model_dump(mode="json"))
+            spec = dataclasses.replace(spec, params=ctx.chosen[by])
         yield spec
 
 
@@ -397,4 +453,18 @@ def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> l
         done = sum(m == "done" for m, _ in marks)
         lines.append(f"{phase}: {len(specs)} runs, {done} already in {RESULTS_FILE}")
         lines += [f"  {m:5s} {k}" for m, k in marks]
+    after_tune = len(by_phase.get("tune", [])) + (1 if "tune" in by_phase else 0)
+    lines[after_tune:after_tune] = _search_listing(ctx.exp, plan, records)
+    return lines
+
+
+def _search_listing(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
+    """The dry run's search trials: recorded ones by key, missing ones by number (Optuna proposes them when they run)."""
+    lines: list[str] = []
+    for method in plan.search:
+        assert exp.search is not None
+        trials = recorded_trials(exp, method, records)
+        lines.append(f"search {method}: {exp.search.trials} trials ({exp.search.sampler}, seed {exp.search.seed}), {len(trials)} already in {RESULTS_FILE}")
+        lines += [f"  done  {trials[n]['key']} (trial {n})" if n in trials else f"  todo  {method} trial {n} (settings proposed when it runs)"
+                  for n in range(exp.search.trials)]
     return lines
