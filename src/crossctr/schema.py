@@ -194,6 +194,9 @@ class DatasetSchema(StrictModel):
     # Text encoding of CSV files (e.g. latin-1); Parquet strings are always UTF-8.
     encoding: str = "utf-8"
     label: str
+    # Further 0/1 label columns trained jointly with the click (multi-task), e.g. purchase after
+    # click. A missing value means "no label for this row": it counts in no loss and no metric.
+    tasks: tuple[str, ...] | None = None
     domain: DomainSpec
     features: tuple[FeatureSpec, ...] = Field(min_length=1)
     split: Split = Field(default_factory=RandomSplit)
@@ -204,15 +207,18 @@ class DatasetSchema(StrictModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {dupes}")
-        reserved = {self.label, self.domain.column}
+        tasks = list(self.tasks or ())
+        if len(set(tasks)) != len(tasks) or self.label in tasks or self.domain.column in tasks:
+            raise ValueError(f"tasks {tasks} must be distinct columns other than the label {self.label!r} and the domain column")
+        reserved = {self.label, self.domain.column, *tasks}
         clash = sorted(reserved & set(names))
         if clash:
-            raise ValueError(f"columns {clash} are the label or domain column and cannot also be features")
+            raise ValueError(f"columns {clash} are the label, a task label or the domain column and cannot also be features")
         for f in self.features:
             if f.kind is FeatureKind.CROSSED:
                 bad = sorted(reserved & set(f.input_columns))
                 if bad:
-                    raise ValueError(f"crossed feature {f.name!r} crosses {bad}: the label and domain columns cannot be crossed")
+                    raise ValueError(f"crossed feature {f.name!r} crosses {bad}: label and domain columns cannot be crossed")
         try:
             "".encode(self.encoding)
         except LookupError:
@@ -222,6 +228,11 @@ class DatasetSchema(StrictModel):
     @property
     def n_domains(self) -> int:
         return len(self.domain.values)
+
+    @property
+    def task_names(self) -> list[str]:
+        """The extra label columns (multi-task), in order; empty for a click-only dataset."""
+        return list(self.tasks or ())
 
     @property
     def feature_names(self) -> list[str]:
@@ -240,7 +251,7 @@ class DatasetSchema(StrictModel):
     def required_columns(self) -> list[str]:
         """Columns a data file must hold: label, domain, each feature's input columns, the split column."""
         feats = [c for f in self.features for c in f.input_columns]
-        cols = list(dict.fromkeys([self.label, self.domain.column, *feats]))
+        cols = list(dict.fromkeys([self.label, *self.task_names, self.domain.column, *feats]))
         if isinstance(self.split, (TimeSplit, ColumnSplit)) and self.split.column not in cols:
             cols.append(self.split.column)
         return cols

@@ -34,10 +34,13 @@ class Batch:
     # Data-parallel training only: rows per domain of the global batch this batch is a shard
     # of, so per-domain means inside a model divide by global counts (layers.domain_ops).
     domain_rows: torch.Tensor | None = None  # (N,) int64
+    tasks: torch.Tensor | None = None  # (B, T) float32 extra 0/1 labels (multi-task), NaN: none
 
     def to(self, device: torch.device | str) -> "Batch":
-        rows = None if self.domain_rows is None else self.domain_rows.to(device, non_blocking=True)
-        return Batch(self.features.to(device, non_blocking=True), self.domain.to(device, non_blocking=True), self.label.to(device, non_blocking=True), rows)
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(move(self.features), move(self.domain), move(self.label), move(self.domain_rows), move(self.tasks))  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return self.label.shape[0]
@@ -50,17 +53,19 @@ class EncodedSplit:
     features: torch.Tensor  # (N, F) int32
     domain: torch.Tensor  # (N,) int64
     label: torch.Tensor  # (N,) float32
+    tasks: torch.Tensor | None = None  # (N, T) float32 extra labels, NaN where a row has none
 
     @classmethod
-    def from_numpy(cls, x: np.ndarray, d: np.ndarray, y: np.ndarray) -> "EncodedSplit":
-        return cls(torch.from_numpy(np.ascontiguousarray(x, dtype=np.int32)), torch.from_numpy(d.astype(np.int64)), torch.from_numpy(y.astype(np.float32)))
+    def from_numpy(cls, x: np.ndarray, d: np.ndarray, y: np.ndarray, tasks: np.ndarray | None = None) -> "EncodedSplit":
+        t = None if tasks is None else torch.from_numpy(np.ascontiguousarray(tasks, dtype=np.float32))
+        return cls(torch.from_numpy(np.ascontiguousarray(x, dtype=np.int32)), torch.from_numpy(d.astype(np.int64)), torch.from_numpy(y.astype(np.float32)), t)
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
     def select(self, index: torch.Tensor) -> "EncodedSplit":
         """Rows at `index` (a bool mask or int positions)."""
-        return EncodedSplit(self.features[index], self.domain[index], self.label[index])
+        return EncodedSplit(self.features[index], self.domain[index], self.label[index], None if self.tasks is None else self.tasks[index])
 
     def only_domains(self, domains: list[int]) -> "EncodedSplit":
         return self.select(torch.isin(self.domain, torch.tensor(domains)))
@@ -68,20 +73,20 @@ class EncodedSplit:
     def domain_counts(self, n_domains: int) -> list[int]:
         return torch.bincount(self.domain, minlength=n_domains).tolist()
 
+    def batch(self, index: torch.Tensor | slice, domain_rows: torch.Tensor | None = None) -> Batch:
+        """Rows at `index` as a Batch (features widened by the model, not here)."""
+        tasks = None if self.tasks is None else self.tasks[index]
+        return Batch(self.features[index], self.domain[index], self.label[index], domain_rows, tasks)
+
     def as_batch(self) -> Batch:
-        return Batch(self.features, self.domain, self.label)
+        return Batch(self.features, self.domain, self.label, None, self.tasks)
 
 
 def iterate_batches(data: EncodedSplit, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else None
     for start in range(0, n, batch_size):
-        if order is None:
-            sl = slice(start, start + batch_size)
-            yield Batch(data.features[sl], data.domain[sl], data.label[sl])
-        else:
-            idx = order[start : start + batch_size]
-            yield Batch(data.features[idx], data.domain[idx], data.label[idx])
+        yield data.batch(slice(start, start + batch_size) if order is None else order[start : start + batch_size])
 
 
 def split_table(table: pa.Table, schema: DatasetSchema) -> dict[str, pa.Table]:
@@ -136,7 +141,10 @@ class PreparedData:
 def encode_split(table: pa.Table, encoder: FeatureEncoder) -> EncodedSplit:
     schema = encoder.schema
     y = table.column(schema.label).combine_chunks().cast(pa.float32()).to_numpy(zero_copy_only=False)
-    return EncodedSplit.from_numpy(encoder.transform(table), encoder.domain_ids(table), y)
+    tasks = None
+    if schema.task_names:
+        tasks = np.stack([table.column(t).combine_chunks().cast(pa.float32()).to_numpy(zero_copy_only=False) for t in schema.task_names], axis=1)
+    return EncodedSplit.from_numpy(encoder.transform(table), encoder.domain_ids(table), y, tasks)
 
 
 def prepare(schema: DatasetSchema, base: Path, table: pa.Table | None = None) -> PreparedData:

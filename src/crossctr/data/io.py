@@ -175,15 +175,22 @@ def read_table(path: str | Path, columns: list[str] | None = None, *, encoding: 
     return table
 
 
-def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offset: int = 0) -> pa.Table:
+def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offset: int = 0, *, scoring: bool = False) -> pa.Table:
     """Check label, domain and numeric columns; return the table with normalised types.
 
     Labels become int8 0/1, the domain column a string, numeric features float64 and
     categorical features strings (so '7' in a CSV and 7 in a Parquet file are one category).
     Multi-valued and hashed features become strings; the columns of a crossed feature that
     are not numeric features become strings. `row_offset` is the number of data rows of the
-    file before this table, so that errors quote the rows of the file.
+    file before this table, so that errors quote the rows of the file. `scoring`: rows to
+    score, which need no split column and no extra-task labels.
     """
+    needed = schema.required_columns()
+    if scoring:  # rows to score need no split column and no extra-task labels
+        needed = [c for c in needed if c not in schema.task_names and c != getattr(schema.split, "column", None)]
+    missing = [c for c in needed if c not in table.column_names]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; it has {table.column_names}")
     cols: dict[str, pa.Array] = {}
     label = table.column(schema.label).combine_chunks()
     lab = _as_float(label, schema.label, source, row_offset, what="label").to_numpy(zero_copy_only=False)
@@ -194,6 +201,13 @@ def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offs
         vals = sorted({float(v) for v in lab[bad][:_SAMPLE]})
         raise DataError(f"{source}: column {schema.label!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold {vals}")
     cols[schema.label] = pa.array(lab.astype(np.int8))
+    for task in [] if scoring else schema.task_names:  # 0/1, or missing: no label for that row
+        t = _as_float(table.column(task).combine_chunks(), task, source, row_offset, what="label").to_numpy(zero_copy_only=False)
+        bad = ~np.isnan(t) & (t != 0) & (t != 1)
+        if bad.any():
+            vals = sorted({float(v) for v in t[bad][:_SAMPLE]})
+            raise DataError(f"{source}: column {task!r} (task label) must be 0, 1 or missing; {_rows(bad, row_offset)} hold {vals}")
+        cols[task] = pa.array(t.astype(np.float32))
 
     dom = _text(table.column(schema.domain.column).combine_chunks(), schema.domain.column, source, row_offset)
     known = pc.is_in(dom, value_set=pa.array(schema.domain.values)).to_numpy(zero_copy_only=False)
@@ -390,7 +404,7 @@ def check_input_files(files: list[Path], schema: DatasetSchema) -> list[InputFil
     corrupt file, or shards whose column types disagree; warns about extra columns.
     """
     required = schema.required_columns()
-    numeric_like = {schema.label, *(f.name for f in schema.features if f.kind is FeatureKind.NUMERIC)}
+    numeric_like = {schema.label, *schema.task_names, *(f.name for f in schema.features if f.kind is FeatureKind.NUMERIC)}
     if isinstance(schema.split, TimeSplit):
         numeric_like.add(schema.split.column)
     infos = [_inspect_file(f, schema.encoding) for f in files]

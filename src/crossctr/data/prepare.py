@@ -24,6 +24,7 @@ Folder:
     {split}.features.npy         (N, S) int32 local ids; S = features, multi-valued ones take max_len
     {split}.domain.npy           (N,) int8 (int16 past 127 domains) domain ids
     {split}.label.npy            (N,) int8 0/1
+    {split}.tasks.npy            (N, T) int8 extra labels 0/1, -1 where missing (multi-task datasets only)
 
 Cache: the key hashes the prepare format version, the schema, the sampling settings and, for
 every input file, its name, size, modification time and the SHA-256 of its first and last MiB
@@ -556,9 +557,15 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
             )
             for i, s in enumerate(SPLITS)
         }
+        n_tasks = len(schema.task_names)
+        task_writers = {s: _NpyWriter(tmp / f"{s}.tasks.npy", np.dtype(np.int8), (int(n_rows[i]), n_tasks)) for i, s in enumerate(SPLITS)} if n_tasks else {}
         for b in scan_stream(schema, files, stats.batch_rows, "prepare 2/2 encode", options.progress, total=int(n_rows.sum())):
             x = encoder.transform(b.table)  # (n, S) int32
             y = b.table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.int8)
+            t = None
+            if n_tasks:
+                t = np.stack([b.table.column(c).to_numpy(zero_copy_only=False) for c in schema.task_names], axis=1)
+                t = np.where(np.isnan(t), -1, t).astype(np.int8)
             for i, s in enumerate(SPLITS):
                 rows = b.which == i
                 if rows.any():
@@ -566,6 +573,8 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
                     fx.write(x[rows])
                     fd.write(b.domain[rows].astype(ddt))
                     fy.write(y[rows])
+                    if t is not None:
+                        task_writers[s].write(t[rows])
         for s, (fx, _, _) in writers.items():
             if fx.cursor != fx.shape[0]:
                 raise DataError(f"split {s!r}: {fx.cursor} rows encoded but {fx.shape[0]} counted; did an input file change while preparing?")
@@ -581,7 +590,8 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
             "positives_per_domain": {s: dict(zip(schema.domain.values, stats.positives[i].tolist())) for i, s in enumerate(SPLITS)},
             "slots": encoder.slots,
             "cardinalities": list(encoder.cardinalities),
-            "dtypes": {"features": "int32", "domain": str(ddt), "label": "int8"},
+            "dtypes": {"features": "int32", "domain": str(ddt), "label": "int8", **({"tasks": "int8"} if n_tasks else {})},
+            "tasks": schema.task_names,
             "quantiles": {"method": "bottom-k uniform sample", "reservoir": options.reservoir, "seed": options.seed},
             "batch_rows": stats.batch_rows,
         }
@@ -624,7 +634,13 @@ def load_prepared(folder: str | Path) -> "PreparedData":
         y = np.load(folder / f"{s}.label.npy", mmap_mode="r").astype(np.float32)
         if x.ndim != 2 or x.shape[1] != encoder.schema.n_slots or not len(x) == len(d) == len(y):
             raise ConfigError(f"{folder}: {s} arrays do not match the encoders ({x.shape}, {d.shape}, {y.shape}); run `crossctr prepare --force`")
-        splits[s] = EncodedSplit(torch.from_numpy(x), torch.from_numpy(d), torch.from_numpy(y))
+        tasks = None
+        if encoder.schema.task_names:
+            t = np.load(folder / f"{s}.tasks.npy", mmap_mode="r")
+            if t.shape != (len(y), len(encoder.schema.task_names)):
+                raise ConfigError(f"{folder}: {s}.tasks.npy has shape {t.shape}, expected {(len(y), len(encoder.schema.task_names))}; run `crossctr prepare --force`")
+            tasks = torch.from_numpy(np.where(t < 0, np.float32("nan"), t.astype(np.float32)))
+        splits[s] = EncodedSplit(torch.from_numpy(x), torch.from_numpy(d), torch.from_numpy(y), tasks)
     return PreparedData(encoder.schema, encoder, splits)
 
 

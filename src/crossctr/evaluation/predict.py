@@ -18,17 +18,21 @@ class Scores:
     prob: np.ndarray  # (N,) click probabilities
     # name -> (n_domains, F): mean attention weight per feature over each domain's rows
     attention: dict[str, np.ndarray]
+    tasks: np.ndarray | None = None  # (N, T) extra-label probabilities of a multi-task model
 
 
 @torch.inference_mode()
 def score(model: nn.Module, data: EncodedSplit, n_domains: int, batch_size: int = 8192, device: str | torch.device = "cpu") -> Scores:
     model.eval()
     probs: list[torch.Tensor] = []
+    task_probs: list[torch.Tensor] = []
     att_sum: dict[str, torch.Tensor] = {}
     for batch in iterate_batches(data, batch_size, shuffle=False):
         batch = batch.to(device)
         out = model(batch)
         probs.append(torch.sigmoid(out.logits.float()).cpu())
+        if out.task_logits is not None:
+            task_probs.append(torch.sigmoid(out.task_logits.float()).cpu())
         for name, a in out.extras.items():
             if name.startswith("attention"):
                 acc = att_sum.setdefault(name, torch.zeros(n_domains, a.shape[1], dtype=torch.float64))
@@ -36,4 +40,5 @@ def score(model: nn.Module, data: EncodedSplit, n_domains: int, batch_size: int 
     counts = torch.bincount(data.domain, minlength=n_domains).double().clamp_min(1).unsqueeze(1)
     attention = {k: (v / counts).numpy() for k, v in att_sum.items()}
     prob = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
-    return Scores(prob, attention)
+    tasks = torch.cat(task_probs).numpy() if task_probs else None
+    return Scores(prob, attention, tasks)

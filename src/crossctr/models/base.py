@@ -1,9 +1,10 @@
 """The model contract and the registry.
 
-A model takes a `Batch` and returns `ModelOutput(logits, aux_losses, extras)`: one logit per
-row, its own named auxiliary loss terms (adversarial, domain discrimination, ...), and
-anything a report may want (attention weights). The trainer weighs and adds the named losses
-and knows nothing else of the model.
+A model takes a `Batch` and returns `ModelOutput(logits, aux_losses, extras, task_logits)`:
+one click logit per row, its own named auxiliary loss terms (adversarial, domain
+discrimination, ...), anything a report may want (attention weights) and, for a multi-task
+model, one logit per extra label. The trainer weighs and adds the losses and knows nothing
+else of the model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class ModelOutput:
     logits: torch.Tensor  # (B,) pre-sigmoid click scores
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> scalar
     extras: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (B, ...) per-row values
+    # Multi-task models: (B, T) logits of the dataset's extra labels (schema `tasks`), in order.
+    task_logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)

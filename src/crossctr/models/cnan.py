@@ -26,6 +26,7 @@ from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from crossctr.data.dataset import Batch
@@ -70,6 +71,10 @@ class CNANConfig(StrictModel):
     wasserstein_source: int = 0
     gp_weight: float = 10.0
     wasserstein_margin: float = 1.0
+    # Multi-task (the paper's future work): heads for the dataset's extra labels (schema
+    # `tasks`) on the same shared and private features, each with its own per-domain weights.
+    # None: click only.
+    tasks: int | None = Field(default=None, ge=1)
 
 
 @register("cnan", CNANConfig)
@@ -93,6 +98,7 @@ class CNAN(nn.Module):
         self.private = nn.ModuleList(tower() for _ in range(n_domains))
         rep_dim = self.shared.out_dim
         self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
+        self.task_heads = nn.ModuleList(DomainHeads(rep_dim, n_domains, n_inputs=2) for _ in range(config.tasks or 0))
         self.discriminator = nn.Linear(rep_dim, n_domains)  # D(·) = softmax(W O + b), one for all spaces
         if config.adversarial == "wasserstein":
             if not 0 <= config.wasserstein_source < n_domains:
@@ -117,9 +123,10 @@ class CNAN(nn.Module):
             if a_p is not None:
                 a_p = a_p.index_copy(0, rows, a_k)
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
+        task_logits = torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None  # (B, T); a loop over tasks
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
         aux = self._aux_losses(o_c, o_p, d, batch.domain_rows) if self.training else {}  # scoring needs no losses
-        return ModelOutput(logits, aux, extras)
+        return ModelOutput(logits, aux, extras, task_logits)
 
     def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor, domain_rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg, D, aux = self.config, self.discriminator, {}

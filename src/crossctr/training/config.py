@@ -30,6 +30,9 @@ class TrainConfig(StrictModel):
     # "rows": one mean over all rows (a big domain dominates).
     domain_weighting: Literal["equal", "rows"] = "equal"
     loss_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
+    # Weight of the extra-task losses of a multi-task model (same per-domain form as the click
+    # loss, over the rows that carry that label); None: 1.0, each task weighs like the click.
+    task_weight: float | None = Field(default=None, ge=0)
     fused_adam: bool = True  # same maths as torch's default Adam, fewer kernel launches
     eval_batch_size: int = Field(default=8192, ge=1)
     progress: bool = True

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from crossctr.layers.domain_ops import per_domain_mean
 
-__all__ = ["click_loss"]
+__all__ = ["click_loss", "task_loss", "task_counts"]
 
 
 def click_loss(logits: torch.Tensor, label: torch.Tensor, domain: torch.Tensor, n_domains: int, weighting: str = "equal") -> torch.Tensor:
@@ -16,3 +16,34 @@ def click_loss(logits: torch.Tensor, label: torch.Tensor, domain: torch.Tensor, 
     if weighting == "rows":
         return 0.5 * bce.mean()
     return 0.5 * per_domain_mean(bce, domain, n_domains).sum()
+
+
+def task_counts(tasks: torch.Tensor, domain: torch.Tensor, n_domains: int) -> torch.Tensor:
+    """(T, N) rows of each domain that carry each extra label (NaN = no label)."""
+    n_tasks = tasks.shape[1]
+    has = ~torch.isnan(tasks)  # (B, T)
+    flat = torch.arange(n_tasks, device=tasks.device) * n_domains + domain.unsqueeze(1)  # (B, T)
+    return torch.bincount(flat[has], minlength=n_tasks * n_domains).view(n_tasks, n_domains)
+
+
+def task_loss(
+    logits: torch.Tensor,
+    tasks: torch.Tensor,
+    domain: torch.Tensor,
+    n_domains: int,
+    weighting: str = "equal",
+    global_counts: torch.Tensor | None = None,
+    world: int = 1,
+) -> torch.Tensor:
+    """Σ_t of the click loss's form for each extra label, over the rows that carry it.
+
+    logits, tasks: (B, T). `global_counts` (T, N) and `world` (data-parallel): this rank's
+    share scaled so that DDP's average is the global batch's value, as `sharded_click_loss`.
+    """
+    has = ~torch.isnan(tasks)
+    bce = F.binary_cross_entropy_with_logits(logits.float(), torch.nan_to_num(tasks), reduction="none") * has  # (B, T)
+    counts = (task_counts(tasks, domain, n_domains) if global_counts is None else global_counts).to(bce.device, bce.dtype)
+    if weighting == "rows":
+        return (0.5 * world * bce.sum(0) / counts.sum(1).clamp_min(1)).sum()
+    per_row = counts.t()[domain]  # (B, T): labelled rows of the row's domain, per task
+    return (0.5 * world * bce / per_row.clamp_min(1)).sum()

@@ -4,7 +4,7 @@ Run folder (everything a predictor needs, nothing pickled):
     config.json          run config, model config, cardinalities, members and routing, version
     encoders.json        fitted vocabularies and buckets, with the dataset schema
     weights.safetensors  every member's weights, keys prefixed "<member>."
-    metrics.json         per-domain validation and test AUC / log loss
+    metrics.json         per-domain validation and test AUC / log loss (and per task, multi-task)
     history.json         per-epoch losses and validation metrics
     attention.json       mean attention weight per feature and per feature group, per domain
     checkpoint/          training state for `--resume` after a crash (see training.checkpoint)
@@ -46,7 +46,7 @@ from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
 from crossctr.training.trainer import Trainer
 
-__all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "restrict_domains", "atomic_write", "evaluate_members", "route_scores"]
+__all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -85,15 +85,20 @@ def restrict_domains(data: PreparedData, names: tuple[str, ...]) -> PreparedData
     splits = {}
     for key, split in data.splits.items():
         sub = split.only_domains([allv.index(n) for n in names])
-        splits[key] = EncodedSplit(sub.features, lookup[sub.domain], sub.label)
+        splits[key] = EncodedSplit(sub.features, lookup[sub.domain], sub.label, sub.tasks)
     encoder = FeatureEncoder(schema)
     encoder.encoders_ = data.encoder.encoders_
     return PreparedData(schema, encoder, splits)
 
 
-def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: EncodedSplit, names: list[str], batch_size: int = 8192, device: Any = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Score each domain's rows with the member its route names; attention is (n_domains, F) per key."""
+def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: EncodedSplit, names: list[str], batch_size: int = 8192, device: Any = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """Score each domain's rows with the member its route names.
+
+    Returns click probabilities (N,), attention (n_domains, F) per key, and the extra-task
+    probabilities (N, T) of multi-task members (None when the members have no task heads).
+    """
     prob = np.zeros(len(data), dtype=np.float64)
+    tasks: np.ndarray | None = None
     attention: dict[str, np.ndarray] = {}
     dom = data.domain.numpy()
     for member, model in members.items():
@@ -103,15 +108,32 @@ def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: Enc
             continue
         s = score(model, data.select(torch.from_numpy(rows)), len(names), batch_size, device)
         prob[rows] = s.prob
+        if s.tasks is not None:
+            if tasks is None:
+                tasks = np.full((len(data), s.tasks.shape[1]), np.nan)
+            tasks[rows] = s.tasks
         for key, att in s.attention.items():
             acc = attention.setdefault(key, np.full_like(att, np.nan))
             acc[ks] = att[ks]
-    return prob, attention
+    return prob, attention, tasks
 
 
-def evaluate_members(result: StrategyResult, data: EncodedSplit, names: list[str], batch_size: int, device: Any) -> tuple[dict, dict[str, np.ndarray]]:
-    prob, attention = route_scores(result.members, result.route, data, names, batch_size, device)
-    return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), names), attention
+def task_metrics(data: EncodedSplit, task_prob: np.ndarray | None, task_names: list[str], names: list[str]) -> dict[str, Any]:
+    """{task: per-domain metrics} over the rows that carry each extra label."""
+    if task_prob is None or data.tasks is None:
+        return {}
+    labels, dom = data.tasks.numpy(), data.domain.numpy()
+    out = {}
+    for t, task in enumerate(task_names):
+        has = ~np.isnan(labels[:, t])
+        out[task] = domain_metrics(labels[has, t], task_prob[has, t], dom[has], names)
+    return out
+
+
+def evaluate_members(result: StrategyResult, data: EncodedSplit, names: list[str], batch_size: int, device: Any, task_names: list[str] | None = None) -> tuple[dict, dict[str, np.ndarray], dict[str, Any]]:
+    """Click metrics per domain, attention, and per-task per-domain metrics (multi-task)."""
+    prob, attention, tasks = route_scores(result.members, result.route, data, names, batch_size, device)
+    return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), names), attention, task_metrics(data, tasks, task_names or [], names)
 
 
 @dataclass
@@ -157,6 +179,13 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
         data = load_dataset(ds_path)  # a prepared folder (crossctr prepare) is memory-mapped; a dataset YAML is read in memory
     if cfg.domains is not None:
         data = restrict_domains(data, cfg.domains)
+    n_tasks = getattr(model_cfg, "tasks", None)
+    if n_tasks is not None and n_tasks != len(data.schema.task_names):
+        raise ConfigError(
+            f"model: tasks: {n_tasks} extra-task heads, but dataset {data.schema.name!r} declares "
+            f"{len(data.schema.task_names)} task column(s) {data.schema.task_names}; set model tasks to that number "
+            "or list the label columns under `tasks:` in the dataset YAML"
+        )
     names = list(data.schema.domain.values)
     ckpt = Checkpointer(out / "checkpoint", _fingerprint(cfg, data), write=info.is_main)
     if resume:
@@ -172,9 +201,12 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
     if not info.is_main:
         return RunResult(out, {}, {}, result)
 
-    valid, _ = evaluate_members(result, data.valid, names, cfg.train.eval_batch_size, trainer.device)
-    test, att = evaluate_members(result, data.test, names, cfg.train.eval_batch_size, trainer.device)
+    tasks = data.schema.task_names
+    valid, _, valid_tasks = evaluate_members(result, data.valid, names, cfg.train.eval_batch_size, trainer.device, tasks)
+    test, att, test_tasks = evaluate_members(result, data.test, names, cfg.train.eval_batch_size, trainer.device, tasks)
     metrics = {"valid": valid, "test": test, "fit_seconds": {k: f.seconds for k, f in result.fits.items()}, "best_epoch": {k: f.best_epoch for k, f in result.fits.items()}}
+    if valid_tasks:
+        metrics["tasks"] = {t: {"valid": valid_tasks[t], "test": test_tasks[t]} for t in valid_tasks}
     attention = _group_attention(att, data.schema)
 
     data.encoder.save(out / "encoders.json")
@@ -231,12 +263,12 @@ class Predictor:
         has_label = schema.label in table.column_names
         if not has_label:
             table = table.append_column(schema.label, pa.array(np.zeros(table.num_rows, dtype=np.int8)))
-        valid = validate_table(table.select([schema.label, *needed]), schema, source)
+        valid = validate_table(table.select([schema.label, *needed]), schema, source, scoring=True)
         y = valid.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
         return EncodedSplit.from_numpy(self.encoder.transform(valid), self.encoder.domain_ids(valid), y)
 
     def predict_encoded(self, data: EncodedSplit, batch_size: int = 8192) -> np.ndarray:
-        return route_scores(self.members, self.route, data, self.domains, batch_size)[0]
+        return route_scores(self.members, self.route, data, self.domains, batch_size)[0]  # click only
 
     def predict(self, table: pa.Table, source: str = "input") -> np.ndarray:
         """Click probabilities for raw rows (a label column, if present, is ignored)."""

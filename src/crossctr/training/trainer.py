@@ -37,7 +37,7 @@ from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, sharded_click_loss, unwrap, wrap_ddp
-from crossctr.training.losses import click_loss
+from crossctr.training.losses import click_loss, task_counts, task_loss
 
 __all__ = ["Trainer", "FitResult", "resolve_device", "make_optimizers"]
 
@@ -123,7 +123,7 @@ class Trainer:
             prob = gather_rows(torch.from_numpy(mine), len(data), info, self.device).numpy()
         return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), self.domain_names)
 
-    def _loss(self, model: nn.Module, batch: Batch, global_counts: torch.Tensor | None = None, global_rows: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _loss(self, model: nn.Module, batch: Batch, global_counts: torch.Tensor | None = None, global_rows: int = 0, global_task_counts: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its named terms. With `global_counts` (data-parallel), scaled as `distributed` explains."""
         cfg = self.config
         out = model(batch)
@@ -135,6 +135,15 @@ class Trainer:
             total = sharded_click_loss(out.logits, batch.label, batch.domain, global_counts, global_rows, world, cfg.domain_weighting)
             aux_scale = world * len(batch) / global_rows  # a row-mean term's share of the global mean, times W
         terms = {"click": total.detach()}
+        if out.task_logits is not None:
+            if batch.tasks is None:
+                raise ConfigError("the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns")
+            if global_counts is None:
+                t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, cfg.domain_weighting)
+            else:
+                t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, cfg.domain_weighting, global_task_counts, self.dist.world)
+            total = total + (1.0 if cfg.task_weight is None else cfg.task_weight) * t_loss
+            terms["tasks"] = t_loss.detach()
         for name, value in out.aux_losses.items():
             if name not in cfg.loss_weights:
                 raise ConfigError(
@@ -216,18 +225,19 @@ class Trainer:
         te = time.perf_counter()
         for _ in bar:
             idx = order[st.step * bs : (st.step + 1) * bs]  # the global batch
-            counts, scale = None, 1.0
+            counts, t_counts, scale = None, None, 1.0
             if info.world > 1:
                 dom = train.domain[idx]
                 counts = torch.bincount(dom, minlength=self.n_domains)  # (N,) rows per domain, global batch
+                t_counts = None if train.tasks is None else task_counts(train.tasks[idx], dom, self.n_domains)  # (T, N)
                 mine = idx[shard_mask(dom, self.n_domains, info.rank, info.world)]
                 if len(mine) == 0:  # a short last batch: take part in the collectives, contribute nothing
                     mine, scale = idx[:1], 0.0
                 idx_local = mine
             else:
                 idx_local = idx
-            batch = Batch(train.features[idx_local], train.domain[idx_local], train.label[idx_local], counts).to(self.device)
-            loss, terms = self._loss(net, batch, counts, len(idx))
+            batch = train.batch(idx_local, counts).to(self.device)
+            loss, terms = self._loss(net, batch, counts, len(idx), t_counts)
             if scale != 1.0:
                 loss = loss * scale
                 terms = {k: v * scale for k, v in terms.items()}
