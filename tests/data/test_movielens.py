@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+import torch
 
 from crossctr.data.dataset import prepare
 from crossctr.data.io import DataError
@@ -212,6 +213,17 @@ def test_ml100k_written_dataset_prepares(ml100k: pa.Table, tmp_path: Path) -> No
     path = write_movielens_dataset(ML100K, tmp_path, version="100k", domains="age3", seed=3)
     data = prepare(DatasetSchema.from_yaml(path), path.parent)
     assert [len(data.splits[s]) for s in ("train", "valid", "test")] == [80_000, 10_000, 10_000]
+
+
+def test_ml100k_multitask_variant_has_rating5(ml100k: pa.Table, tmp_path: Path) -> None:
+    path = write_movielens_dataset(ML100K, tmp_path, version="100k", tasks=True)
+    data = prepare(DatasetSchema.from_yaml(path), path.parent)
+    assert data.schema.task_names == ["rating5"] and data.schema.name.endswith("-mt")
+    stars = ml100k.column("rating").to_numpy()
+    tasks = torch.cat([data.splits[s].tasks[:, 0] for s in ("train", "valid", "test")])
+    labels = torch.cat([data.splits[s].label for s in ("train", "valid", "test")])
+    assert int(tasks.sum()) == int((stars == 5).sum()) and not torch.isnan(tasks).any()
+    assert bool((labels[tasks == 1] == 1).all())  # a 5 is always a "liked" (>= 4)
 
 
 # ---------------------------------------------------------------------------------------------

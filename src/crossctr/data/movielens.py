@@ -5,7 +5,8 @@ redistribution) and turned into a dataset folder: `data.parquet` + `dataset.yaml
 (+ `stats.json`), so every model and experiment runs on MovieLens through the same
 `crossctr.data.dataset.prepare` pipeline as on any click log.
 
-* label: rating >= 4 (1 = "liked").
+* label: rating >= 4 (1 = "liked"). With `tasks=True` a second label `rating5`
+  (rating == 5, "loved") is written and declared as a task, for multi-task training.
 * domains: user age groups, so every user lies in exactly one domain and items are
   shared across domains. `rich-poor` has one data-rich and two data-poor domains
   (ML-1M: 778,095 / 194,903 / 27,211 rows); `age3` is the Scenario-Wise-Rec grouping
@@ -118,6 +119,7 @@ FEATURES: tuple[tuple[str, str, str, int], ...] = (
     ("weekday", "categorical", "context", 1),
 )
 LABEL = "label"
+RATING5 = "rating5"  # the second label of the multi-task variant
 DOMAIN = "domain"
 SPLIT = "split"
 DATA_FILE = "data.parquet"
@@ -388,7 +390,7 @@ def _blank_to_null(col: pa.Array) -> pa.Array:
 
 
 def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", split: SplitKind = "random",
-                          seed: int = 0) -> pa.Table:
+                          seed: int = 0, tasks: bool = False) -> pa.Table:
     """Turn `load_ml1m` / `load_ml100k` output into the click table a dataset folder holds.
 
     Columns: domain, label, split, the FEATURES columns and the raw timestamp, one row per
@@ -444,10 +446,12 @@ def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", spl
         "weekday": pa.array(WEEKDAYS).take(pa.array(weekday)),
         "timestamp": raw.column("timestamp").combine_chunks(),
     }
+    if tasks:
+        columns[RATING5] = pa.array((raw.column("rating").to_numpy() == 5).astype(np.int8))
     return pa.table(columns)
 
 
-def movielens_schema(name: str, domains: Grouping = "rich-poor") -> dict[str, Any]:
+def movielens_schema(name: str, domains: Grouping = "rich-poor", tasks: bool = False) -> dict[str, Any]:
     """The dataset.yaml content for a table from `build_movielens_table`."""
     if domains not in DOMAIN_GROUPINGS:
         raise ValueError(f"domains must be one of {sorted(DOMAIN_GROUPINGS)}, got {domains!r}")
@@ -463,6 +467,7 @@ def movielens_schema(name: str, domains: Grouping = "rich-poor") -> dict[str, An
         "name": name,
         "path": DATA_FILE,
         "label": LABEL,
+        **({"tasks": [RATING5]} if tasks else {}),
         "domain": {"column": DOMAIN, "values": list(DOMAIN_GROUPINGS[domains])},
         "features": features,
         "split": {"kind": "column", "column": SPLIT},
@@ -507,7 +512,8 @@ def write_dataset_folder(out_dir: Path, table: pa.Table, schema: dict[str, Any],
 
 
 def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: Version = "1m",
-                            domains: Grouping = "rich-poor", split: SplitKind = "random", seed: int = 0) -> Path:
+                            domains: Grouping = "rich-poor", split: SplitKind = "random", seed: int = 0,
+                            tasks: bool = False) -> Path:
     """Write out_dir/data.parquet, dataset.yaml and stats.json from a GroupLens folder.
 
     Args:
@@ -517,6 +523,7 @@ def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: V
         domains: "rich-poor" (18-44 / 45+ / under-18) or "age3" (under-25 / 25-34 / 35+).
         split: "random" (80/10/10, seeded) or "time" (global timestamp quantiles).
         seed: seed of the random split (ignored by the time split).
+        tasks: also write the second label `rating5` (rating == 5) as a multi-task label.
 
     Returns:
         The path of dataset.yaml.
@@ -525,12 +532,12 @@ def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: V
     if version not in loaders:
         raise ValueError(f"version must be one of {sorted(loaders)}, got {version!r}")
     raw = loaders[version](root)
-    table = build_movielens_table(raw, domains=domains, split=split, seed=seed)
-    name = f"movielens-{version}-{domains}-{split}"
-    schema = movielens_schema(name, domains)
+    table = build_movielens_table(raw, domains=domains, split=split, seed=seed, tasks=tasks)
+    name = f"movielens-{version}-{domains}-{split}" + ("-mt" if tasks else "")
+    schema = movielens_schema(name, domains, tasks)
     stats = {
         "name": name,
-        "source": f"GroupLens MovieLens {version.upper()}; label = rating >= 4",
+        "source": f"GroupLens MovieLens {version.upper()}; label = rating >= 4" + ("; task rating5 = rating == 5" if tasks else ""),
         "domains_by_age_code": {d: list(c) for d, c in DOMAIN_GROUPINGS[domains].items()},
         "split": {"kind": split, "seed": seed if split == "random" else None, "fractions": list(SPLIT_FRACTIONS)},
         "rows": table.num_rows,
