@@ -59,16 +59,20 @@ N_DOMAINS = 3
 DOMAIN_SHARE = (0.7, 0.2, 0.1)  # one rich domain, two smaller ones (the paper's setting)
 EVAL_BATCH = 8192  # crossctr's default; every library scores with the same batch size
 
-MODELS = ("cnan", "dcn", "deepctr", "rechub", "fuxictr")
-CROSSCTR_MODELS = ("cnan", "dcn")
+MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16", "deepctr", "rechub", "fuxictr")
+# `_bf16`: the same model trained with `train.precision: bf16` (bfloat16 autocast on the
+# matmuls, fp32 weights and optimizer; scoring stays fp32), side by side with fp32.
+CROSSCTR_MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16")
 LABELS = {
     "cnan": "crossctr CNAN-AT",
     "dcn": "crossctr DCN",
+    "cnan_bf16": "crossctr CNAN-AT bf16",
+    "dcn_bf16": "crossctr DCN bf16",
     "deepctr": "DeepCTR-Torch DCN",
     "rechub": "torch-rechub DCN",
     "fuxictr": "FuxiCTR DCN",
 }
-PACKAGES = {"cnan": "crossctr", "dcn": "crossctr", "deepctr": "deepctr-torch", "rechub": "torch-rechub", "fuxictr": "fuxictr"}
+PACKAGES = {"cnan": "crossctr", "dcn": "crossctr", "cnan_bf16": "crossctr", "dcn_bf16": "crossctr", "deepctr": "deepctr-torch", "rechub": "torch-rechub", "fuxictr": "fuxictr"}
 IMPORTS = {"deepctr": "deepctr_torch", "rechub": "torch_rechub", "fuxictr": "fuxictr"}
 
 
@@ -142,6 +146,7 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
         if attention:
             macs += n_fields * (k * 64 + 64 * 32 + 32)
         return macs
+    model = model.removesuffix("_bf16")
     if model == "cnan":
         macs = 2 * tower(EMB_DIM + 8, True) + 2 * (DEEP[1] + n_fields * (EMB_DIM + 8))
     else:
@@ -151,6 +156,7 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
 
 def table_bytes(model: str, total_ids: int) -> float:
     """Rough peak bytes of the embedding tables and their optimizer state (the part that grows)."""
+    model = model.removesuffix("_bf16")
     if model == "cnan":  # shared 64 + 3 domains x 8, SparseAdam: weight + 2 moments, sparse grads
         return total_ids * (EMB_DIM + N_DOMAINS * 8) * 4 * 3
     if model == "dcn":
@@ -207,7 +213,10 @@ class CrossctrRunner:
         from crossctr.training.config import DEFAULT_LOSS_WEIGHTS, TrainConfig
         from crossctr.training.trainer import make_optimizers
 
-        self.torch, self.spec = torch, spec
+        self.torch = torch
+        self.bf16 = spec.bf16 or name.endswith("_bf16")  # the trainer's `precision: bf16`
+        name = name.removesuffix("_bf16")
+        self.spec = spec
         self.device = torch.device(spec.device)
         if name == "cnan":
             cfg = {"name": "cnan", "sparse_embeddings": True}
@@ -232,7 +241,7 @@ class CrossctrRunner:
         self.forward = torch.compile(self.model) if spec.compile else self.model
 
     def _autocast(self) -> Any:
-        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.spec.bf16)
+        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
 
     def train_rows(self, start: int, stop: int) -> float:
         torch = self.torch
@@ -266,7 +275,9 @@ class CrossctrRunner:
         from crossctr.evaluation.predict import score
 
         t0 = time.perf_counter()
-        with self._autocast():
+        # fp32 scoring, as `crossctr predict` and the trainer's validation (bf16 is a training
+        # setting), unless --bf16 asks for bf16 everywhere
+        with self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.spec.bf16):
             s = score(self.forward, self.test, N_DOMAINS, self.spec.eval_batch, self.device)
         return time.perf_counter() - t0, s.prob
 
@@ -410,7 +421,7 @@ class FuxiRunner:
         return time.perf_counter() - t0, np.asarray(p).reshape(-1)
 
 
-RUNNERS: dict[str, Callable[..., Any]] = {"cnan": CrossctrRunner, "dcn": CrossctrRunner, "deepctr": DeepCTRRunner, "rechub": RechubRunner, "fuxictr": FuxiRunner}
+RUNNERS: dict[str, Callable[..., Any]] = {"cnan": CrossctrRunner, "dcn": CrossctrRunner, "cnan_bf16": CrossctrRunner, "dcn_bf16": CrossctrRunner, "deepctr": DeepCTRRunner, "rechub": RechubRunner, "fuxictr": FuxiRunner}
 
 
 # ----------------------------------------------------------------------------- worker process
@@ -728,6 +739,10 @@ def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None
         "predict_vs_best_peer": ratio(get("dcn", "predict_rows_per_s"), best_pred),
         "cnan_predict_vs_best_peer": ratio(get("cnan", "predict_rows_per_s"), best_pred),
         "cnan_rss_vs_lowest_peer": ratio(get("cnan", "peak_rss_mb"), low_rss),
+        # with `train.precision: bf16` (bfloat16 matmuls; AUC in the table beside fp32's)
+        "cnan_bf16_train_vs_best_peer_dcn": ratio(get("cnan_bf16", "train_rows_per_s"), best_train),
+        "dcn_bf16_train_vs_best_peer_dcn": ratio(get("dcn_bf16", "train_rows_per_s"), best_train),
+        "cnan_bf16_auc_minus_fp32": None if "cnan_bf16" not in by or "cnan" not in by else round(by["cnan_bf16"].test_auc - by["cnan"].test_auc, 4),
         "dcn_rss_vs_lowest_peer": ratio(get("dcn", "peak_rss_mb"), low_rss),
         # fractional drop of crossctr CNAN-AT's training rows/s at 100x the vocabulary
         "vocab100x_slowdown": None,
@@ -736,7 +751,7 @@ def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None
         "dcn_vocab10x_slowdown": None,
     }
     if sc:
-        for m in CROSSCTR_MODELS:
+        for m in ("cnan", "dcn"):
             for s in (10, 100):
                 v = slowdown(sc, m, s)
                 key = "vocab100x_slowdown" if (m, s) == ("cnan", 100) else f"{m}_vocab{s}x_slowdown"
@@ -834,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
         sc = None
         if scales:
             log(f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:")
-            sc = scaling(models, root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
+            sc = scaling([m for m in models if not m.endswith("_bf16")], root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
     log("")
     print_table(rows, log)
     rat = ratios(rows, sc)

@@ -18,6 +18,7 @@ def per_domain_mean(values: torch.Tensor, domain: torch.Tensor, n_domains: int, 
     the global per-domain means, expressed as a row-mean term, which the trainer's row-mean
     scaling (W · B_r / B) turns into an exact share of the global batch's value.
     """
+    values = values.float()  # sums in fp32 even under bf16 autocast
     sums = torch.zeros(n_domains, dtype=values.dtype, device=values.device).index_add(0, domain, values)
     if global_rows is None:
         counts = torch.bincount(domain, minlength=n_domains).to(values.dtype)

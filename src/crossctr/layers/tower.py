@@ -43,6 +43,10 @@ class AttentiveTower(nn.Module):
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """e: (B, F, K) embeddings -> (o (B, out_dim), attention (B, F) or None, g (B, F, K))."""
+        if torch.is_autocast_enabled(e.device.type):
+            # One cast of the embeddings, not one per layer: under bf16 autocast the whole tower
+            # (attention, cross layers, FCN) then runs in bf16 and its backward casts once too.
+            e = e.to(torch.get_autocast_dtype(e.device.type))
         if self.attention is not None:
             g, a = self.attention(e)  # (B, F, K), (B, F)
         else:

@@ -112,16 +112,19 @@ class CNAN(nn.Module):
         x, d = batch.features, batch.domain
         e = self.embedding(x, d)  # (B, F, K)
         o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
-        o_p = torch.zeros_like(o_c)  # (B, H) private features, filled domain by domain
-        a_p = torch.zeros_like(a_c) if a_c is not None else None
-        for k, tower in enumerate(self.private):  # N domains, each tower on its own rows only
-            rows = (d == k).nonzero(as_tuple=True)[0]
-            if rows.numel() == 0:
-                continue
-            o_k, a_k, _ = tower(e[rows])
-            o_p = o_p.index_copy(0, rows, o_k)
-            if a_p is not None:
-                a_p = a_p.index_copy(0, rows, a_k)
+        # Private features: each domain's tower on its own rows only (N towers, a loop over
+        # domains), outputs stacked in domain order and put back in row order by one gather.
+        order = torch.argsort(d, stable=True)  # (B,) rows grouped by domain
+        sizes = torch.bincount(d, minlength=self.n_domains).tolist()
+        outs, atts = [], []
+        for tower, rows in zip(self.private, order.split(sizes)):
+            if rows.numel():
+                o_k, a_k, _ = tower(e[rows])
+                outs.append(o_k)
+                atts.append(a_k)
+        back = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))  # inverse permutation
+        o_p = torch.cat(outs)[back]  # (B, H)
+        a_p = torch.cat(atts)[back] if a_c is not None else None  # (B, F)
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         task_logits = torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None  # (B, T); a loop over tasks
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
@@ -133,10 +136,10 @@ class CNAN(nn.Module):
         if cfg.adversarial == "entropy":
             if cfg.discriminator_step:
                 # The shared net is pushed towards D's uncertainty; D itself is not (frozen weights).
-                logp = F.log_softmax(F.linear(o_c, D.weight.detach(), D.bias.detach()), dim=-1)  # (B, N)
+                logp = F.log_softmax(F.linear(o_c, D.weight.detach(), D.bias.detach()).float(), dim=-1)  # (B, N), fp32 under autocast
                 aux["disc"] = F.cross_entropy(D(o_c.detach()), d)
             else:
-                logp = F.log_softmax(D(o_c), dim=-1)
+                logp = F.log_softmax(D(o_c).float(), dim=-1)
             aux["adv"] = (logp.exp() * logp).sum(-1).mean()  # negative entropy
         elif cfg.adversarial == "grl":
             aux["adv"] = F.cross_entropy(D(grad_reverse(o_c, cfg.grl_scale)), d)

@@ -34,6 +34,10 @@ class TrainConfig(StrictModel):
     # loss, over the rows that carry that label); None: 1.0, each task weighs like the click.
     task_weight: float | None = Field(default=None, ge=0)
     fused_adam: bool = True  # same maths as torch's default Adam, fewer kernel launches
+    # Matmul precision of the training forward/backward. "bf16": autocast to bfloat16 (fp32
+    # weights, optimizer and losses), on GPUs and on CPUs with AVX512-BF16/AMX, where matmuls
+    # run several times faster; validation and scoring stay fp32. None: fp32.
+    precision: Literal["fp32", "bf16"] | None = None
     eval_batch_size: int = Field(default=8192, ge=1)
     progress: bool = True
     # Steps between mid-epoch checkpoints in a run folder's checkpoint/ (0 = only at epoch

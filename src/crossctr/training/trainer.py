@@ -126,7 +126,8 @@ class Trainer:
     def _loss(self, model: nn.Module, batch: Batch, global_counts: torch.Tensor | None = None, global_rows: int = 0, global_task_counts: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its named terms. With `global_counts` (data-parallel), scaled as `distributed` explains."""
         cfg = self.config
-        out = model(batch)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = model(batch)
         if global_counts is None:
             total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, cfg.domain_weighting)
             aux_scale = 1.0
