@@ -248,6 +248,12 @@ class DatasetSchema(StrictModel):
         """Width S of the encoded id array: one column per scalar feature, max_len per multi feature."""
         return sum(f.slots for f in self.features)
 
+    def raw_feature_columns(self) -> dict[str, bool]:
+        """Input columns the features read (a crossed feature reads its crossed columns), in
+        order, each with True when it holds numbers: what a row to score must carry."""
+        numeric = {f.name for f in self.features if f.kind is FeatureKind.NUMERIC}
+        return {c: c in numeric for f in self.features for c in f.input_columns}
+
     def required_columns(self) -> list[str]:
         """Columns a data file must hold: label, domain, each feature's input columns, the split column."""
         feats = [c for f in self.features for c in f.input_columns]

@@ -41,7 +41,7 @@ from typing_extensions import TypedDict
 
 import crossctr
 from crossctr.data.io import DataError
-from crossctr.schema import DatasetSchema, FeatureKind
+from crossctr.schema import DatasetSchema
 from crossctr.serving.export import ServingModel, load_serving_model
 
 __all__ = ["ServeLimits", "create_app", "rows_to_table", "BodySizeLimit"]
@@ -81,8 +81,8 @@ Numeric = Annotated[Optional[float], PlainValidator(_numeric), WithJsonSchema({"
 def _row_type(schema: DatasetSchema) -> Any:
     """A TypedDict of one raw row: the domain column plus every feature, all required."""
     fields: dict[str, Any] = {schema.domain.column: Literal[tuple(schema.domain.values)]}  # type: ignore[misc]
-    for f in schema.features:
-        fields[f.name] = Numeric if f.kind is FeatureKind.NUMERIC else Categorical
+    for column, numeric in schema.raw_feature_columns().items():  # a crossed feature's own columns
+        fields[column] = Numeric if numeric else Categorical
     row = TypedDict("Row", fields)  # type: ignore[misc] - functional form: any column name is a key
     row.__pydantic_config__ = ConfigDict(extra="ignore")  # ids and other columns may ride along
     return row
@@ -91,9 +91,8 @@ def _row_type(schema: DatasetSchema) -> Any:
 def rows_to_table(rows: list[dict[str, Any]], schema: DatasetSchema) -> pa.Table:
     """Validated rows -> an Arrow table with the types `validate_table` produces."""
     cols = {schema.domain.column: pa.array([r[schema.domain.column] for r in rows], pa.string())}
-    for f in schema.features:
-        vals = [r[f.name] for r in rows]
-        cols[f.name] = pa.array(vals, pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string())
+    for column, numeric in schema.raw_feature_columns().items():
+        cols[column] = pa.array([r[column] for r in rows], pa.float64() if numeric else pa.string())
     return pa.table(cols)
 
 

@@ -158,7 +158,7 @@ def predict_file(
     predictor = predictor if predictor is not None else Predictor.load(run_dir)
     schema = predictor.encoder.schema
     arrow_schema, total, batches = _batches(input, schema, batch_rows)
-    needed = [schema.domain.column, *schema.feature_names]
+    needed = [schema.domain.column, *schema.raw_feature_columns()]
     missing = [c for c in needed if c not in arrow_schema.names]
     if missing:
         raise DataError(f"{input}: missing column(s) {missing}; the model needs {needed}; the file has {arrow_schema.names}")

@@ -256,7 +256,7 @@ class Predictor:
 
     def encode(self, table: pa.Table, source: str = "input") -> EncodedSplit:
         schema = self.encoder.schema
-        needed = [schema.domain.column, *schema.feature_names]
+        needed = [schema.domain.column, *schema.raw_feature_columns()]
         missing = [c for c in needed if c not in table.column_names]
         if missing:
             raise DataError(f"{source}: missing column(s) {missing}; the model needs {needed}")
