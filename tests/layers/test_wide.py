@@ -37,3 +37,16 @@ def test_gradient_hits_only_used_rows() -> None:
 def test_invalid_args() -> None:
     with pytest.raises(ValueError, match="cardinalities"):
         WideLinear([])
+
+
+def test_multi_valued_feature_adds_the_mean_weight_of_its_values() -> None:
+    wide = WideLinear([3, 6], slots=[1, 3])  # feature 2 takes 3 slots, 0 = padding
+    with torch.no_grad():
+        wide.weight.weight.copy_(torch.arange(9, dtype=torch.float32).unsqueeze(1))  # w[offset + id] = offset + id
+    x = torch.tensor([[2, 4, 5, 0], [1, 0, 0, 0], [0, 3, 3, 3]])
+    # feature 1 at offset 0; feature 2 at offset 3: mean over its non-padding ids (none -> 0)
+    want = torch.tensor([2 + (7 + 8) / 2, 1 + 0.0, 0 + 6.0])
+    assert torch.allclose(wide(x), want)
+    again = WideLinear([3, 6])  # rebuilt from plain cardinalities, as from a run folder
+    again.load_state_dict(wide.state_dict())
+    assert torch.allclose(again(x), want)

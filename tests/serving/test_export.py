@@ -15,7 +15,7 @@ from crossctr.cli import cli
 from crossctr.data.dataset import EncodedSplit
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError
-from crossctr.serving.export import InferenceGraph, OnnxEngine, TorchEngine, export_run, load_serving_model, random_rows
+from crossctr.serving.export import InferenceGraph, OnnxEngine, TorchEngine, _ort_session, export_run, load_serving_model, onnx_bytes, random_rows
 from crossctr.training.run import Predictor, RunConfig, train_run
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
@@ -94,6 +94,7 @@ def test_self_train_combined_graph_routes_each_domain_to_its_member(tmp_path: Pa
     {"name": "tower", "nn": "dcn", "domain_adversarial": True, **SMALL},
     {"name": "tower", "nn": "wide_deep", **SMALL},
     {"name": "tower", "nn": "deepfm", **SMALL},
+    *({"name": n, **SMALL} for n in ("shared_bottom", "mmoe", "ple", "star", "epnet")),
 ])
 def test_inference_graph_equals_model_forward(model) -> None:
     """The inference-only forwards compute what the models' own forwards compute."""
@@ -152,3 +153,20 @@ def test_onnx_graph_handles_any_batch_shape(cnan_run, cnan_export) -> None:
         assert np.max(np.abs(onnx_engine.score(xs, ds) - torch_engine.score(xs, ds))) < 1e-5
     raw = onnx_engine.session.run(["prob"], {"features": x[:0], "domain": d[:0]})[0]
     assert raw.shape == (0,)
+
+
+@pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple", "star", "epnet"])
+def test_newer_models_export_to_onnx_with_parity(name: str) -> None:
+    """Models without an inference-only forward are exported through their own eval forward."""
+    cards, n_domains = [9, 6, 12], 3
+    torch.manual_seed(0)
+    m = build_model(parse_model_config({"name": name, **SMALL}), cards, n_domains).eval()
+    for p in m.parameters():
+        p.data.add_(0.1 * torch.randn_like(p))
+    graph = InferenceGraph({"joint": m}, {"A": "joint", "B": "joint", "C": "joint"}, ["A", "B", "C"]).eval()
+    x, d = random_rows(cards, n_domains, 257, seed=2)
+    session = _ort_session(onnx_bytes(graph, len(cards)))
+    got = session.run(["prob"], {"features": x, "domain": d})[0]
+    with torch.no_grad():
+        want = graph(torch.from_numpy(x), torch.from_numpy(d)).numpy()
+    assert np.max(np.abs(got - want)) < 1e-5

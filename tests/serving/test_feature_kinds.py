@@ -18,6 +18,7 @@ with warnings.catch_warnings():
 
 from crossctr.data.prepare import load_dataset
 from crossctr.serving.app import create_app
+from crossctr.serving.export import export_run
 from crossctr.serving.predict import predict_file
 from crossctr.training.run import Predictor, RunConfig, route_scores, train_run
 
@@ -81,3 +82,17 @@ def test_service_takes_the_raw_columns(kinds_run) -> None:
         bad = [{k: v for k, v in rows[0].items() if k != "price"}]
         r = client.post("/v1/score", json={"rows": bad})
         assert r.status_code == 422 and "price" in r.text
+
+
+def test_wide_and_fm_models_with_multi_valued_features_export_to_onnx(kinds_run, tmp_path: Path) -> None:
+    root, table = kinds_run
+    cfg = RunConfig.model_validate({"dataset": str(root / "kinds.yaml"), "model": {"name": "tower", "nn": "deepfm", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]},
+                                    "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"}})
+    train_run(cfg, tmp_path / "run")
+    res = export_run(tmp_path / "run", tmp_path / "onnx", parity_rows=300, bench_seconds=0)
+    assert res.max_abs_diff < 1e-5 and res.manifest["inputs"]["features"]["slots"] == [1, 1, 1, 1, 3]
+    rows = table.slice(0, 4).drop_columns(["click"]).to_pylist()
+    with TestClient(create_app(res.out)) as client:  # onnxruntime
+        r = client.post("/v1/score", json={"rows": rows})
+    assert r.status_code == 200, r.text
+    assert np.allclose(r.json()["scores"], Predictor.load(tmp_path / "run").predict(table.slice(0, 4)), atol=1e-5)

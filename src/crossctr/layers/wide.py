@@ -3,6 +3,8 @@
     wide(x) = b + Σ_f w[offsets[f] + x_f]
 
 One scalar weight per feature value, all features in one offset-indexed table (one gather).
+A multi-valued feature contributes the mean weight of its non-padding slots, as its
+embedding is the mean of theirs (layers.embedding).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from crossctr.layers.embedding import PAD_ID
 
 __all__ = ["WideLinear"]
 
@@ -21,13 +25,15 @@ class WideLinear(nn.Module):
     Args:
         cardinalities: number of ids of each feature.
         sparse: make the table produce sparse gradients.
+        slots: input columns of each feature (see FeatureEmbedding); by default
+            `cardinalities.slots` when it has one, else one per feature.
 
     Example:
         >>> WideLinear([3, 5])(torch.tensor([[0, 4], [2, 1]]))
         tensor([0., 0.], grad_fn=<AddBackward0>)
     """
 
-    def __init__(self, cardinalities: Sequence[int], sparse: bool = False) -> None:
+    def __init__(self, cardinalities: Sequence[int], sparse: bool = False, slots: Sequence[int] | None = None) -> None:
         super().__init__()
         cards = [int(c) for c in cardinalities]
         if not cards or any(c < 1 for c in cards):
@@ -40,8 +46,26 @@ class WideLinear(nn.Module):
         self.weight = nn.Embedding(sum(cards), 1, sparse=sparse)
         nn.init.zeros_(self.weight.weight)  # start as the constant model b
         self.bias = nn.Parameter(torch.zeros(()))
+        if slots is None:
+            slots = getattr(cardinalities, "slots", None)
+        self.register_buffer("slot_field", None)  # (S,) feature of each input column; None: one each
+        if slots is not None and any(int(w) > 1 for w in slots):
+            self.slot_field = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor([int(w) for w in slots]))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+        layout = state_dict.get(prefix + "slot_field")  # a model rebuilt from plain cardinalities adopts its layout
+        if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape):
+            self.slot_field = layout.clone().to(self.offsets.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (B, F) local ids -> (B,)."""
-        w = self.weight(x + self.offsets).squeeze(-1)  # (B, F)
-        return w.sum(dim=-1) + self.bias  # (B,)
+        """x: (B, S) local ids per input column (S = F without multi-valued features) -> (B,)."""
+        if self.slot_field is None:
+            w = self.weight(x + self.offsets).squeeze(-1)  # (B, F)
+            return w.sum(dim=-1) + self.bias  # (B,)
+        width = torch.bincount(self.slot_field, minlength=len(self.cardinalities))  # (F,)
+        pooled = (width > 1)[self.slot_field]  # (S,) slot of a multi-valued feature
+        keep = ((x != PAD_ID) | ~pooled).to(self.weight.weight.dtype)  # (B, S)
+        count = keep.new_zeros(x.shape[0], len(self.cardinalities)).index_add(1, self.slot_field, keep).clamp_min(1.0)  # (B, F)
+        w = self.weight(x + self.offsets[self.slot_field]).squeeze(-1)  # (B, S)
+        return (w * keep / count[:, self.slot_field]).sum(dim=-1) + self.bias  # (B,)

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 import crossctr
-from crossctr.data.dataset import EncodedSplit
+from crossctr.data.dataset import Batch, EncodedSplit
 from crossctr.data.encoders import FeatureEncoder, N_RESERVED
 from crossctr.models.cnan import CNAN
 from crossctr.models.tower import TowerModel
@@ -65,6 +65,7 @@ __all__ = [
     "export_run",
     "onnx_bytes",
     "random_rows",
+    "input_layout",
     "Engine",
     "TorchEngine",
     "OnnxEngine",
@@ -115,7 +116,14 @@ def _tower_logits(m: TowerModel, x: torch.Tensor, d: torch.Tensor) -> torch.Tens
     return logits  # (B,); the DANN classifier only shapes training
 
 
+def _forward_logits(m: nn.Module, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """Any other registered model: its own eval forward (no data-dependent Python control flow)."""
+    return m(Batch(x, d, torch.zeros(d.shape[0], dtype=torch.float32, device=d.device))).logits  # (B,)
+
+
 LogitsFn = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
+# Models whose training forward loops over data-dependent row sets get an inference-only
+# forward; every other model is exported through its own forward.
 INFERENCE_LOGITS: dict[type[nn.Module], LogitsFn] = {CNAN: _cnan_logits, TowerModel: _tower_logits}
 
 
@@ -124,13 +132,9 @@ class InferenceGraph(nn.Module):
 
     def __init__(self, members: dict[str, nn.Module], route: dict[str, str], domains: list[str]) -> None:
         super().__init__()
-        for name, model in members.items():
-            if type(model) not in INFERENCE_LOGITS:
-                known = sorted(c.__name__ for c in INFERENCE_LOGITS)
-                raise ConfigError(f"member {name!r}: no inference graph for model class {type(model).__name__}; known: {known}")
         names = list(members)
         self.members = nn.ModuleList(members.values())
-        self._logits = [INFERENCE_LOGITS[type(m)] for m in members.values()]
+        self._logits = [INFERENCE_LOGITS.get(type(m), _forward_logits) for m in members.values()]
         # member index per domain id: the routing table as a tensor the graph can gather from
         self.register_buffer("member_of_domain", torch.tensor([names.index(route[d]) for d in domains], dtype=torch.int64))
 
@@ -150,12 +154,26 @@ class InferenceGraph(nn.Module):
         return torch.sigmoid(logits)  # (B,)
 
 
-def random_rows(cardinalities: list[int], n_domains: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n rows of random ids: every id a scalar feature can take (OOV, missing, vocabulary), every domain."""
+def random_rows(cardinalities: list[int], n_domains: int, n: int, seed: int = 0, slots: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """n rows of random ids: every id a scalar feature can take (OOV, missing, vocabulary), every domain.
+
+    `slots`: input columns per feature (multi-valued features take several, padded with 0,
+    which their slots then may hold); by default one each.
+    """
     rng = np.random.default_rng(seed)
-    x = np.stack([rng.integers(1, c, n) for c in cardinalities], axis=1).astype(np.int64)  # (n, F); PAD (0) never occurs
+    cols = []
+    for c, w in zip(cardinalities, slots or [1] * len(cardinalities)):
+        cols += [rng.integers(1 if w == 1 else 0, c, n) for _ in range(w)]  # PAD (0) only in multi-valued slots
+    x = np.stack(cols, axis=1).astype(np.int64)  # (n, S)
     d = rng.integers(0, n_domains, n).astype(np.int64)  # (n,)
     return x, d
+
+
+def input_layout(predictor: Predictor) -> tuple[list[int], list[int]]:
+    """(cardinality, slots) of each feature: what the graph's `features` input columns hold."""
+    cards = list(predictor.config["cardinalities"])
+    slots = list(getattr(predictor.encoder.cardinalities, "slots", None) or [1] * len(cards))
+    return cards, slots
 
 
 @contextlib.contextmanager
@@ -175,7 +193,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def onnx_bytes(graph: InferenceGraph, n_features: int, opset: int = DEFAULT_OPSET) -> bytes:
-    """The serialised ONNX model of `graph`, with a dynamic batch dimension."""
+    """The serialised ONNX model of `graph`, with a dynamic batch dimension; `n_features`: input columns."""
     if opset < 17:
         raise ConfigError(f"opset {opset}: use 17 or later (LayerNorm-era ops and the dynamo exporter need it)")
     x = torch.full((3, n_features), N_RESERVED, dtype=torch.int64)  # batch 3: not a size the exporter specialises
@@ -256,14 +274,14 @@ def export_run(
     run_dir, out = Path(run_dir), Path(out)
     predictor = Predictor.load(run_dir)
     graph = InferenceGraph.from_predictor(predictor)
-    cards = list(predictor.config["cardinalities"])
-    x, d = random_rows(cards, len(predictor.domains), parity_rows, seed)
+    cards, slots = input_layout(predictor)
+    x, d = random_rows(cards, len(predictor.domains), parity_rows, seed, slots)
 
     def torch_scores(xb: np.ndarray, db: np.ndarray) -> np.ndarray:
         return predictor.predict_encoded(EncodedSplit.from_numpy(xb, db, np.zeros(len(db), np.float32)))
 
     if format == "onnx":
-        blob = onnx_bytes(graph, len(cards), opset)
+        blob = onnx_bytes(graph, sum(slots), opset)
         session = _ort_session(blob)
         exported = lambda xb, db: session.run(["prob"], {"features": xb, "domain": db})[0]  # noqa: E731
     else:
@@ -318,7 +336,7 @@ def export_run(
         "run_crossctr_version": predictor.config.get("crossctr_version"),
         "model": predictor.config["model"],
         "inputs": {
-            "features": {"dtype": "int64", "shape": ["batch", len(cards)], "columns": predictor.encoder.schema.feature_names, "encoders": "encoders.json"},
+            "features": {"dtype": "int64", "shape": ["batch", sum(slots)], "columns": predictor.encoder.schema.feature_names, "slots": slots, "encoders": "encoders.json"},
             "domain": {"dtype": "int64", "shape": ["batch"], "values": predictor.domains},
         },
         "outputs": {"prob": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"}},
@@ -438,8 +456,9 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
         eng = TorchEngine(predictor)
     else:
         graph = InferenceGraph.from_predictor(predictor)
-        eng = OnnxEngine(predictor, onnx_bytes(graph, len(predictor.config["cardinalities"])), threads)
-        x, d = random_rows(list(predictor.config["cardinalities"]), len(predictor.domains), 512)
+        cards, slots = input_layout(predictor)
+        eng = OnnxEngine(predictor, onnx_bytes(graph, sum(slots)), threads)
+        x, d = random_rows(cards, len(predictor.domains), 512, 0, slots)
         diff = float(np.max(np.abs(eng.score(x, d) - TorchEngine(predictor).score(x, d))))
         if not diff < PARITY_TOLERANCE:
             raise ExportError(f"{path}: in-memory ONNX graph differs from PyTorch by {diff:.3g}; serve with engine 'torch'")
