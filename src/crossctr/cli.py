@@ -60,6 +60,31 @@ def simulate(out: Path, rows: int, seed: int) -> None:
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/datasets"), show_default=True, help="Cache folder; the dataset goes to OUT/NAME-seedS-vV/.")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), help="Folder holding the raw public data (movielens-1m/, ...); default $CROSSCTR_DATA_ROOT.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split (and of the simulator).")
+def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
+    """Write a registered dataset (simulator, movielens-1m, movielens-1m-mt, ...) as data.parquet + dataset.yaml.
+
+    Point a run config's `dataset:` at the printed YAML. `crossctr dataset list` names them all.
+    """
+    from crossctr.data.registry import describe, resolve_dataset
+    from crossctr.schema import ConfigError
+
+    if name == "list":
+        for n, about in describe().items():
+            click.echo(f"{n:<24} {about}")
+        return
+    if name not in describe():
+        raise click.UsageError(f"unknown dataset {name!r}; registered: {', '.join(describe())} (or `crossctr dataset list`)")
+    try:
+        click.echo(f"dataset: {resolve_dataset(name, out, data_root, seed=seed)}")
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
+
+
+@cli.command()
 @click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True, help="Run config YAML.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/checkpoint (same config and data).")
