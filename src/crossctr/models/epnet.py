@@ -32,37 +32,29 @@ from pydantic import Field
 from torch import nn
 
 from crossctr.data.dataset import Batch
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.gate_nu import GateNU
 from crossctr.layers.tower import AttentiveTower
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
 __all__ = ["EPNetConfig", "EPNet"]
 
 
-class EPNetConfig(StrictModel):
+class EPNetConfig(EmbeddedConfig):
     name: Literal["epnet"] = "epnet"
-    shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
-    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only
-    attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the paper; (64, 32) = CNAN-AT's
     gate_hidden: int = Field(default=64, ge=1)  # Gate NU's ReLU layer; the paper gives no size
     gamma: float = Field(default=2.0, gt=0)  # paper: γ = 2, so a neutral gate scales by 1
     body: Literal["dcn", "deep"] = "dcn"  # the network after the gate: Deep & Cross or Deep-only
     cross_layers: int = Field(default=2, ge=1)  # as CNAN-AT (paper: two cross layers), for body: dcn
     deep: tuple[int, ...] = (512, 256)  # the library's FCN (CNAN-AT paper §3)
-    dropout: float = 0.0
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    embedding_init_std: float = 0.01  # as CNAN-AT
 
 
 @register("epnet", EPNetConfig)
-class EPNet(nn.Module):
+class EPNet(EmbeddedInput, nn.Module):
     def __init__(self, config: EPNetConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        F, K = len(cardinalities), self.embedding.out_dim
+        F, K = len(cardinalities), self._build_input(config, cardinalities, n_domains, attention=False)  # attention sits in the tower
         self.domain_embedding = nn.Embedding(n_domains, K)  # the domain-side prior E(F_d)
         nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
         self.gate = GateNU(K + F * K, F, config.gate_hidden, config.gamma)

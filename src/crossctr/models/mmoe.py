@@ -30,48 +30,34 @@ from pydantic import Field
 from torch import nn
 
 from crossctr.data.dataset import Batch
-from crossctr.layers.attention import AttentionUnit
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.experts import SoftmaxGates, StackedMLP, take_domain
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
 __all__ = ["MMoEConfig", "MMoE"]
 
 
-class MMoEConfig(StrictModel):
+class MMoEConfig(EmbeddedConfig):
     name: Literal["mmoe"] = "mmoe"
-    shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
-    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only
-    attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the paper; (64, 32) = CNAN-AT's
     n_experts: int = Field(default=4, ge=1)  # a few experts for a few domains; the paper varies 4-8
     deep: tuple[int, ...] = (256, 128)  # each expert's hidden sizes: half the library's FCN, times 4 experts
     tower: tuple[int, ...] = (128,)  # hidden sizes of each domain's tower, then a linear logit
-    dropout: float = 0.0
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    embedding_init_std: float = 0.01  # as CNAN-AT
 
 
 @register("mmoe", MMoEConfig)
-class MMoE(nn.Module):
+class MMoE(EmbeddedInput, nn.Module):
     def __init__(self, config: MMoEConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        K = self.embedding.out_dim
+        K = self._build_input(config, cardinalities, n_domains)
         in_dim = len(cardinalities) * K
-        self.attention = AttentionUnit(K, config.attention_hidden) if config.attention_hidden else None
         self.experts = StackedMLP(config.n_experts, in_dim, config.deep, dropout=config.dropout)
         self.gates = SoftmaxGates(in_dim, n_domains, config.n_experts)
         self.towers = StackedMLP(n_domains, self.experts.out_dim, (*config.tower, 1), dropout=config.dropout, activate_last=False)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        x, d = batch.features, batch.domain
-        e = self.embedding(x, d)  # (B, F, K)
-        extras = {}
-        if self.attention is not None:
-            e, a = self.attention(e)  # (B, F, K), (B, F)
-            extras["attention_shared"] = a.detach()
+        d = batch.domain
+        e, extras = self._embed(batch)  # (B, F, K), attention-weighted when the model has the unit
         x0 = e.flatten(1)  # (B, F*K)
         f = self.experts(x0)  # (B, E, H) every expert on every row
         g = self.gates(x0)  # (B, N, E) every domain's gate

@@ -31,38 +31,28 @@ from pydantic import Field
 from torch import nn
 
 from crossctr.data.dataset import Batch
-from crossctr.layers.attention import AttentionUnit
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.experts import ExtractionLayer, StackedMLP, take_domain
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
 __all__ = ["PLEConfig", "PLE"]
 
 
-class PLEConfig(StrictModel):
+class PLEConfig(EmbeddedConfig):
     name: Literal["ple"] = "ple"
-    shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
-    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only
-    attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the paper; (64, 32) = CNAN-AT's
     levels: int = Field(default=2, ge=1)  # the paper's best depth is 2 or 3 extraction levels
     shared_experts: int = Field(default=2, ge=0)  # per level; with 1 per domain, 5 experts for 3 domains
     specific_experts: int = Field(default=1, ge=0)  # per domain and level
     deep: tuple[int, ...] = (256, 128)  # each expert's hidden sizes, as MMoE's experts here
     tower: tuple[int, ...] = (128,)  # hidden sizes of each domain's tower, then a linear logit
-    dropout: float = 0.0
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    embedding_init_std: float = 0.01  # as CNAN-AT
 
 
 @register("ple", PLEConfig)
-class PLE(nn.Module):
+class PLE(EmbeddedInput, nn.Module):
     def __init__(self, config: PLEConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        K = self.embedding.out_dim
-        self.attention = AttentionUnit(K, config.attention_hidden) if config.attention_hidden else None
+        K = self._build_input(config, cardinalities, n_domains)
         self.levels = nn.ModuleList()
         d = len(cardinalities) * K
         for j in range(config.levels):
@@ -72,12 +62,8 @@ class PLE(nn.Module):
         self.towers = StackedMLP(n_domains, d, (*config.tower, 1), dropout=config.dropout, activate_last=False)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        x, d = batch.features, batch.domain
-        e = self.embedding(x, d)  # (B, F, K)
-        extras = {}
-        if self.attention is not None:
-            e, a = self.attention(e)  # (B, F, K), (B, F)
-            extras["attention_shared"] = a.detach()
+        d = batch.domain
+        e, extras = self._embed(batch)  # (B, F, K), attention-weighted when the model has the unit
         h = e.flatten(1)  # (B, F*K)
         for level in self.levels:
             h = level(h)  # (B, N + 1, H), the last level (B, N, H)

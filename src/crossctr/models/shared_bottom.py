@@ -27,46 +27,32 @@ from typing import Literal, Sequence
 from torch import nn
 
 from crossctr.data.dataset import Batch
-from crossctr.layers.attention import AttentionUnit
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.experts import StackedMLP, take_domain
 from crossctr.layers.mlp import MLP
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
 __all__ = ["SharedBottomConfig", "SharedBottom"]
 
 
-class SharedBottomConfig(StrictModel):
+class SharedBottomConfig(EmbeddedConfig):
     name: Literal["shared_bottom"] = "shared_bottom"
-    shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
-    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only
-    attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the paper; (64, 32) = CNAN-AT's
     deep: tuple[int, ...] = (512, 256)  # the library's FCN (paper §3): Deep-only plus per-domain towers
     tower: tuple[int, ...] = (128,)  # hidden sizes of each domain's tower, then a linear logit
-    dropout: float = 0.0
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    embedding_init_std: float = 0.01  # as CNAN-AT
 
 
 @register("shared_bottom", SharedBottomConfig)
-class SharedBottom(nn.Module):
+class SharedBottom(EmbeddedInput, nn.Module):
     def __init__(self, config: SharedBottomConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        K = self.embedding.out_dim
-        self.attention = AttentionUnit(K, config.attention_hidden) if config.attention_hidden else None
+        K = self._build_input(config, cardinalities, n_domains)
         self.bottom = MLP(len(cardinalities) * K, config.deep, dropout=config.dropout)
         self.towers = StackedMLP(n_domains, self.bottom.out_dim, (*config.tower, 1), dropout=config.dropout, activate_last=False)
 
     def forward(self, batch: Batch) -> ModelOutput:
-        x, d = batch.features, batch.domain
-        e = self.embedding(x, d)  # (B, F, K)
-        extras = {}
-        if self.attention is not None:
-            e, a = self.attention(e)  # (B, F, K), (B, F)
-            extras["attention_shared"] = a.detach()
+        d = batch.domain
+        e, extras = self._embed(batch)  # (B, F, K), attention-weighted when the model has the unit
         h = self.bottom(e.flatten(1))  # (B, H)
         logits = take_domain(self.towers(h), d).squeeze(-1)  # (B, N, 1) -> (B,)
         return ModelOutput(logits, {}, extras)

@@ -34,39 +34,29 @@ from pydantic import Field
 from torch import nn
 
 from crossctr.data.dataset import Batch
-from crossctr.layers.attention import AttentionUnit
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.mlp import MLP
 from crossctr.layers.star import PartitionedNorm, StarFCN
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
 __all__ = ["STARConfig", "STAR"]
 
 
-class STARConfig(StrictModel):
+class STARConfig(EmbeddedConfig):
     name: Literal["star"] = "star"
-    shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
-    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only (the STAR paper has none)
-    attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the paper; (64, 32) = CNAN-AT's
     # The library's FCN; with N per-domain copies STAR has about CNAN-AT's N + 1 towers' weights.
     deep: tuple[int, ...] = (512, 256)
     norm: Literal["partitioned", "batch"] = "partitioned"  # "batch": the paper's BatchNorm ablation
     aux_hidden: int = Field(default=64, ge=0)  # the auxiliary network's hidden layer; 0 = no auxiliary network
-    dropout: float = 0.0
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    embedding_init_std: float = 0.01  # as CNAN-AT
 
 
 @register("star", STARConfig)
-class STAR(nn.Module):
+class STAR(EmbeddedInput, nn.Module):
     def __init__(self, config: STARConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        K = self.embedding.out_dim
+        K = self._build_input(config, cardinalities, n_domains)
         in_dim = len(cardinalities) * K
-        self.attention = AttentionUnit(K, config.attention_hidden) if config.attention_hidden else None
         self.norm = PartitionedNorm(in_dim, n_domains) if config.norm == "partitioned" else nn.BatchNorm1d(in_dim)
         self.fcn = StarFCN(in_dim, (*config.deep, 1), n_domains, dropout=config.dropout)  # last layer: the logit
         self.aux: nn.Sequential | None = None
@@ -76,12 +66,8 @@ class STAR(nn.Module):
             self.aux = nn.Sequential(MLP(in_dim + K, (config.aux_hidden,)), nn.Linear(config.aux_hidden, 1))
 
     def forward(self, batch: Batch) -> ModelOutput:
-        x, d = batch.features, batch.domain
-        e = self.embedding(x, d)  # (B, F, K)
-        extras = {}
-        if self.attention is not None:
-            e, a = self.attention(e)  # (B, F, K), (B, F)
-            extras["attention_shared"] = a.detach()
+        d = batch.domain
+        e, extras = self._embed(batch)  # (B, F, K), attention-weighted when the model has the unit
         x0 = e.flatten(1)  # (B, F*K)
         z = self.norm(x0, d) if isinstance(self.norm, PartitionedNorm) else self.norm(x0)  # (B, F*K)
         logits = self.fcn(z, d).squeeze(-1)  # (B,)
