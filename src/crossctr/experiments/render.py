@@ -94,6 +94,26 @@ def _table(rows: dict[str, dict[str, Cell]], columns: Sequence[str], corner: str
     return markdown_table([corner, *columns], body)
 
 
+def _winners(rows: dict[str, dict[str, Cell]], columns: Sequence[str]) -> tuple[str, dict[str, list[str]]]:
+    """A plain sentence naming the best mean per column and its margin over the next method."""
+    parts, best = [], {}
+    for c in columns:
+        ranked = sorted(((r[c].mean, label, r[c]) for label, r in rows.items() if not math.isnan(r[c].mean)), key=lambda t: -t[0])
+        if not ranked:
+            continue
+        top = [label for mean, label, _ in ranked if mean == ranked[0][0]]
+        best[c] = top
+        text = f"{c}: {' = '.join(top)} ({ranked[0][0]:.4f})"
+        rest = [t for t in ranked if t[1] not in top]
+        if rest:
+            gap = ranked[0][0] - rest[0][0]
+            noise = max((x for x in (ranked[0][2].std, rest[0][2].std) if not math.isnan(x)), default=math.nan)
+            within = "" if math.isnan(noise) else (", within one seed std" if gap <= noise else "")
+            text += f", next {rest[0][1]} by {gap:.4f}{within}"
+        parts.append(text)
+    return ("Best mean test AUC per domain — " + "; ".join(parts) + ".") if parts else "", best
+
+
 def _json_rows(rows: dict[str, dict[str, Cell]]) -> dict[str, Any]:
     return {label: {c: cell.to_json() for c, cell in r.items()} for label, r in rows.items()}
 
@@ -150,7 +170,11 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
             doms = plan.scenarios[scen]
             rows = {exp.methods[m].label: {d: res.cell(m, scen, d) for d in doms} for m in table.methods}
             md += [f"### Scenario {scen if scen != ALL else 'all domains (' + ', '.join(doms) + ')'}", "", _table(rows, doms, "AUC (test)"), ""]
+            sentence, best = _winners(rows, doms)
+            if sentence:
+                md += [sentence, ""]
             report[name][scen] = _json_rows(rows)
+            report.setdefault("winners", {}).setdefault(name, {})[scen] = best
         if any(exp.methods[m].per_domain for m in table.methods):
             md += ["Self-train and Src-only models of a domain do not depend on the other domains present: their cells "
                    "come from one run on all domains per seed.", ""]
