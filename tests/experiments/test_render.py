@@ -37,6 +37,7 @@ def _write(out: Path, drop: str | None = None) -> None:
             "attention": {"groups": ["price", "brand"], "domains": list(spec.domains),
                           "private": [[0.2 + 0.1 * k, 0.8 - 0.1 * k] for k in range(len(spec.domains))]},
             "crossctr_version": "0.1.0", "reused_from": None,
+            "parameters": 1000 + len(spec.method), "train_seconds": 10.0 + spec.seed, "epochs_run": {"joint": 2},
         })
 
 
@@ -115,3 +116,10 @@ def test_render_only_from_the_cli(tmp_path) -> None:
     assert doc["command"].startswith("crossctr experiment smoke") and "--render-only" in doc["rendered_by"]
     with pytest.raises(ConfigError, match="plan.json"):
         render_report(tmp_path / "empty")
+
+
+def test_cost_table_gives_parameters_and_seconds_per_epoch(rendered) -> None:
+    _, report, md = rendered
+    assert "## Cost (all domains at once)" in md
+    assert "| CNAN-AT | 1,007 | 6 | 3 |" in md  # (10 + 11 + 12) / 3 seeds / 2 epochs = 5.5 -> 6
+    assert report["cost"]["CNAN-AT"] == {"parameters": 1007, "train_seconds_per_epoch": 5.5, "runs": 3}

@@ -183,6 +183,7 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
         md += _table4(res, report)
     if t.figure4 is not None:
         md += _figure4(res, out, report)
+    md += _cost(res, report)
     md += _tuning(exp, plan, records, report)
     md += _search(exp, plan, records, report)
     md += _counts(doc, plan, records, report, report.get("search", {}))
@@ -196,6 +197,40 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
     atomic_write(out / "report.md", "\n".join(md).encode())
     atomic_write(out / "report.json", json.dumps(report, indent=2, allow_nan=False).encode())
     return report
+
+
+def _cost(res: _Results, report: dict[str, Any]) -> list[str]:
+    """Parameters and training seconds per epoch of each Table 3 method (all domains at once)."""
+    t3 = res.exp.tables.table3
+    if t3 is None:
+        return []
+    rows, out = [], {}
+    for m in t3.methods:
+        recs = [r for s in res.plan.seeds if (r := res.records.get(cell_key(res.exp, m, ALL, s)))]
+        if not recs:
+            continue
+        per_epoch, bound = [], False
+        for r in recs:
+            # Epochs the fits ran (per-domain fits count once); a record without `epochs_run` (older
+            # runs) divides by the configured maximum: a lower bound if early stopping ended it sooner.
+            epochs = max((r.get("epochs_run") or {}).values(), default=0)
+            if not epochs:
+                epochs, bound = int(((r.get("config") or {}).get("train") or {}).get("epochs", 0)), True
+            if epochs and r.get("train_seconds"):
+                per_epoch.append(r["train_seconds"] / epochs)
+        label = res.exp.methods[m].label
+        params = recs[0].get("parameters")
+        sec = float(np.mean(per_epoch)) if per_epoch else math.nan
+        out[label] = {"parameters": params, "train_seconds_per_epoch": None if math.isnan(sec) else sec, "runs": len(per_epoch)}
+        rows.append([label, f"{params:,}" if params else DASH, DASH if math.isnan(sec) else ("≥ " if bound else "") + f"{sec:.0f}", str(len(per_epoch))])
+    if not rows:
+        return []
+    report["cost"] = out
+    return ["## Cost (all domains at once)", "",
+            "Parameters of the trained model(s) (Self-train: all per-domain models together) and training seconds per "
+            "epoch (per-domain fits summed), mean over the finished seeds, measured on whatever machine ran them "
+            "(≥: runs recorded before the epochs they ran were, divided by the configured maximum).", "",
+            markdown_table(["method", "parameters", "train s / epoch", "runs"], rows), ""]
 
 
 def _table4(res: _Results, report: dict[str, Any]) -> list[str]:

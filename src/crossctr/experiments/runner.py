@@ -230,6 +230,7 @@ def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seco
         "attention": _attention(res.attention or {}),
         "parameters": _parameter_count(res),
         "train_seconds": float(sum((m.get("fit_seconds") or {}).values())),
+        "epochs_run": {k: len(f.history) for k, f in (res.result.fits.items() if res.result is not None else [])},
         "seconds": seconds,
         "crossctr_version": crossctr.__version__,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
