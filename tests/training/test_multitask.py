@@ -103,3 +103,20 @@ def test_task_heads_must_match_the_dataset(tmp_path: Path, tiny_data) -> None:
     cfg = RunConfig.model_validate({"dataset": "unused", "model": {"name": "cnan", **SMALL, "tasks": 2}, "train": {"epochs": 1, "progress": False}})
     with pytest.raises(ConfigError, match=r"tasks: 2 extra-task heads, but dataset 'tiny' declares 0"):
         train_run(cfg, tmp_path / "run", tiny_data)
+
+
+def test_predict_writes_a_score_column_per_task(tmp_path: Path, mt_schema: dict, mt_table: pa.Table) -> None:
+    from crossctr.serving.predict import predict_file
+    from crossctr.training.run import Predictor
+
+    data = prepare(DatasetSchema.model_validate(mt_schema), tmp_path, mt_table)
+    cfg = RunConfig.model_validate({"dataset": "unused", "model": {"name": "cnan", **SMALL, "tasks": 1},
+                                    "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"}})
+    train_run(cfg, tmp_path / "run", data)
+    raw = mt_table.slice(0, 500).drop_columns(["click", "purchase"])  # rows to score carry no labels
+    pq.write_table(raw, tmp_path / "in.parquet")
+    predict_file(tmp_path / "run", tmp_path / "in.parquet", tmp_path / "out.parquet", progress=False)
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.column_names[-2:] == ["score", "score_purchase"]
+    want = Predictor.load(tmp_path / "run").predict_encoded_all(Predictor.load(tmp_path / "run").encode(raw))
+    assert np.allclose(out.column("score").to_numpy(), want["click"]) and np.allclose(out.column("score_purchase").to_numpy(), want["purchase"])

@@ -164,7 +164,14 @@ def predict_file(
         raise DataError(f"{input}: missing column(s) {missing}; the model needs {needed}; the file has {arrow_schema.names}")
     if score_column in arrow_schema.names:
         raise DataError(f"{input}: already has a column {score_column!r}; choose another score column name")
-    writer = _Writer(output, arrow_schema.append(pa.field(score_column, pa.float64())))
+    out_schema = arrow_schema.append(pa.field(score_column, pa.float64()))
+    n_tasks = max((getattr(getattr(m, "config", None), "tasks", None) or 0 for m in predictor.members.values()), default=0)
+    for task in schema.task_names[:n_tasks]:  # a multi-task model scores its extra labels too
+        out_schema = out_schema.append(pa.field(f"{score_column}_{task}", pa.float64()))
+    taken = [n for n in out_schema.names[len(arrow_schema.names):] if n in arrow_schema.names]
+    if taken:
+        raise DataError(f"{input}: already has column(s) {taken}; choose another score column name")
+    writer = _Writer(output, out_schema)
     rows = 0
     bar = tqdm(total=total, unit="rows", unit_scale=True, desc=f"scoring {input.name}", disable=not progress)
     try:
@@ -184,8 +191,11 @@ def predict_file(
                 if rows == 0:
                     raise
                 raise DataError(f"{err} (row numbers count from data row {rows + 1}, where this batch starts)") from None
-            prob = predictor.predict_encoded(enc)
-            writer.write(table.append_column(score_column, pa.array(prob, pa.float64())))
+            probs = predictor.predict_encoded_all(enc)
+            scored = table.append_column(score_column, pa.array(probs.pop("click"), pa.float64()))
+            for task, p in probs.items():  # a multi-task model: one more column per extra label
+                scored = scored.append_column(f"{score_column}_{task}", pa.array(p, pa.float64()))
+            writer.write(scored)
             rows += table.num_rows
             bar.update(table.num_rows)
     except BaseException:

@@ -270,6 +270,14 @@ class Predictor:
     def predict_encoded(self, data: EncodedSplit, batch_size: int = 8192) -> np.ndarray:
         return route_scores(self.members, self.route, data, self.domains, batch_size)[0]  # click only
 
+    def predict_encoded_all(self, data: EncodedSplit, batch_size: int = 8192) -> dict[str, np.ndarray]:
+        """Click probabilities and, for a multi-task model, each extra label's: {"click": (N,), task: (N,)}."""
+        prob, _, tasks = route_scores(self.members, self.route, data, self.domains, batch_size)
+        out = {"click": prob}
+        if tasks is not None:
+            out.update({t: tasks[:, k] for k, t in enumerate(self.encoder.schema.task_names)})
+        return out
+
     def predict(self, table: pa.Table, source: str = "input") -> np.ndarray:
         """Click probabilities for raw rows (a label column, if present, is ignored)."""
         return self.predict_encoded(self.encode(table, source))
