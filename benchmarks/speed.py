@@ -879,7 +879,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "machine": {
                 "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
-                "shared": "yes: other jobs ran beside the benchmark; models were interleaved and medians taken",
+                # the load average before the first worker started says whether other jobs were running
+                "shared": (f"likely: load average {load0[0]:.2f} at start on {os.cpu_count()} cores" if load0[0] >= 0.5 * (os.cpu_count() or 1)
+                           else f"no: load average {load0[0]:.2f} at start on {os.cpu_count()} cores") + "; models interleaved, medians taken",
                 "load_average_start": round(load0[0], 2), "load_average_end": round(load1[0], 2),
                 "fp32_matmul_gflops": [round(c, 1) for c in calib],
             },
