@@ -21,9 +21,38 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureEmbedding", "PAD_ID"]
+__all__ = ["FeatureEmbedding", "PAD_ID", "mean_over_slots", "check_table_args"]
 
 PAD_ID = 0  # the padding id of multi-valued slots (crossctr.data.encoders.PAD_ID)
+
+
+def mean_over_slots(values: Tensor, x: Tensor, slot_field: Tensor, slot_pooled: Tensor, n_fields: int) -> Tensor:
+    """(B, S, K) per-slot values -> (B, F, K): each feature's mean over its non-padding slots.
+
+    `slot_field` (S,) names each input column's feature, `slot_pooled` (S,) marks the slots of
+    multi-valued features (a scalar slot always counts, whatever its id); one index_add per sum.
+    """
+    B = x.shape[0]
+    keep = ((x != PAD_ID) | ~slot_pooled).to(values.dtype)  # (B, S)
+    total = values.new_zeros(B, n_fields, values.shape[-1]).index_add_(1, slot_field, values * keep.unsqueeze(-1))  # (B, F, K)
+    count = keep.new_zeros(B, n_fields).index_add_(1, slot_field, keep).clamp_(min=1.0)  # (B, F)
+    return total / count.unsqueeze(-1)
+
+
+def check_table_args(cardinalities: Sequence[int], shared_dim: int, specific_dim: int, n_domains: int, init_std: float) -> list[int]:
+    """Validate the arguments every embedding-table implementation takes; returns the cardinalities as ints."""
+    cards = [int(c) for c in cardinalities]
+    if not cards or any(c < 1 for c in cards):
+        raise ValueError(f"cardinalities must be a non-empty sequence of ints >= 1, got {list(cardinalities)!r}")
+    if shared_dim < 1:
+        raise ValueError(f"shared_dim must be >= 1, got {shared_dim!r}")
+    if specific_dim < 0:
+        raise ValueError(f"specific_dim must be >= 0 (0 disables it), got {specific_dim!r}")
+    if n_domains < 1:
+        raise ValueError(f"n_domains must be >= 1, got {n_domains!r}")
+    if not init_std > 0:
+        raise ValueError(f"init_std must be > 0, got {init_std!r}")
+    return cards
 
 
 class FeatureEmbedding(nn.Module):
@@ -61,19 +90,7 @@ class FeatureEmbedding(nn.Module):
         slots: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        cards = [int(c) for c in cardinalities]
-        if not cards or any(c < 1 for c in cards):
-            raise ValueError(
-                f"cardinalities must be a non-empty sequence of ints >= 1, got {list(cardinalities)!r}"
-            )
-        if shared_dim < 1:
-            raise ValueError(f"shared_dim must be >= 1, got {shared_dim!r}")
-        if specific_dim < 0:
-            raise ValueError(f"specific_dim must be >= 0 (0 disables it), got {specific_dim!r}")
-        if n_domains < 1:
-            raise ValueError(f"n_domains must be >= 1, got {n_domains!r}")
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std!r}")
+        cards = check_table_args(cardinalities, shared_dim, specific_dim, n_domains, init_std)
         self.cardinalities = tuple(cards)
         self.shared_dim = shared_dim
         self.specific_dim = specific_dim
@@ -135,16 +152,11 @@ class FeatureEmbedding(nn.Module):
         return torch.cat([e_c, e_d], dim=-1)  # (B, F, K_c + K_s)
 
     def _pooled(self, x: Tensor, domain: Tensor) -> Tensor:
-        B, S = x.shape
+        S = x.shape[1]
         if S != len(self.slot_field):
             raise ValueError(f"input has {S} columns but the slot layout has {len(self.slot_field)}")
         idx = x + self.slot_offsets  # (B, S) global ids
         e = self.shared(idx)  # (B, S, K_c)
         if self.specific is not None:
             e = torch.cat([e, self.specific(domain.unsqueeze(1) * self.total + idx)], dim=-1)  # (B, S, K)
-        keep = (x != PAD_ID) | ~self.slot_pooled  # (B, S): scalar slots always count
-        w = keep.to(e.dtype)  # (B, S)
-        F = len(self.cardinalities)
-        total = e.new_zeros(B, F, e.shape[-1]).index_add_(1, self.slot_field, e * w.unsqueeze(-1))  # (B, F, K)
-        count = w.new_zeros(B, F).index_add_(1, self.slot_field, w).clamp_(min=1.0)  # (B, F)
-        return total / count.unsqueeze(-1)  # (B, F, K) mean over non-padding slots
+        return mean_over_slots(e, x, self.slot_field, self.slot_pooled, len(self.cardinalities))  # (B, F, K)

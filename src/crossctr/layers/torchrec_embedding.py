@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.embedding import PAD_ID, FeatureEmbedding
+from crossctr.layers.embedding import PAD_ID, FeatureEmbedding, check_table_args
 from crossctr.schema import ConfigError
 
 __all__ = ["TorchRecEmbedding", "torchrec_available"]
@@ -59,9 +59,7 @@ class TorchRecEmbedding(nn.Module):
             raise ConfigError("the TorchRec embedding backend needs torchrec and an fbgemm-gpu build for this torch; docs/scaling.md gives the install lines (torch 2.13: torchrec 1.8.0 + fbgemm-gpu-cpu 1.8.0)")
         from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
-        cards = [int(c) for c in cardinalities]
-        if not cards or any(c < 1 for c in cards) or shared_dim < 1 or specific_dim < 0 or n_domains < 1:
-            raise ValueError(f"cardinalities {cards}, shared_dim {shared_dim}, specific_dim {specific_dim}, n_domains {n_domains}: see FeatureEmbedding for the allowed values")
+        cards = check_table_args(cardinalities, shared_dim, specific_dim, n_domains, init_std)
         self.cardinalities, self.shared_dim, self.specific_dim, self.n_domains = tuple(cards), shared_dim, specific_dim, n_domains
         self.total = sum(cards)
         widths = [int(w) for w in (slots if slots is not None else getattr(cardinalities, "slots", None) or [1] * len(cards))]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.embedding import PAD_ID
+from crossctr.layers.embedding import mean_over_slots
 
 __all__ = ["WideLinear"]
 
@@ -49,13 +49,19 @@ class WideLinear(nn.Module):
         if slots is None:
             slots = getattr(cardinalities, "slots", None)
         self.register_buffer("slot_field", None)  # (S,) feature of each input column; None: one each
+        self.register_buffer("slot_pooled", None, persistent=False)  # (S,) slot of a multi-valued feature
         if slots is not None and any(int(w) > 1 for w in slots):
-            self.slot_field = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor([int(w) for w in slots]))
+            self._set_slots(torch.repeat_interleave(torch.arange(len(cards)), torch.tensor([int(w) for w in slots])))
+
+    def _set_slots(self, slot_field: Tensor) -> None:
+        width = torch.bincount(slot_field, minlength=len(self.cardinalities))  # (F,)
+        self.slot_field = slot_field
+        self.slot_pooled = (width > 1)[slot_field]
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
         layout = state_dict.get(prefix + "slot_field")  # a model rebuilt from plain cardinalities adopts its layout
         if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape):
-            self.slot_field = layout.clone().to(self.offsets.device)
+            self._set_slots(layout.clone().to(self.offsets.device))
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -63,9 +69,6 @@ class WideLinear(nn.Module):
         if self.slot_field is None:
             w = self.weight(x + self.offsets).squeeze(-1)  # (B, F)
             return w.sum(dim=-1) + self.bias  # (B,)
-        width = torch.bincount(self.slot_field, minlength=len(self.cardinalities))  # (F,)
-        pooled = (width > 1)[self.slot_field]  # (S,) slot of a multi-valued feature
-        keep = ((x != PAD_ID) | ~pooled).to(self.weight.weight.dtype)  # (B, S)
-        count = keep.new_zeros(x.shape[0], len(self.cardinalities)).index_add(1, self.slot_field, keep).clamp_min(1.0)  # (B, F)
-        w = self.weight(x + self.offsets[self.slot_field]).squeeze(-1)  # (B, S)
-        return (w * keep / count[:, self.slot_field]).sum(dim=-1) + self.bias  # (B,)
+        w = self.weight(x + self.offsets[self.slot_field])  # (B, S, 1)
+        pooled = mean_over_slots(w, x, self.slot_field, self.slot_pooled, len(self.cardinalities))  # (B, F, 1), as the embeddings pool
+        return pooled.squeeze(-1).sum(dim=-1) + self.bias  # (B,)

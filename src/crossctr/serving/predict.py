@@ -165,8 +165,7 @@ def predict_file(
     if score_column in arrow_schema.names:
         raise DataError(f"{input}: already has a column {score_column!r}; choose another score column name")
     out_schema = arrow_schema.append(pa.field(score_column, pa.float64()))
-    n_tasks = max((getattr(getattr(m, "config", None), "tasks", None) or 0 for m in predictor.members.values()), default=0)
-    for task in schema.task_names[:n_tasks]:  # a multi-task model scores its extra labels too
+    for task in predictor.task_names:  # a multi-task model scores its extra labels too
         out_schema = out_schema.append(pa.field(f"{score_column}_{task}", pa.float64()))
     taken = [n for n in out_schema.names[len(arrow_schema.names):] if n in arrow_schema.names]
     if taken:

@@ -234,6 +234,8 @@ class Predictor:
 
     def __init__(self, encoder: FeatureEncoder, members: dict[str, nn.Module], route: dict[str, str], config: dict[str, Any]) -> None:
         self.encoder, self.members, self.route, self.config = encoder, members, route, config
+        # the extra labels the model scores: empty unless it was trained with `tasks`
+        self.task_names = encoder.schema.task_names if getattr(parse_model_config(config["model"]), "tasks", None) else []
         self.domains = list(encoder.schema.domain.values)
 
     @classmethod
@@ -275,7 +277,7 @@ class Predictor:
         prob, _, tasks = route_scores(self.members, self.route, data, self.domains, batch_size)
         out = {"click": prob}
         if tasks is not None:
-            out.update({t: tasks[:, k] for k, t in enumerate(self.encoder.schema.task_names)})
+            out.update({t: tasks[:, k] for k, t in enumerate(self.task_names)})
         return out
 
     def predict(self, table: pa.Table, source: str = "input") -> np.ndarray:

@@ -139,10 +139,8 @@ class Trainer:
         if out.task_logits is not None:
             if batch.tasks is None:
                 raise ConfigError("the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns")
-            if global_counts is None:
-                t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, cfg.domain_weighting)
-            else:
-                t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, cfg.domain_weighting, global_task_counts, self.dist.world)
+            world = 1 if global_task_counts is None else self.dist.world  # data-parallel: this rank's share
+            t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, cfg.domain_weighting, global_task_counts, world)
             total = total + (1.0 if cfg.task_weight is None else cfg.task_weight) * t_loss
             terms["tasks"] = t_loss.detach()
         for name, value in out.aux_losses.items():
