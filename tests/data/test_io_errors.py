@@ -101,3 +101,16 @@ def test_domain_without_training_rows_is_an_error(tmp_path: Path) -> None:
     t = _table(site=["A", "A", "B", "B"]).append_column("split", pa.array(["train", "train", "valid", "test"]))
     with pytest.raises(DataError, match=r"domain\(s\) \['B'\] have no training rows"):
         prepare(_schema(tmp_path / "x.csv", split={"kind": "column"}), tmp_path, t)
+
+
+def test_split_table_called_directly_refuses_a_text_time_column() -> None:
+    """split_table is public: on a table that skipped validation a non-numeric day column is a DataError, not a pyarrow error."""
+    from crossctr.data.dataset import split_table
+
+    schema = DatasetSchema.model_validate({
+        "name": "t", "path": "t.csv", "label": "y", "domain": {"column": "d", "values": ["A"]},
+        "features": [{"name": "f", "kind": "categorical"}], "split": {"kind": "time", "column": "day", "valid_start": 2, "test_start": 3},
+    })
+    table = pa.table({"d": ["A", "A"], "y": [0, 1], "f": ["x", "y"], "day": ["monday", "tuesday"]})
+    with pytest.raises(DataError, match=r"split column 'day' must be numeric \(a day or timestamp\), got string"):
+        split_table(table, schema)
