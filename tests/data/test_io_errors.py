@@ -108,9 +108,9 @@ def test_split_table_called_directly_refuses_a_text_time_column() -> None:
     from crossctr.data.dataset import split_table
 
     schema = DatasetSchema.model_validate({
-        "name": "t", "path": "t.csv", "label": "y", "domain": {"column": "d", "values": ["A"]},
+        "name": "t", "path": "t.csv", "label": "y", "domain": {"column": "d", "values": ["A", "B"]},
         "features": [{"name": "f", "kind": "categorical"}], "split": {"kind": "time", "column": "day", "valid_start": 2, "test_start": 3},
     })
-    table = pa.table({"d": ["A", "A"], "y": [0, 1], "f": ["x", "y"], "day": ["monday", "tuesday"]})
+    table = pa.table({"d": ["A", "B"], "y": [0, 1], "f": ["x", "y"], "day": ["monday", "tuesday"]})
     with pytest.raises(DataError, match=r"split column 'day' must be numeric \(a day or timestamp\), got string"):
         split_table(table, schema)
