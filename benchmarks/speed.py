@@ -59,20 +59,24 @@ N_DOMAINS = 3
 DOMAIN_SHARE = (0.7, 0.2, 0.1)  # one rich domain, two smaller ones (the paper's setting)
 EVAL_BATCH = 8192  # crossctr's default; every library scores with the same batch size
 
-MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16", "deepctr", "rechub", "fuxictr")
-# `_bf16`: the same model trained with `train.precision: bf16` (bfloat16 autocast on the
-# matmuls, fp32 weights and optimizer; scoring stays fp32), side by side with fp32.
-CROSSCTR_MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16")
+MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16", "cnan_sparseadam", "dcn_sparseadam", "deepctr", "rechub", "fuxictr")
+# crossctr's tables train with row-wise Adagrad (`train.sparse_optimizer: rowwise_adagrad`,
+# one float of state per row). `_bf16`: the same model trained with `train.precision: bf16`
+# (bfloat16 autocast on the matmuls, fp32 weights and optimizer; scoring stays fp32).
+# `_sparseadam`: the tables on SparseAdam (the default optimizer), side by side.
+CROSSCTR_MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16", "cnan_sparseadam", "dcn_sparseadam")
 LABELS = {
     "cnan": "crossctr CNAN-AT",
     "dcn": "crossctr DCN",
     "cnan_bf16": "crossctr CNAN-AT bf16",
     "dcn_bf16": "crossctr DCN bf16",
+    "cnan_sparseadam": "crossctr CNAN-AT SpAdam",
+    "dcn_sparseadam": "crossctr DCN SpAdam",
     "deepctr": "DeepCTR-Torch DCN",
     "rechub": "torch-rechub DCN",
     "fuxictr": "FuxiCTR DCN",
 }
-PACKAGES = {"cnan": "crossctr", "dcn": "crossctr", "cnan_bf16": "crossctr", "dcn_bf16": "crossctr", "deepctr": "deepctr-torch", "rechub": "torch-rechub", "fuxictr": "fuxictr"}
+PACKAGES = {**{m: "crossctr" for m in CROSSCTR_MODELS}, "deepctr": "deepctr-torch", "rechub": "torch-rechub", "fuxictr": "fuxictr"}
 IMPORTS = {"deepctr": "deepctr_torch", "rechub": "torch_rechub", "fuxictr": "fuxictr"}
 
 
@@ -146,7 +150,7 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
         if attention:
             macs += n_fields * (k * 64 + 64 * 32 + 32)
         return macs
-    model = model.removesuffix("_bf16")
+    model = base_model(model)
     if model == "cnan":
         macs = 2 * tower(EMB_DIM + 8, True) + 2 * (DEEP[1] + n_fields * (EMB_DIM + 8))
     else:
@@ -154,13 +158,18 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
     return 3 * 2 * macs
 
 
+def base_model(model: str) -> str:
+    """cnan, dcn or a peer: the model without its training variant."""
+    return model.removesuffix("_bf16").removesuffix("_sparseadam")
+
+
 def table_bytes(model: str, total_ids: int) -> float:
     """Rough peak bytes of the embedding tables and their optimizer state (the part that grows)."""
-    model = model.removesuffix("_bf16")
-    if model == "cnan":  # shared 64 + 3 domains x 8, SparseAdam: weight + 2 moments, sparse grads
-        return total_ids * (EMB_DIM + N_DOMAINS * 8) * 4 * 3
-    if model == "dcn":
-        return total_ids * EMB_DIM * 4 * 3
+    base = base_model(model)
+    if base in ("cnan", "dcn"):  # cnan: shared 64 + 3 domains x 8
+        width = EMB_DIM + N_DOMAINS * 8 if base == "cnan" else EMB_DIM
+        # SparseAdam: weight + 2 moments; row-wise Adagrad: weight + one float per row
+        return total_ids * width * 4 * 3 if model.endswith("_sparseadam") else total_ids * (width + 2) * 4
     return total_ids * EMB_DIM * 4 * 4  # dense Adam: weight, dense grad, 2 moments
 
 
@@ -215,7 +224,8 @@ class CrossctrRunner:
 
         self.torch = torch
         self.bf16 = spec.bf16 or name.endswith("_bf16")  # the trainer's `precision: bf16`
-        name = name.removesuffix("_bf16")
+        table_opt = "adam" if name.endswith("_sparseadam") else "rowwise_adagrad"  # the trainer's `sparse_optimizer`
+        name = base_model(name)
         self.spec = spec
         self.device = torch.device(spec.device)
         if name == "cnan":
@@ -229,7 +239,7 @@ class CrossctrRunner:
         self.weighting = "equal" if name == "cnan" else "rows"
         torch.manual_seed(spec.seed)
         self.model = build_model(parse_model_config(cfg), vocab, N_DOMAINS).to(self.device)
-        self.opts = make_optimizers(self.model, TrainConfig(lr=LR, device=spec.device))
+        self.opts = make_optimizers(self.model, TrainConfig(lr=LR, device=spec.device, sparse_optimizer=table_opt))
         self.weights = dict(DEFAULT_LOSS_WEIGHTS)
         # Training rows on the device once (a few hundred MB at most for this benchmark's sizes).
         self.train = EncodedSplit.from_numpy(tr["x"], tr["d"], tr["y"])
@@ -421,7 +431,7 @@ class FuxiRunner:
         return time.perf_counter() - t0, np.asarray(p).reshape(-1)
 
 
-RUNNERS: dict[str, Callable[..., Any]] = {"cnan": CrossctrRunner, "dcn": CrossctrRunner, "cnan_bf16": CrossctrRunner, "dcn_bf16": CrossctrRunner, "deepctr": DeepCTRRunner, "rechub": RechubRunner, "fuxictr": FuxiRunner}
+RUNNERS: dict[str, Callable[..., Any]] = {**{m: CrossctrRunner for m in CROSSCTR_MODELS}, "deepctr": DeepCTRRunner, "rechub": RechubRunner, "fuxictr": FuxiRunner}
 
 
 # ----------------------------------------------------------------------------- worker process
@@ -619,7 +629,7 @@ def _compare(models: list[str], workers: dict, rows: dict, ctx: Any, folder: Pat
             rows[m].train_rows_per_s_reps.append(n_train / t)
             rows[m].predict_rows_per_s_reps.append(n_test / s["seconds"])
             rows[m].auc_by_epoch.append(s["auc"])
-            log(f"  rep {r + 1}/{reps} {LABELS[m]:<20} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}")
+            log(f"  rep {r + 1}/{reps} {LABELS[m]:<24} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}")
     for m in models:
         row = rows[m]
         row.peak_rss_mb = workers[m].stop()
@@ -660,7 +670,7 @@ def scaling(models: list[str], root: Path, spec: RunSpec, scales: list[float], n
                 finally:
                     w.kill()
                 res[m][f"{s:g}"].append(n_rows / t)
-                log(f"  scale {s:>5g}x rep {r + 1}/{reps} {LABELS[m]:<20} train {n_rows / t:>9,.0f} rows/s")
+                log(f"  scale {s:>5g}x rep {r + 1}/{reps} {LABELS[m]:<24} train {n_rows / t:>9,.0f} rows/s")
     for m in models:
         out["train_rows_per_s"][m] = {k: (statistics.median(v) if v else None) for k, v in res[m].items()}
     return out
@@ -714,11 +724,11 @@ def plot_scaling(sc: dict[str, Any], path: Path, note: str) -> None:
 
 
 def print_table(rows: list[Row], log: Callable[[str], None]) -> None:
-    head = f"{'model':<20} {'version':<9} {'train rows/s':>13} {'score rows/s':>13} {'peak RSS MB':>12} {'test AUC':>9} {'train GFLOP/s':>14}"
+    head = f"{'model':<24} {'version':<9} {'train rows/s':>13} {'score rows/s':>13} {'peak RSS MB':>12} {'test AUC':>9} {'train GFLOP/s':>14}"
     log(head)
     log("-" * len(head))
     for r in rows:
-        log(f"{r.label:<20} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}")
+        log(f"{r.label:<24} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}")
 
 
 def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None]:
@@ -744,6 +754,10 @@ def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None
         "dcn_bf16_train_vs_best_peer_dcn": ratio(get("dcn_bf16", "train_rows_per_s"), best_train),
         "cnan_bf16_auc_minus_fp32": None if "cnan_bf16" not in by or "cnan" not in by else round(by["cnan_bf16"].test_auc - by["cnan"].test_auc, 4),
         "dcn_rss_vs_lowest_peer": ratio(get("dcn", "peak_rss_mb"), low_rss),
+        # the tables' optimizer: row-wise Adagrad (the crossctr rows) against SparseAdam
+        **{f"{m}_rowwise_auc_minus_sparseadam": None if f"{m}_sparseadam" not in by or m not in by else round(by[m].test_auc - by[f"{m}_sparseadam"].test_auc, 4) for m in ("cnan", "dcn")},
+        **{f"{m}_rowwise_train_vs_sparseadam": ratio(get(m, "train_rows_per_s"), get(f"{m}_sparseadam", "train_rows_per_s")) for m in ("cnan", "dcn")},
+        **{f"{m}_rowwise_rss_vs_sparseadam": ratio(get(m, "peak_rss_mb"), get(f"{m}_sparseadam", "peak_rss_mb")) for m in ("cnan", "dcn")},
         # fractional drop of crossctr CNAN-AT's training rows/s at 100x the vocabulary
         "vocab100x_slowdown": None,
         "dcn_vocab100x_slowdown": None,
@@ -849,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
         sc = None
         if scales:
             log(f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:")
-            sc = scaling([m for m in models if not m.endswith("_bf16")], root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
+            sc = scaling([m for m in models if base_model(m) == m], root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
     log("")
     print_table(rows, log)
     rat = ratios(rows, sc)

@@ -119,3 +119,32 @@ def test_wasserstein_estimate_and_penalty_by_hand() -> None:
     q = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
     assert torch.allclose(c.distance(p, q), torch.tensor(2 * (4.0 - 1.0)))
     assert torch.allclose(gradient_penalty(c, p, q), torch.tensor((2.0 - 1.0) ** 2))  # |∇f| = 2 everywhere between
+
+
+def test_private_row_buckets_are_few_and_cover_the_rows() -> None:
+    from crossctr.models.cnan import _bucket
+
+    sizes = [_bucket(n) for n in range(1, 4097)]
+    assert all(s >= n for n, s in zip(range(1, 4097), sizes))
+    assert len(set(sizes)) == 9 + 15  # 1, 2, 4, ..., 256, then 512, 768, ..., 4096
+    assert _bucket(3) == 4 and _bucket(256) == 256 and _bucket(257) == 512 and _bucket(4096) == 4096
+
+
+def test_padding_the_private_rows_changes_no_output_nor_gradient(monkeypatch) -> None:
+    import crossctr.models.cnan as cnan_mod
+
+    b = _batch(37)  # 13 / 12 / 12 rows per domain: each padded to 16
+    results = []
+    for bucket in (cnan_mod._bucket, lambda n: n):
+        monkeypatch.setattr(cnan_mod, "_bucket", bucket)
+        m = _model()
+        out = m(b)
+        loss = F.binary_cross_entropy_with_logits(out.logits, b.label) + sum(out.aux_losses.values())
+        loss.backward()
+        results.append((out.logits.detach(), out.extras["attention_private"], {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+    (la, aa, ga), (lb, ab, gb) = results
+    torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(aa, ab, rtol=1e-6, atol=1e-7)
+    assert ga.keys() == gb.keys()
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], rtol=1e-5, atol=1e-7, msg=name)

@@ -8,13 +8,17 @@ from pydantic import Field
 
 from crossctr.schema import StrictModel
 
-__all__ = ["TrainConfig", "DEFAULT_LOSS_WEIGHTS"]
+__all__ = ["TrainConfig", "DEFAULT_LOSS_WEIGHTS", "ROWWISE_ADAGRAD_LR"]
 
 # λ's are not in the paper (DESIGN.md: pick by validation and record). These are the
 # trainer's weights on the model's named auxiliary losses, i.e. λ1/2 for "adv", λ2/2 for
 # "domain"; "disc" (discriminator) and "critic" (Wasserstein critics) are those
 # networks' own terms and only move them.
 DEFAULT_LOSS_WEIGHTS = {"adv": 0.05, "domain": 0.05, "disc": 1.0, "critic": 1.0}
+# Default step size of row-wise Adagrad on the tables (Adagrad's steps shrink as 1/√t, so it
+# starts larger than Adam's 1e-3); from a sweep of 0.01, 0.03 and 0.1 on the speed benchmark's data
+# (benchmarks/README.md).
+ROWWISE_ADAGRAD_LR = 0.01
 
 
 class TrainConfig(StrictModel):
@@ -34,6 +38,14 @@ class TrainConfig(StrictModel):
     # loss, over the rows that carry that label); None: 1.0, each task weighs like the click.
     task_weight: float | None = Field(default=None, ge=0)
     fused_adam: bool = True  # same maths as torch's default Adam, fewer kernel launches
+    # Optimizer of the embedding tables. None / "adam": SparseAdam on tables built with
+    # `sparse_embeddings` (two moment tensors of the table's size), the dense Adam otherwise.
+    # "rowwise_adagrad": every table gets row-wise Adagrad (training.optim), one float of state
+    # per row and a cheaper step, so a far larger vocabulary fits; another optimiser, with its
+    # own step size `sparse_lr`.
+    sparse_optimizer: Literal["adam", "rowwise_adagrad"] | None = None
+    # Step size of the table optimizer; None: `lr` for Adam, ROWWISE_ADAGRAD_LR for row-wise Adagrad.
+    sparse_lr: float | None = Field(default=None, gt=0)
     # Matmul precision of the training forward/backward. "bf16": autocast to bfloat16 (fp32
     # weights, optimizer and losses), on GPUs and on CPUs with AVX512-BF16/AMX, where matmuls
     # run several times faster; validation and scoring stay fp32. None: fp32.
