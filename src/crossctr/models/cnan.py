@@ -34,6 +34,7 @@ from crossctr.layers.domain_ops import per_domain_mean
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
+from crossctr.layers.mlp import linear
 from crossctr.layers.tower import AttentiveTower
 from crossctr.layers.wasserstein import Critic, gradient_penalty
 from crossctr.models.base import ModelOutput, register
@@ -146,17 +147,17 @@ class CNAN(nn.Module):
         if cfg.adversarial == "entropy":
             if cfg.discriminator_step:
                 # The shared net is pushed towards D's uncertainty; D itself is not (frozen weights).
-                logp = F.log_softmax(F.linear(o_c, D.weight.detach(), D.bias.detach()).float(), dim=-1)  # (B, N), fp32 under autocast
-                aux["disc"] = F.cross_entropy(D(o_c.detach()), d)
+                logp = F.log_softmax(linear(o_c, D.weight.detach(), D.bias.detach()).float(), dim=-1)  # (B, N), fp32 under autocast
+                aux["disc"] = F.cross_entropy(linear(o_c.detach(), D.weight, D.bias), d)
             else:
-                logp = F.log_softmax(D(o_c).float(), dim=-1)
+                logp = F.log_softmax(linear(o_c, D.weight, D.bias).float(), dim=-1)
             aux["adv"] = (logp.exp() * logp).sum(-1).mean()  # negative entropy
         elif cfg.adversarial == "grl":
-            aux["adv"] = F.cross_entropy(D(grad_reverse(o_c, cfg.grl_scale)), d)
+            aux["adv"] = F.cross_entropy(linear(grad_reverse(o_c, cfg.grl_scale), D.weight, D.bias), d)
         elif cfg.adversarial == "wasserstein":
             aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
-            nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
+            nll = F.cross_entropy(linear(o_p, D.weight, D.bias), d, reduction="none")  # (B,); D through `linear`: MKL is slow on this skinny shape
             aux["domain"] = per_domain_mean(nll, d, self.n_domains, domain_rows).sum()
         return aux
 
