@@ -104,6 +104,19 @@ def test_only_selects_the_runs_a_table_needs() -> None:
         expand(load_experiment("smoke"), SIZES).select(["table9"])
 
 
+def test_methods_narrow_the_plan_and_keep_the_tuning_their_settings_come_from() -> None:
+    exp = load_experiment("smoke")
+    full = expand(exp, SIZES)
+    plan = full.select(["table2", "table3"], ["cnan1"], exp)
+    assert {s.method for s in plan.main} == {"cnan1"}
+    # CNAN₁ takes CNAN-AT's tuned λ (tune_from): its tuning runs stay, nothing else does
+    assert plan.tune and {s.method for s in plan.tune} == {"cnan_at"}
+    assert {s.key for s in plan.main} == {s.key for s in full.select(["table2", "table3"]).main if s.method == "cnan1"}
+    assert not full.select(None, ["self_train"], exp).tune  # an untuned method needs no tuning runs
+    with pytest.raises(ConfigError, match="--methods: unknown method"):
+        full.select(None, ["cnan9"], exp)
+
+
 def test_seeds_override_and_tuned_settings_reach_the_config() -> None:
     exp = load_experiment("smoke")
     plan = expand(exp, SIZES, seeds=(3, 4))

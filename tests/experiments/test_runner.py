@@ -185,6 +185,9 @@ def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
     res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(tmp_path / "xp"), "--dry-run", "--only", "table1"])
     assert res.exit_code == 0, res.output
     assert "todo  deep_only/all/s0" in res.output and "2 runs planned" in res.output
+    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(tmp_path / "xp"), "--dry-run", "--only", "table1", "--methods", "deep_only"])
+    assert res.exit_code == 0, res.output
+    assert "todo  deep_only/all/s0" in res.output and "dcn/all/s0" not in res.output and "1 runs planned" in res.output
     res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", "x.yaml", "--seeds", "a,b"])
     assert res.exit_code != 0 and "comma-separated integers" in res.output
 

@@ -35,7 +35,8 @@ def _slug(dataset: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", p.name or "dataset")
 
 
-def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, seeds: tuple[int, ...] | None, only: tuple[str, ...] | None, keep_runs: bool) -> str:
+def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, seeds: tuple[int, ...] | None, only: tuple[str, ...] | None, keep_runs: bool,
+             methods: tuple[str, ...] | None = None) -> str:
     """The command line that reproduces this invocation (options spelled out)."""
     args = ["crossctr", "experiment", name]
     if dataset is not None:
@@ -47,6 +48,8 @@ def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, 
         args += ["--seeds", ",".join(map(str, seeds))]
     if only is not None:
         args += ["--only", ",".join(only)]
+    if methods is not None:
+        args += ["--methods", ",".join(methods)]
     if keep_runs:
         args.append("--keep-runs")
     return shlex.join(args)
@@ -60,12 +63,13 @@ def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, 
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/datasets"), show_default=True, help="Where named data sets are built once and reused.")
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2; default: the experiment's.")
 @click.option("--only", help="Comma-separated tables to run: table1, table2, table3, table4, figure4 (the report still shows every table).")
+@click.option("--methods", help="Comma-separated methods to run (with the tuning runs that decide their settings); default: all.")
 @click.option("--dry-run", is_flag=True, help="List the planned runs and which are done; train nothing.")
 @click.option("--render-only", is_flag=True, help="Only rewrite report.md, report.json and figure4.png from results.jsonl.")
 @click.option("--keep-runs", is_flag=True, help="Keep each run's weights (deleted by default; metrics stay in results.jsonl).")
 @click.option("--progress", is_flag=True, help="Show per-epoch progress bars.")
 def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path | None, cache_dir: Path, seeds: str | None, only: str | None,
-               dry_run: bool, render_only: bool, keep_runs: bool, progress: bool) -> None:
+               methods: str | None, dry_run: bool, render_only: bool, keep_runs: bool, progress: bool) -> None:
     """Run the named experiment grid NAME (paper, smoke, or a YAML path) on one dataset; resumable.
 
     Each finished run is one line of OUT/results.jsonl; rerunning skips what is there.
@@ -73,12 +77,12 @@ def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path
     """
     from crossctr.experiments.grid import load_experiment
 
-    seed_list, only_list = _ints(seeds), _names(only)
+    seed_list, only_list, method_list = _ints(seeds), _names(only), _names(methods)
     if out is None:
         if dataset is None:
             raise click.UsageError("give --dataset (or --out of an earlier run with --render-only)")
         out = Path("runs/experiments") / f"{Path(name).stem}-{_slug(dataset)}"
-    command = _command(name, dataset, data_root, out, seed_list, only_list, keep_runs)
+    command = _command(name, dataset, data_root, out, seed_list, only_list, keep_runs, method_list)
 
     if render_only:
         from crossctr.experiments.render import render_report
@@ -93,7 +97,7 @@ def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path
     from crossctr.experiments.runner import run_experiment
 
     dataset_yaml = resolve_dataset(dataset, cache_dir, data_root)
-    summary = run_experiment(exp, dataset_yaml, out, seeds=seed_list, only=only_list, dry_run=dry_run, keep_runs=keep_runs, progress=progress, command=command)
+    summary = run_experiment(exp, dataset_yaml, out, seeds=seed_list, only=only_list, methods=method_list, dry_run=dry_run, keep_runs=keep_runs, progress=progress, command=command)
     if dry_run:
         for line in summary.listing:
             click.echo(line)

@@ -493,16 +493,31 @@ class Plan:
     def specs(self) -> list[RunSpec]:
         return [*self.tune, *self.main]
 
-    def select(self, only: Iterable[str] | None) -> "Plan":
-        """The runs some table in `only` needs (all runs when `only` is None)."""
-        if only is None:
-            return self
-        wanted = set(only)
-        unknown = sorted(wanted - set(TABLES))
-        if unknown:
-            raise ConfigError(f"--only: unknown table(s) {unknown}; choose from {list(TABLES)}")
-        keep = lambda specs: [s for s in specs if s.tables & wanted]  # noqa: E731
-        return replace(self, tune=keep(self.tune), main=keep(self.main), search={m: t for m, t in self.search.items() if t & wanted})
+    def select(self, only: Iterable[str] | None, methods: Iterable[str] | None = None, exp: "Experiment | None" = None) -> "Plan":
+        """The runs some table in `only` needs (all runs when `only` is None), of `methods` only when given.
+
+        A method whose settings come from another's tuning or search (`tune_from`) keeps that
+        method's tuning runs. `exp` is needed with `methods`.
+        """
+        plan = self
+        if only is not None:
+            wanted = set(only)
+            unknown = sorted(wanted - set(TABLES))
+            if unknown:
+                raise ConfigError(f"--only: unknown table(s) {unknown}; choose from {list(TABLES)}")
+            keep = lambda specs: [s for s in specs if s.tables & wanted]  # noqa: E731
+            plan = replace(plan, tune=keep(plan.tune), main=keep(plan.main), search={m: t for m, t in plan.search.items() if t & wanted})
+        if methods is not None:
+            if exp is None:
+                raise ValueError("Plan.select: pass the experiment with methods")
+            chosen = set(methods)
+            unknown = sorted(chosen - set(exp.methods))
+            if unknown:
+                raise ConfigError(f"--methods: unknown method(s) {unknown}; this experiment has {list(exp.methods)}")
+            deciders = {exp.tuned_by(m) for m in chosen} - {None}
+            plan = replace(plan, tune=[s for s in plan.tune if s.method in deciders], main=[s for s in plan.main if s.method in chosen],
+                           search={m: t for m, t in plan.search.items() if m in deciders})
+        return plan
 
     def to_json(self) -> dict[str, Any]:
         return {

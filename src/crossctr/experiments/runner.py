@@ -305,6 +305,7 @@ def run_experiment(
     *,
     seeds: Iterable[int] | None = None,
     only: Iterable[str] | None = None,
+    methods: Iterable[str] | None = None,
     dry_run: bool = False,
     keep_runs: bool = False,
     progress: bool = False,
@@ -314,6 +315,8 @@ def run_experiment(
     render: bool = True,
 ) -> RunnerSummary:
     """Run (or, with `dry_run`, list) every run of `exp` that `only`'s tables need, then render.
+
+    `methods` narrows that to some methods (and the tuning runs that decide their settings).
 
     `data` skips reading the dataset (already prepared); `train_fn` replaces `train_run`
     (tests inject a fast, deterministic fake).
@@ -325,7 +328,7 @@ def run_experiment(
     if data is None:
         data = _load_data(dataset_yaml)
     full = plan_for(exp, data, seeds)
-    plan = full.select(None if only is None else list(only))
+    plan = full.select(None if only is None else list(only), None if methods is None else list(methods), exp)
     results = ResultsFile(out / RESULTS_FILE)
     ctx = _Context(exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn)
     records = results.latest()
