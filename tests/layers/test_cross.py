@@ -53,3 +53,15 @@ def test_invalid_args() -> None:
         CrossNetwork(0)
     with pytest.raises(ValueError, match="n_layers"):
         CrossNetwork(3, n_layers=-1)
+
+
+def test_bf16_input_stays_bf16_and_gradients_reach_the_fp32_weights() -> None:
+    torch.manual_seed(0)
+    net = CrossNetwork(6, n_layers=2)
+    x0 = torch.randn(4, 6)
+    ref = net(x0)
+    out = net(x0.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16  # an fp32 bias would promote x_l to fp32 (a cast back per layer)
+    torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
+    out.float().sum().backward()
+    assert net.w.grad is not None and net.w.grad.dtype == torch.float32 and net.b.grad.dtype == torch.float32

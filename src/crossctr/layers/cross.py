@@ -45,7 +45,10 @@ class CrossNetwork(nn.Module):
     def forward(self, x0: Tensor) -> Tensor:
         """x0: (B, D) -> x_L (B, D)."""
         x = x0
+        # In the input's dtype: under bf16 autocast an fp32 bias would promote x_l to fp32 and the
+        # next matmul would cast it back, a (B, D) copy each way per layer.
+        w, b = self.w.to(x0.dtype), self.b.to(x0.dtype)
         for l in range(self.n_layers):
-            xw = x @ self.w[l]  # (B,) scalar x_l^T w_l per row
-            x = torch.addcmul(x + self.b[l], x0, xw.unsqueeze(-1))  # (B, D), one pass fewer than x0 * xw + b + x
+            xw = x @ w[l]  # (B,) scalar x_l^T w_l per row
+            x = torch.addcmul(x + b[l], x0, xw.unsqueeze(-1))  # (B, D), one pass fewer than x0 * xw + b + x
         return x

@@ -117,6 +117,8 @@ class CNAN(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         x, d = batch.features, batch.domain
         e = self.embedding(x, d)  # (B, F, K)
+        if torch.is_autocast_enabled(e.device.type):  # one cast for all N + 1 towers, not one per tower
+            e = e.to(torch.get_autocast_dtype(e.device.type))
         o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
         # Private features: each domain's tower on its own rows only (N towers, a loop over
         # domains), outputs stacked in domain order and put back in row order by one gather.
