@@ -211,3 +211,27 @@ def test_dry_run_marks_changed_settings_stale_and_unset_schema_fields_do_not(tmp
     ident = dataset_identity(tiny_data)["schema"]
     assert all(None not in f.values() for f in ident["features"])
     assert {"name", "kind"} <= set(ident["features"][0])
+
+
+def test_runs_recorded_under_another_tuning_choice_are_stale_in_listing_and_report(tmp_path, tiny_data) -> None:
+    exp = _tuned_experiment()
+    out = tmp_path / "xp"
+    run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain())
+    before = json.loads((out / "report.json").read_text())
+    assert before["runs"]["stale"] == [] and not before["runs"]["missing"]
+    # The tuning choice moves (as when candidates are rerun or the candidate list changes): the
+    # CNAN-AT and CNAN₁ runs were trained with the old λ and no longer describe their cells.
+    results = ResultsFile(out / RESULTS_FILE)
+    other = candidate_id(exp.tune["cnan_at"][2])
+    rec = next(r for r in results.latest().values() if r["phase"] == "tune" and r["candidate"] == other)
+    results.append({**rec, "valid_mean_auc": 0.99})
+    listing = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
+    stale = {line.split()[1] for line in listing if line.startswith("  stale")}
+    assert stale and {k.split("/")[0] for k in stale} == {"cnan_at", "cnan1"}
+    from crossctr.experiments.render import render_report
+
+    report = render_report(out)
+    assert set(report["runs"]["stale"]) == stale
+    assert set(report["runs"]["missing"]) == stale  # left out of the cells, not averaged in
+    md = (out / "report.md").read_text()
+    assert "made under other settings" in md

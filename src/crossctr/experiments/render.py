@@ -28,7 +28,7 @@ import numpy as np
 
 from crossctr.evaluation.report import attention_heatmap, markdown_table
 from crossctr.experiments.grid import ALL, TABLES, Experiment, Plan, cell_key, expand
-from crossctr.experiments.runner import PLAN_FILE, RESULTS_FILE, ResultsFile, tuning_choices
+from crossctr.experiments.runner import PLAN_FILE, RESULTS_FILE, ResultsFile, stale_keys, tuning_choices
 from crossctr.experiments.search import search_summary
 from crossctr.schema import ConfigError
 from crossctr.training.run import atomic_write
@@ -126,9 +126,10 @@ def _load(out: Path) -> tuple[dict[str, Any], Experiment, Plan]:
     exp = Experiment.model_validate(doc["experiment"])
     p = doc["plan"]
     plan = Plan(tuple(p["domains"]), p["sizes"], p["rich"], p["smallest"], {k: tuple(v) for k, v in p["scenarios"].items()}, tuple(p["seeds"]))
-    # Tuning specs and searched methods are rebuilt so the choice is read exactly as the runner read it.
+    # Tuning specs and searched methods are rebuilt so the choice is read exactly as the runner read it;
+    # the main runs too, to check each record's settings against what the plan asks now.
     full = expand(exp, plan.sizes, plan.seeds)
-    plan.tune, plan.search = full.tune, full.search
+    plan.tune, plan.search, plan.main = full.tune, full.search, full.main
     return doc, exp, plan
 
 
@@ -137,6 +138,10 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
     out = Path(out)
     doc, exp, plan = _load(out)
     records = ResultsFile(out / RESULTS_FILE).latest()
+    # Records made under other settings (a changed config or tuning choice) are not this
+    # experiment's numbers: left out of every cell and listed, until the runner redoes them.
+    stale = sorted(stale_keys(exp, plan, records, doc["dataset_id"])) if doc.get("dataset_id") else []
+    records = {k: v for k, v in records.items() if k not in stale}
     res = _Results(exp, plan, records)
     t = exp.tables
     report: dict[str, Any] = {"experiment": exp.name, "description": exp.description, "dataset": doc["dataset"],
@@ -186,7 +191,7 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
     md += _cost(res, report)
     md += _tuning(exp, plan, records, report)
     md += _search(exp, plan, records, report)
-    md += _counts(doc, plan, records, report, report.get("search", {}))
+    md += _counts(doc, plan, records, report, report.get("search", {}), stale)
     cmd = doc.get("command")
     md += ["## Provenance", "", f"Results produced by: `{cmd}`" if cmd else "Results produced by: (command not recorded)"]
     if command and command != cmd:
@@ -351,7 +356,7 @@ def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else DASH if v is None else str(v)
 
 
-def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any], search: dict[str, Any]) -> list[str]:
+def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any], search: dict[str, Any], stale: Sequence[str] = ()) -> list[str]:
     runs = doc["plan"]["runs"]
     missing = [r["key"] for r in runs if r["key"] not in records]
     per_table = {}
@@ -360,13 +365,17 @@ def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]],
         if keys:
             per_table[name] = {"planned": len(keys), "done": sum(k in records for k in keys)}
     reused = sum(1 for r in runs if (records.get(r["key"]) or {}).get("reused_from"))
-    report["runs"] = {"planned": len(runs), "done": len(runs) - len(missing), "reused": reused, "missing": missing, "per_table": per_table}
+    report["runs"] = {"planned": len(runs), "done": len(runs) - len(missing), "reused": reused, "missing": missing, "per_table": per_table, "stale": list(stale)}
     md = ["## Runs", "", f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record)."]
     md += [f"- {k}: {v['done']} / {v['planned']}" for k, v in per_table.items()]
     if search:
         trials = {m: {"planned": e["trials"], "done": e["done"]} for m, e in search.items()}
         report["runs"]["search_trials"] = trials
         md += [f"- search trials of {m}: {v['done']} / {v['planned']}" for m, v in trials.items()]
+    if stale:
+        md += ["", f"{len(stale)} recorded run(s) were made under other settings than the plan now asks for "
+               "(a changed config or tuning choice); they count as missing until the runner trains them again: "
+               + ", ".join(f"`{k}`" for k in stale[:20]) + (" …" if len(stale) > 20 else "")]
     if missing:
         shown = missing[:40]
         md += ["", f"**Missing {len(missing)} run(s)**; their cells show {DASH} or average fewer seeds:", "",

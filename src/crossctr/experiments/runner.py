@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from crossctr.jsonsafe import finite, json_default
 from crossctr.schema import ConfigError, DatasetSchema
 from crossctr.training.run import RunConfig, RunResult, atomic_write, train_run
 
-__all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "search_summary", "dataset_identity", "write_plan", "plan_for"]
+__all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "search_summary", "dataset_identity", "write_plan", "plan_for", "stale_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -280,11 +280,17 @@ def _load_data(dataset_yaml: Path) -> PreparedData:
     return data
 
 
-def write_plan(out: Path, exp: Experiment, plan: Plan, dataset: str, only: Iterable[str] | None = None, command: str | None = None) -> None:
-    """`<out>/plan.json`: what render needs besides the results (the experiment, domains, every planned run)."""
+def write_plan(out: Path, exp: Experiment, plan: Plan, dataset: str, only: Iterable[str] | None = None, command: str | None = None,
+               dataset_id: Mapping[str, Any] | None = None) -> None:
+    """`<out>/plan.json`: what render needs besides the results (the experiment, domains, every planned run).
+
+    `dataset_id` (the data's identity in run fingerprints) lets the report leave out runs
+    recorded under other settings.
+    """
     atomic_write(Path(out) / PLAN_FILE, json.dumps({
         "experiment": exp.model_dump(mode="json"),
         "dataset": dataset,
+        "dataset_id": None if dataset_id is None else dict(dataset_id),
         "plan": plan.to_json(),
         "only": None if only is None else sorted(only),
         "command": command,
@@ -346,7 +352,7 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     lock = _lock(out)
     try:
-        write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command)
+        write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command, dataset_id=ctx.dataset_id)
         n_trials = _search_budget(exp, plan)
         known = sum(len(recorded_trials(exp, m, records)) for m in plan.search)
         ctx.tally = prog = _Progress(len(specs) + n_trials, sum(s.key not in records for s in specs) + n_trials - known)
@@ -417,20 +423,50 @@ def _with_choices(ctx: _Context, plan: Plan, specs: list[RunSpec]) -> Iterator[R
         by = ctx.exp.tuned_by(spec.method)
         if spec.phase != "tune" and by is not None:
             if by not in ctx.choices:
-                if by in ctx.exp.tune:
-                    info = tuning_choices(ctx.exp, ctx.results.latest(), plan).get(by)
-                    what = "no tuning candidate finished with a validation AUC"
-                else:
-                    info = search_summary(ctx.exp, ctx.results.latest(), plan).get(by)
-                    what = "its search has not run all its trials, or none finished with a validation AUC"
-                cid = info["choice"] if info else None
-                if info is None or cid is None:
+                info, params = chosen_settings(ctx.exp, ctx.results.latest(), plan, by)
+                if info is None or params is None:
+                    what = ("no tuning candidate finished with a validation AUC" if by in ctx.exp.tune
+                            else "its search has not run all its trials, or none finished with a validation AUC")
                     raise RuntimeError(f"{by}: {what}; cannot choose its settings")
-                ctx.choices[by] = {"choice": cid, "candidates": info["candidates"]}
-                ctx.chosen[by] = _params(ctx.exp, by, cid) if by in ctx.exp.tune else override_from(info["chosen_params"])
-                log.info("%s: chose candidate %s %s on validation AUC", by, cid, ctx.chosen[by].model_dump(mode="json"))
+                ctx.choices[by] = {"choice": info["choice"], "candidates": info["candidates"]}
+                ctx.chosen[by] = params
+                log.info("%s: chose candidate %s %s on validation AUC", by, info["choice"], params.model_dump(mode="json"))
             spec = dataclasses.replace(spec, params=ctx.chosen[by])
         yield spec
+
+
+def chosen_settings(exp: Experiment, records: dict[str, dict[str, Any]], plan: Plan, by: str) -> tuple[dict[str, Any] | None, Override | None]:
+    """Method `by`'s tuning or search choice as the records stand: (its summary, its settings); settings None while undecided."""
+    info = tuning_choices(exp, records, plan).get(by) if by in exp.tune else search_summary(exp, records, plan).get(by)
+    cid = info["choice"] if info else None
+    if cid is None:
+        return info, None
+    return info, (_params(exp, by, cid) if by in exp.tune else override_from(info["chosen_params"]))
+
+
+def stale_keys(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], dataset_id: Mapping[str, Any]) -> set[str]:
+    """Keys of the plan's recorded runs whose settings differ from what the plan now asks for.
+
+    A changed config, or a tuned method whose choice moved, leaves records that no longer
+    describe their cell: the runner trains them again, the report must not average them in.
+    Runs of a method whose tuning or search is undecided cannot be checked and are kept.
+    """
+    chosen: dict[str, Override | None] = {}
+    stale = set()
+    for spec in plan.specs():
+        rec = records.get(spec.key)
+        if rec is None:
+            continue
+        by = exp.tuned_by(spec.method)
+        if spec.phase != "tune" and by is not None:
+            if by not in chosen:
+                chosen[by] = chosen_settings(exp, records, plan, by)[1]
+            if chosen[by] is None:
+                continue
+            spec = dataclasses.replace(spec, params=chosen[by])
+        if rec.get("fingerprint") != spec.fingerprint(exp, dataset_id):
+            stale.add(spec.key)
+    return stale
 
 
 def _params(exp: Experiment, method: str, cid: str) -> Override:
@@ -440,13 +476,12 @@ def _params(exp: Experiment, method: str, cid: str) -> Override:
 def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
     """The dry run's plan: per phase, each run's key and whether results.jsonl has it (`stale`: its settings changed)."""
 
+    stale = stale_keys(ctx.exp, plan, records, ctx.dataset_id)
+
     def status(spec: RunSpec) -> str:
-        rec = records.get(spec.key)
-        if rec is None:
+        if spec.key not in records:
             return "todo"
-        if spec.phase != "tune" and ctx.exp.tuned_by(spec.method) is not None:
-            return "done"  # its settings wait on the tuning choice; the real run checks them
-        return "done" if rec.get("fingerprint") == spec.fingerprint(ctx.exp, ctx.dataset_id) else "stale"
+        return "stale" if spec.key in stale else "done"
 
     lines: list[str] = []
     by_phase: dict[str, list[RunSpec]] = {}
