@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# OpenMP threads spinning at barriers make torch several times slower whenever another process
+# holds a core (benchmarks/README.md); the tests, and the processes they start, wait passively.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import pyarrow as pa
