@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from crossctr.experiments.grid import candidate_id, expand, load_experiment
-from crossctr.experiments.render import render_report
+from crossctr.experiments.render import public_command, publish_report, render_report
 from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, write_plan
 from crossctr.schema import ConfigError
 
@@ -116,6 +116,33 @@ def test_render_only_from_the_cli(tmp_path) -> None:
     assert doc["command"].startswith("crossctr experiment smoke") and "--render-only" in doc["rendered_by"]
     with pytest.raises(ConfigError, match="plan.json"):
         render_report(tmp_path / "empty")
+
+
+def test_public_command_hides_the_data_root_only() -> None:
+    cmd = "crossctr experiment paper --dataset movielens-1m --data-root '/home/me/raw data' --out runs/x"
+    assert public_command(cmd) == "crossctr experiment paper --dataset movielens-1m --data-root '<data-root>' --out runs/x"
+    assert public_command("crossctr experiment paper --data-root=/srv/d --out o") == "crossctr experiment paper '--data-root=<data-root>' --out o"
+    assert public_command("crossctr experiment paper --dataset simulator") == "crossctr experiment paper --dataset simulator"
+
+
+def test_publish_copies_the_report_without_this_machines_folders(tmp_path) -> None:
+    from crossctr.cli import cli
+
+    out, pub = tmp_path / "xp", tmp_path / "docs" / "xp"
+    out.mkdir()
+    _write(out)
+    write_plan(out, load_experiment("smoke"), expand(load_experiment("smoke"), SIZES, seeds=(0, 1, 2)), "synthetic",
+               command="crossctr experiment smoke --dataset movielens-1m --data-root /secret/raw --out runs/xp")
+    res = CliRunner().invoke(cli, ["experiment", "smoke", "--out", str(out), "--render-only", "--publish", str(pub)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in pub.iterdir()) == ["figure4.png", "report.json", "report.md", RESULTS_FILE]
+    md, doc = (pub / "report.md").read_text(), json.loads((pub / "report.json").read_text())
+    for text in (md, json.dumps(doc)):
+        assert "/secret/raw" not in text and str(out) not in text
+    assert "--data-root '<data-root>' --out runs/xp" in md and doc["command"].endswith("--data-root '<data-root>' --out runs/xp")
+    assert (pub / RESULTS_FILE).read_bytes() == (out / RESULTS_FILE).read_bytes()
+    assert doc["table1"] == json.loads((out / "report.json").read_text())["table1"]
+    assert publish_report(out, pub) == [pub / n for n in ("report.md", "report.json", "figure4.png", RESULTS_FILE)]
 
 
 def test_cost_table_gives_parameters_and_seconds_per_epoch(rendered) -> None:

@@ -192,6 +192,32 @@ def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
     assert res.exit_code != 0 and "comma-separated integers" in res.output
 
 
+def test_cli_records_the_whole_grids_command_when_narrowed(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
+    """--only/--methods narrow one invocation; the report names the command that runs all of it."""
+    from crossctr.cli import cli
+    from crossctr.experiments import runner
+
+    stub = types.ModuleType("crossctr.data.registry")
+    stub.resolve_dataset = lambda name, cache_dir, data_root=None: Path(name)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "crossctr.data.registry", stub)
+    seen: dict = {}
+
+    def fake_run(exp, dataset_yaml, out, **kwargs):
+        seen.update(kwargs)
+        return runner.RunnerSummary(1, 0, 1, 0, 0.1, Path(out))
+
+    monkeypatch.setattr(runner, "run_experiment", fake_run)
+    yaml = str(tiny_dataset_dir / "dataset.yaml")
+    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", yaml, "--data-root", str(tmp_path), "--out", str(tmp_path / "xp"),
+                                   "--only", "table1", "--methods", "deep_only", "--seeds", "0,1"])
+    assert res.exit_code == 0, res.output
+    assert seen["only"] == ("table1",) and seen["methods"] == ("deep_only",)
+    assert "--only" not in seen["command"] and "--methods" not in seen["command"]
+    assert f"--data-root {tmp_path}" in seen["command"] and "--seeds 0,1" in seen["command"]
+    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", yaml, "--publish", str(tmp_path / "pub")])
+    assert res.exit_code != 0 and "--publish goes with --render-only" in res.output
+
+
 def test_dry_run_marks_changed_settings_stale_and_unset_schema_fields_do_not(tmp_path, tiny_data) -> None:
     exp = _tuned_experiment()
     out = tmp_path / "xp"

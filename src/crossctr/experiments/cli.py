@@ -68,8 +68,11 @@ def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, 
 @click.option("--render-only", is_flag=True, help="Only rewrite report.md, report.json and figure4.png from results.jsonl.")
 @click.option("--keep-runs", is_flag=True, help="Keep each run's weights (deleted by default; metrics stay in results.jsonl).")
 @click.option("--progress", is_flag=True, help="Show per-epoch progress bars.")
+@click.option("--publish", type=click.Path(path_type=Path, file_okay=False),
+              help="With --render-only: also copy the report, figure and results.jsonl to this folder, the command's "
+                   "--data-root shown as <data-root>.")
 def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path | None, cache_dir: Path, seeds: str | None, only: str | None,
-               methods: str | None, dry_run: bool, render_only: bool, keep_runs: bool, progress: bool) -> None:
+               methods: str | None, dry_run: bool, render_only: bool, keep_runs: bool, progress: bool, publish: Path | None) -> None:
     """Run the named experiment grid NAME (paper, smoke, or a YAML path) on one dataset; resumable.
 
     Each finished run is one line of OUT/results.jsonl; rerunning skips what is there.
@@ -82,13 +85,19 @@ def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path
         if dataset is None:
             raise click.UsageError("give --dataset (or --out of an earlier run with --render-only)")
         out = Path("runs/experiments") / f"{Path(name).stem}-{_slug(dataset)}"
-    command = _command(name, dataset, data_root, out, seed_list, only_list, keep_runs, method_list)
+    # The report covers the whole grid, so it names the command that runs (or resumes) all of
+    # it; --only and --methods only narrow what this invocation trains.
+    command = _command(name, dataset, data_root, out, seed_list, None, keep_runs, None)
+    if publish is not None and not render_only:
+        raise click.UsageError("--publish goes with --render-only (render the finished results, then publish them)")
 
     if render_only:
-        from crossctr.experiments.render import render_report
+        from crossctr.experiments.render import publish_report, render_report
 
         render_report(out, command=shlex.join(["crossctr", "experiment", name, "--out", str(out), "--render-only"]))
         click.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'figure4.png'}")
+        if publish is not None:
+            click.echo(f"published: {', '.join(str(p) for p in publish_report(out, publish))}")
         return
     if dataset is None:
         raise click.UsageError("--dataset is required (simulator, movielens-1m, movielens-1m-age3 or a dataset.yaml path)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -131,6 +132,52 @@ def _load(out: Path) -> tuple[dict[str, Any], Experiment, Plan]:
     full = expand(exp, plan.sizes, plan.seeds)
     plan.tune, plan.search, plan.main = full.tune, full.search, full.main
     return doc, exp, plan
+
+
+def public_command(command: str) -> str:
+    """`command` with its --data-root folder written `<data-root>`: a published report names no machine's folders."""
+    args = shlex.split(command)
+    for i, arg in enumerate(args):
+        if arg == "--data-root" and i + 1 < len(args):
+            args[i + 1] = "<data-root>"
+        elif arg.startswith("--data-root="):
+            args[i] = "--data-root=<data-root>"
+    return shlex.join(args)
+
+
+PUBLISHED = ("report.md", "report.json", "figure4.png", RESULTS_FILE)
+
+
+def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
+    """Copy a rendered report, its figure and its results into `dest`, for committing beside docs.
+
+    Only the commands change: the data root becomes `<data-root>` (results records hold no paths).
+    The render-only command is dropped, since it names this machine's results folder.
+    """
+    out, dest = Path(out), Path(dest)
+    report = json.loads((out / "report.json").read_text())
+    replace = {c: public_command(c) for c in (report.get("command"), report.get("rendered_by")) if c}
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PUBLISHED:
+        src = out / name
+        if not src.exists():
+            continue
+        if name == "report.md":
+            text = src.read_text()
+            if report.get("rendered_by"):
+                text = text.replace(f"\nThis report rendered by: `{report['rendered_by']}`", "")
+            for old, new in replace.items():
+                text = text.replace(old, new)
+            atomic_write(dest / name, text.encode())
+        elif name == "report.json":
+            report["command"] = replace.get(report.get("command"), report.get("command"))
+            report["rendered_by"] = None
+            atomic_write(dest / name, json.dumps(report, indent=2, allow_nan=False).encode())
+        else:
+            atomic_write(dest / name, src.read_bytes())
+        written.append(dest / name)
+    return written
 
 
 def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
