@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -15,8 +17,8 @@ from click.testing import CliRunner
 from crossctr.data.dataset import prepare
 from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.experiments.grid import Experiment, candidate_id, load_experiment
-from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, _lock, run_experiment
-from crossctr.schema import ConfigError, DatasetSchema
+from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, _claim, run_experiment
+from crossctr.schema import DatasetSchema
 from crossctr.training.run import RunResult
 from crossctr.training.strategies import StrategyResult
 
@@ -164,15 +166,70 @@ def test_dry_run_trains_and_writes_nothing(tmp_path, tiny_data) -> None:
     assert summary.planned == len([line for line in summary.listing if line.startswith("  todo")])
 
 
-def test_one_runner_per_folder(tmp_path, tiny_data) -> None:
-    out = tmp_path / "xp"
-    out.mkdir()
-    held = _lock(out)
+class SlowFake(FakeTrain):
+    """FakeTrain that takes a moment, so runners sharing a folder interleave."""
+
+    def __call__(self, cfg, out, data) -> RunResult:
+        time.sleep(0.02)
+        return super().__call__(cfg, out, data)
+
+
+def _wait_for(cond, what: str, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_runners_sharing_a_folder_split_the_grid(tmp_path, tiny_data) -> None:
+    exp, out = _tuned_experiment(), tmp_path / "xp"
+    fakes = [SlowFake(), SlowFake()]
+    threads = [threading.Thread(target=run_experiment, args=(exp, "unused.yaml", out),
+                                kwargs={"data": tiny_data, "train_fn": f, "render": False, "poll_seconds": 0.02}) for f in fakes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    alone = FakeTrain()
+    run_experiment(exp, "unused.yaml", tmp_path / "alone", data=tiny_data, train_fn=alone, render=False)
+    lines = [json.loads(line) for line in (out / RESULTS_FILE).read_text().splitlines()]
+    keys = [r["key"] for r in lines]
+    # every run once, nothing trained twice, both runners did some of it, same records as one runner alone
+    assert len(keys) == len(set(keys)) and set(keys) == set(ResultsFile(tmp_path / "alone" / RESULTS_FILE).latest())
+    assert all(f.calls for f in fakes) and sum(len(f.calls) for f in fakes) == len(alone.calls)
+    # no tuned run started before the choice was made: every one carries the chosen λ
+    tuned = [r for r in lines if r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune"]
+    assert tuned and all(r["config"]["train"]["loss_weights"]["adv"] == 0.05 for r in tuned)
+
+
+def test_a_held_run_waits_and_a_dead_runners_claim_is_taken_over(tmp_path, tiny_data) -> None:
+    """Another runner's claim (here: the test's) on a tuning run holds back the tuned method; released, it is done."""
+    exp, out = _tuned_experiment(), tmp_path / "xp"
+    plan_keys = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
+    tune_key = next(line.split()[1] for line in plan_keys if line.startswith("  todo") and "/t-" in line)
+    held = _claim(out, tune_key)
+    assert held is not None
+    dry = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
+    assert f"  busy  {tune_key}" in dry
+    fake = FakeTrain()
+    runner = threading.Thread(target=run_experiment, args=(exp, "unused.yaml", out),
+                              kwargs={"data": tiny_data, "train_fn": fake, "render": False, "poll_seconds": 0.02})
+    runner.start()
     try:
-        with pytest.raises(ConfigError, match="another experiment runner"):
-            run_experiment(_tuned_experiment(), "unused.yaml", out, data=tiny_data, train_fn=FakeTrain())
+        results = ResultsFile(out / RESULTS_FILE)
+        untuned = {"deep_only", "dcn", "self_train"}
+        _wait_for(lambda: {r["method"] for r in results.latest().values() if r["phase"] != "tune"} >= untuned, "the untuned runs")
+        time.sleep(0.1)
+        recorded = results.latest()
+        assert tune_key not in recorded and not any(r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune" for r in recorded.values())
+        assert runner.is_alive()  # waiting for the held tuning run
     finally:
-        held.close()
+        held.close()  # as when the holder dies: the lock goes with it
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    recorded = ResultsFile(out / RESULTS_FILE).latest()
+    assert tune_key in recorded and recorded["cnan_at/all/s0"]["tuning"]["choice"] == candidate_id(exp.tune["cnan_at"][1])
 
 
 def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:

@@ -13,6 +13,12 @@ copied under the new key with `reused_from`.
 Each line is written whole, flushed and fsynced before the next run starts; a line cut short
 by a crash is ignored when the file is read back.
 
+Several runners may work on one folder at once (on one machine, or on machines sharing a
+file system with working `flock`): each run is claimed by an exclusive lock on
+`<out>/claims/<key>.lock` before it trains, so the runners split the grid between them. A run
+whose tuning another runner is still doing waits for it. A killed runner's locks go with its
+process, so its runs are picked up again.
+
 Example:
     >>> run_experiment(load_experiment("smoke"), Path("data/dataset.yaml"), Path("runs/smoke"))  # doctest: +SKIP
 """
@@ -30,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -40,7 +46,7 @@ from crossctr.evaluation.metrics import mean_auc
 from crossctr.experiments.grid import ALL, Experiment, Override, Plan, RunSpec, candidate_id, expand, override_from, select_candidate, subsample_domain
 from crossctr.experiments.search import recorded_trials, run_search, search_summary
 from crossctr.jsonsafe import finite, json_default
-from crossctr.schema import ConfigError, DatasetSchema
+from crossctr.schema import DatasetSchema
 from crossctr.training.run import RunConfig, RunResult, atomic_write, train_run
 
 __all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "search_summary", "dataset_identity", "write_plan", "plan_for", "stale_keys"]
@@ -80,6 +86,7 @@ class ResultsFile:
         line = json.dumps(record, allow_nan=False, default=json_default) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # runners sharing the folder append whole lines, one at a time
             if f.tell() > 0 and not _ends_with_newline(self.path):
                 f.write(b"\n")  # a half-written line from a crash stays on its own line
             f.write(line.encode("utf-8"))
@@ -261,14 +268,35 @@ def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: dict[str,
     return record
 
 
-def _lock(out: Path) -> Any:
-    f = open(out / ".lock", "w")
+CLAIMS_DIR = "claims"
+
+
+def _claim(out: Path, key: str) -> Any:
+    """An exclusive lock on `key` for this runner (the open file; close it to release), or None if another holds it.
+
+    Claim files are never deleted: they stay one inode per key, so two runners can never both
+    hold a key. What a runner does after claiming must be decided from results.jsonl read then.
+    """
+    path = out / CLAIMS_DIR / (key.replace("/", "__") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
-        raise ConfigError(f"{out}: another experiment runner is writing to this folder; wait for it or choose another --out") from None
+        return None
     return f
+
+
+def _held_elsewhere(out: Path, key: str) -> bool:
+    """Whether another runner is training `key` now (the dry run's `busy`); creates no folder."""
+    if not (out / CLAIMS_DIR / (key.replace("/", "__") + ".lock")).exists():
+        return False
+    claim = _claim(out, key)
+    if claim is None:
+        return True
+    claim.close()
+    return False
 
 
 def _load_data(dataset_yaml: Path) -> PreparedData:
@@ -319,13 +347,15 @@ def run_experiment(
     data: PreparedData | None = None,
     train_fn: TrainFn = train_run,
     render: bool = True,
+    poll_seconds: float = 15.0,
 ) -> RunnerSummary:
     """Run (or, with `dry_run`, list) every run of `exp` that `only`'s tables need, then render.
 
     `methods` narrows that to some methods (and the tuning runs that decide their settings).
 
     `data` skips reading the dataset (already prepared); `train_fn` replaces `train_run`
-    (tests inject a fast, deterministic fake).
+    (tests inject a fast, deterministic fake). When only runs that other runners hold are left,
+    this one checks again every `poll_seconds` and returns once the grid is done.
     """
     t_start = time.perf_counter()
     out = Path(out)
@@ -350,20 +380,11 @@ def run_experiment(
         return RunnerSummary(len(specs) + _search_budget(exp, plan), done, 0, 0, time.perf_counter() - t_start, out, listing)
 
     out.mkdir(parents=True, exist_ok=True)
-    lock = _lock(out)
-    try:
-        write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command, dataset_id=ctx.dataset_id)
-        n_trials = _search_budget(exp, plan)
-        known = sum(len(recorded_trials(exp, m, records)) for m in plan.search)
-        ctx.tally = prog = _Progress(len(specs) + n_trials, sum(s.key not in records for s in specs) + n_trials - known)
-        for spec in plan.tune:
-            _execute(ctx, spec)
-        for method in plan.search:
-            run_search(exp, plan, method, results.latest, lambda spec, info: _execute(ctx, spec, info), results.append)
-        for spec in _with_choices(ctx, plan, plan.main):
-            _execute(ctx, spec)
-    finally:
-        lock.close()
+    write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command, dataset_id=ctx.dataset_id)
+    n_trials = _search_budget(exp, plan)
+    known = sum(len(recorded_trials(exp, m, records)) for m in plan.search)
+    ctx.tally = prog = _Progress(len(specs) + n_trials, sum(s.key not in records for s in specs) + n_trials - known)
+    _work(ctx, plan, poll_seconds)
     if render:
         from crossctr.experiments.render import render_report
 
@@ -376,16 +397,33 @@ def _search_budget(exp: Experiment, plan: Plan) -> int:
     return exp.search.trials * len(plan.search) if exp.search is not None else 0
 
 
-def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None) -> dict[str, Any]:
+def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Train `spec` unless results.jsonl holds it (or an identical run); return its record there.
 
-    `search`: a search trial's study, number(s) and settings, kept in its record.
+    None: another runner holds the run. `search`: a search trial's study, number(s) and
+    settings, kept in its record.
     """
     prog, exp, results = ctx.tally, ctx.exp, ctx.results
     assert prog is not None
-    i, total = prog.i + 1, prog.total
-    records = results.latest()
     fp = spec.fingerprint(exp, ctx.dataset_id)
+    old = results.latest().get(spec.key)
+    if old is not None and old.get("fingerprint") == fp:
+        prog.counts["done"] += 1
+        return old
+    claim = _claim(ctx.out, spec.key)
+    if claim is None:
+        return None  # another runner is on it
+    try:
+        return _execute_claimed(ctx, spec, fp, search)
+    finally:
+        claim.close()
+
+
+def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: dict[str, Any] | None) -> dict[str, Any]:
+    prog, exp, results = ctx.tally, ctx.exp, ctx.results
+    assert prog is not None
+    i, total = prog.i + 1, prog.total
+    records = results.latest()  # read again under the claim: another runner may have just finished it
     old = records.get(spec.key)
     if old is not None and old.get("fingerprint") == fp:
         prog.counts["done"] += 1
@@ -417,22 +455,66 @@ def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None)
     return record
 
 
-def _with_choices(ctx: _Context, plan: Plan, specs: list[RunSpec]) -> Iterator[RunSpec]:
-    """Yield the runs in order; a tuned or searched method's runs get its choice once its candidates or trials are done."""
-    for spec in specs:
-        by = ctx.exp.tuned_by(spec.method)
-        if spec.phase != "tune" and by is not None:
-            if by not in ctx.choices:
-                info, params = chosen_settings(ctx.exp, ctx.results.latest(), plan, by)
-                if info is None or params is None:
-                    what = ("no tuning candidate finished with a validation AUC" if by in ctx.exp.tune
-                            else "its search has not run all its trials, or none finished with a validation AUC")
-                    raise RuntimeError(f"{by}: {what}; cannot choose its settings")
-                ctx.choices[by] = {"choice": info["choice"], "candidates": info["candidates"]}
-                ctx.chosen[by] = params
-                log.info("%s: chose candidate %s %s on validation AUC", by, info["choice"], params.model_dump(mode="json"))
-            spec = dataclasses.replace(spec, params=ctx.chosen[by])
-        yield spec
+def _work(ctx: _Context, plan: Plan, poll_seconds: float) -> None:
+    """Tuning runs, then searches, then every other run, in plan order; what another runner holds is retried later."""
+    Item = tuple[str, Any]  # ("run", RunSpec) or ("search", method)
+    queue: list[Item] = [("run", s) for s in plan.tune] + [("search", m) for m in plan.search] + [("run", s) for s in plan.main]
+    while queue:
+        left: list[Item] = []
+        for kind, item in queue:
+            if kind == "search":
+                done = _search(ctx, plan, item)
+            else:
+                spec = _with_choice(ctx, plan, item)
+                done = spec is not None and _execute(ctx, spec) is not None
+            if not done:
+                left.append((kind, item))
+        if len(left) == len(queue):
+            log.info("%d run(s) held by other runners (or waiting for their tuning); checking again in %.0f s", len(left), poll_seconds)
+            time.sleep(poll_seconds)
+        queue = left
+
+
+def _search(ctx: _Context, plan: Plan, method: str) -> bool:
+    """Run `method`'s search unless another runner is running it (False)."""
+    claim = _claim(ctx.out, f"search/{method}")
+    if claim is None:
+        return False
+    try:
+        run_search(ctx.exp, plan, method, ctx.results.latest, lambda spec, info: _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), info),
+                   ctx.results.append)
+    finally:
+        claim.close()
+    return True
+
+
+def _with_choice(ctx: _Context, plan: Plan, spec: RunSpec) -> RunSpec | None:
+    """`spec` with its method's tuned or searched settings; None while that tuning or search is still running elsewhere."""
+    by = ctx.exp.tuned_by(spec.method)
+    if spec.phase == "tune" or by is None:
+        return spec
+    if by not in ctx.choices:
+        records = ctx.results.latest()
+        info, params = chosen_settings(ctx.exp, records, plan, by)
+        if info is None or params is None:
+            if _tuning_unfinished(ctx, plan, by, records):
+                return None
+            what = ("no tuning candidate finished with a validation AUC" if by in ctx.exp.tune
+                    else "its search has not run all its trials, or none finished with a validation AUC")
+            raise RuntimeError(f"{by}: {what}; cannot choose its settings")
+        ctx.choices[by] = {"choice": info["choice"], "candidates": info["candidates"]}
+        ctx.chosen[by] = params
+        log.info("%s: chose candidate %s %s on validation AUC", by, info["choice"], params.model_dump(mode="json"))
+    return dataclasses.replace(spec, params=ctx.chosen[by])
+
+
+def _tuning_unfinished(ctx: _Context, plan: Plan, by: str, records: dict[str, dict[str, Any]]) -> bool:
+    """Whether some of `by`'s planned tuning runs or search trials are not recorded yet (another runner holds them, or
+    this one retries them); once all are, an undecided choice is an error."""
+    if by in ctx.exp.tune:
+        return any(s.key not in records for s in plan.tune if ctx.exp.tuned_by(s.method) == by)
+    assert ctx.exp.search is not None
+    return by in plan.search and len(recorded_trials(ctx.exp, by, records)) < ctx.exp.search.trials
 
 
 def chosen_settings(exp: Experiment, records: dict[str, dict[str, Any]], plan: Plan, by: str) -> tuple[dict[str, Any] | None, Override | None]:
@@ -474,13 +556,14 @@ def _params(exp: Experiment, method: str, cid: str) -> Override:
 
 
 def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
-    """The dry run's plan: per phase, each run's key and whether results.jsonl has it (`stale`: its settings changed)."""
+    """The dry run's plan: per phase, each run's key and whether results.jsonl has it (`stale`: its settings changed;
+    `busy`: another runner is training it)."""
 
     stale = stale_keys(ctx.exp, plan, records, ctx.dataset_id)
 
     def status(spec: RunSpec) -> str:
         if spec.key not in records:
-            return "todo"
+            return "busy" if _held_elsewhere(ctx.out, spec.key) else "todo"
         return "stale" if spec.key in stale else "done"
 
     lines: list[str] = []
