@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from crossctr.data.dataset import prepare
 from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.experiments.grid import Experiment, candidate_id, load_experiment
-from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, _claim, run_experiment
+from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, _claim, _claims_held_elsewhere, run_experiment
 from crossctr.schema import DatasetSchema
 from crossctr.training.run import RunResult
 from crossctr.training.strategies import StrategyResult
@@ -201,6 +201,15 @@ def test_runners_sharing_a_folder_split_the_grid(tmp_path, tiny_data) -> None:
     # no tuned run started before the choice was made: every one carries the chosen λ
     tuned = [r for r in lines if r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune"]
     assert tuned and all(r["config"]["train"]["loss_weights"]["adv"] == 0.05 for r in tuned)
+
+
+def test_eta_counts_the_runners_holding_claims(tmp_path) -> None:
+    other, mine, done = _claim(tmp_path, "a/all/s0"), _claim(tmp_path, "b/all/s0"), _claim(tmp_path, "c/all/s0")
+    done.close()  # a finished run's claim file stays, unlocked
+    assert _claims_held_elsewhere(tmp_path, {"b/all/s0"}) == 1
+    other.close()
+    assert _claims_held_elsewhere(tmp_path, {"b/all/s0"}) == 0 and _claims_held_elsewhere(tmp_path / "none", set()) == 0
+    mine.close()
 
 
 def test_a_held_run_waits_and_a_dead_runners_claim_is_taken_over(tmp_path, tiny_data) -> None:

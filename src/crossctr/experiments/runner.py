@@ -176,6 +176,7 @@ class _Context:
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
     chosen: dict[str, Override] = field(default_factory=dict)  # tuned or searched method -> the settings chosen
     tally: "_Progress | None" = None  # counts and durations of this invocation
+    held: set[str] = field(default_factory=set)  # the claims this runner holds now
 
     def tuning(self, spec: RunSpec) -> dict[str, Any] | None:
         """What a tuned method's run records about the choice of its settings."""
@@ -195,13 +196,9 @@ class _Context:
 @dataclass
 class _Progress:
     total: int  # runs and search trials planned
-    todo: int  # of them, those not in results.jsonl when the runner started
-    counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "trained": 0, "reused": 0})
-    durations: list[float] = field(default_factory=list)
-
-    @property
-    def i(self) -> int:
-        return sum(self.counts.values())
+    finished: Callable[[dict[str, dict[str, Any]]], int]  # of them, how many the records hold (by any runner)
+    counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "trained": 0, "reused": 0})  # this runner's
+    durations: list[float] = field(default_factory=list)  # this runner's training seconds per run
 
 
 def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seconds: float, train_rows: dict[str, int],
@@ -271,14 +268,22 @@ def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: dict[str,
 CLAIMS_DIR = "claims"
 
 
+def _claim_path(out: Path, key: str) -> Path:
+    return out / CLAIMS_DIR / (key.replace("/", "__") + ".lock")
+
+
 def _claim(out: Path, key: str) -> Any:
     """An exclusive lock on `key` for this runner (the open file; close it to release), or None if another holds it.
 
     Claim files are never deleted: they stay one inode per key, so two runners can never both
     hold a key. What a runner does after claiming must be decided from results.jsonl read then.
     """
-    path = out / CLAIMS_DIR / (key.replace("/", "__") + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return _lock_file(_claim_path(out, key), create=True)
+
+
+def _lock_file(path: Path, create: bool) -> Any:
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -288,15 +293,29 @@ def _claim(out: Path, key: str) -> Any:
     return f
 
 
-def _held_elsewhere(out: Path, key: str) -> bool:
-    """Whether another runner is training `key` now (the dry run's `busy`); creates no folder."""
-    if not (out / CLAIMS_DIR / (key.replace("/", "__") + ".lock")).exists():
+def _locked(path: Path) -> bool:
+    """Whether a runner (another one, or this one under another open file) holds the claim file `path` now."""
+    if not path.exists():
         return False
-    claim = _claim(out, key)
-    if claim is None:
+    f = _lock_file(path, create=False)
+    if f is None:
         return True
-    claim.close()
+    f.close()
     return False
+
+
+def _held_elsewhere(out: Path, key: str) -> bool:
+    """Whether another runner is on `key` now (the dry run's `busy`); creates no folder."""
+    return _locked(_claim_path(out, key))
+
+
+def _claims_held_elsewhere(out: Path, mine: set[str]) -> int:
+    """How many runs or searches other runners are on now (the ETA shares what is left among the runners)."""
+    folder = out / CLAIMS_DIR
+    if not folder.is_dir():
+        return 0
+    own = {_claim_path(out, k) for k in mine}
+    return sum(_locked(p) for p in folder.glob("*.lock") if p not in own)
 
 
 def _load_data(dataset_yaml: Path) -> PreparedData:
@@ -382,8 +401,12 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command, dataset_id=ctx.dataset_id)
     n_trials = _search_budget(exp, plan)
-    known = sum(len(recorded_trials(exp, m, records)) for m in plan.search)
-    ctx.tally = prog = _Progress(len(specs) + n_trials, sum(s.key not in records for s in specs) + n_trials - known)
+    keys = {s.key for s in specs}
+
+    def finished(recs: dict[str, dict[str, Any]]) -> int:
+        return len(keys & recs.keys()) + sum(len(recorded_trials(exp, m, recs)) for m in plan.search)
+
+    ctx.tally = prog = _Progress(len(specs) + n_trials, finished)
     _work(ctx, plan, poll_seconds)
     if render:
         from crossctr.experiments.render import render_report
@@ -413,17 +436,19 @@ def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None)
     claim = _claim(ctx.out, spec.key)
     if claim is None:
         return None  # another runner is on it
+    ctx.held.add(spec.key)
     try:
         return _execute_claimed(ctx, spec, fp, search)
     finally:
+        ctx.held.discard(spec.key)
         claim.close()
 
 
 def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: dict[str, Any] | None) -> dict[str, Any]:
     prog, exp, results = ctx.tally, ctx.exp, ctx.results
     assert prog is not None
-    i, total = prog.i + 1, prog.total
     records = results.latest()  # read again under the claim: another runner may have just finished it
+    i, total = min(prog.finished(records) + 1, prog.total), prog.total
     old = records.get(spec.key)
     if old is not None and old.get("fingerprint") == fp:
         prog.counts["done"] += 1
@@ -442,8 +467,10 @@ def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: dict[str, An
         prog.counts["reused"] += 1
         log.info("[%d/%d] %s: same run as %s, record reused", i, total, spec.key, same["key"])
         return rec
-    remaining = max(prog.todo - prog.counts["trained"] - prog.counts["reused"], 1)
-    eta = f", ETA {_eta(np.mean(prog.durations) * remaining)} at {np.mean(prog.durations):.0f} s/run" if prog.durations else ""
+    # the runs no one has finished, shared among this runner and those holding a claim now
+    runners = 1 + _claims_held_elsewhere(ctx.out, ctx.held)
+    eta = (f", ETA {_eta(np.mean(prog.durations) * (total - i + 1) / runners)} at {np.mean(prog.durations):.0f} s/run"
+           + (f" with {runners} runners" if runners > 1 else "")) if prog.durations else ""
     log.info("[%d/%d] %s: training (%s, seed %d%s)%s", i, total, spec.key, "+".join(spec.domains), spec.seed,
              f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "", eta)
     record = _train_one(ctx, spec, fp, search)
@@ -480,10 +507,12 @@ def _search(ctx: _Context, plan: Plan, method: str) -> bool:
     claim = _claim(ctx.out, f"search/{method}")
     if claim is None:
         return False
+    ctx.held.add(f"search/{method}")
     try:
         run_search(ctx.exp, plan, method, ctx.results.latest, lambda spec, info: _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), info),
                    ctx.results.append)
     finally:
+        ctx.held.discard(f"search/{method}")
         claim.close()
     return True
 
