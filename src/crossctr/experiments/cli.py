@@ -94,10 +94,11 @@ def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path
     if render_only:
         from crossctr.experiments.render import publish_report, render_report
 
-        render_report(out, command=shlex.join(["crossctr", "experiment", name, "--out", str(out), "--render-only"]))
-        click.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'figure4.png'}")
         if publish is not None:
             click.echo(f"published: {', '.join(str(p) for p in publish_report(out, publish))}")
+            return
+        render_report(out, command=shlex.join(["crossctr", "experiment", name, "--out", str(out), "--render-only"]))
+        click.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'figure4.png'}")
         return
     if dataset is None:
         raise click.UsageError("--dataset is required (simulator, movielens-1m, movielens-1m-age3 or a dataset.yaml path)")

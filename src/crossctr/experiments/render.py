@@ -149,14 +149,16 @@ PUBLISHED = ("report.md", "report.json", "figure4.png", RESULTS_FILE)
 
 
 def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
-    """Copy a rendered report, its figure and its results into `dest`, for committing beside docs.
+    """Render `out`'s report afresh and copy it, its figure and its results into `dest`, for committing beside docs.
 
-    Only the commands change: the data root becomes `<data-root>` (results records hold no paths).
-    The render-only command is dropped, since it names this machine's results folder.
+    The copy names the command that made the results with its data folder written `<data-root>`
+    (records hold no paths), and no render command, which would name this machine's results folder.
     """
     out, dest = Path(out), Path(dest)
-    report = json.loads((out / "report.json").read_text())
-    replace = {c: public_command(c) for c in (report.get("command"), report.get("rendered_by")) if c}
+    report = render_report(out)
+    cmd = report.get("command")
+    public = public_command(cmd) if cmd else cmd
+    report["command"] = public
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name in PUBLISHED:
@@ -164,18 +166,12 @@ def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
         if not src.exists():
             continue
         if name == "report.md":
-            text = src.read_text()
-            if report.get("rendered_by"):
-                text = text.replace(f"\nThis report rendered by: `{report['rendered_by']}`", "")
-            for old, new in replace.items():
-                text = text.replace(old, new)
-            atomic_write(dest / name, text.encode())
+            data = src.read_text().replace(cmd, public).encode() if cmd else src.read_bytes()
         elif name == "report.json":
-            report["command"] = replace.get(report.get("command"), report.get("command"))
-            report["rendered_by"] = None
-            atomic_write(dest / name, json.dumps(report, indent=2, allow_nan=False).encode())
+            data = json.dumps(report, indent=2, allow_nan=False).encode()
         else:
-            atomic_write(dest / name, src.read_bytes())
+            data = src.read_bytes()
+        atomic_write(dest / name, data)
         written.append(dest / name)
     return written
 

@@ -278,12 +278,12 @@ def _claim(out: Path, key: str) -> Any:
     Claim files are never deleted: they stay one inode per key, so two runners can never both
     hold a key. What a runner does after claiming must be decided from results.jsonl read then.
     """
-    return _lock_file(_claim_path(out, key), create=True)
+    path = _claim_path(out, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _lock_file(path)
 
 
-def _lock_file(path: Path, create: bool) -> Any:
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+def _lock_file(path: Path) -> Any:
     f = open(path, "a")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -297,7 +297,7 @@ def _locked(path: Path) -> bool:
     """Whether a runner (another one, or this one under another open file) holds the claim file `path` now."""
     if not path.exists():
         return False
-    f = _lock_file(path, create=False)
+    f = _lock_file(path)
     if f is None:
         return True
     f.close()
@@ -426,19 +426,12 @@ def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None)
     None: another runner holds the run. `search`: a search trial's study, number(s) and
     settings, kept in its record.
     """
-    prog, exp, results = ctx.tally, ctx.exp, ctx.results
-    assert prog is not None
-    fp = spec.fingerprint(exp, ctx.dataset_id)
-    old = results.latest().get(spec.key)
-    if old is not None and old.get("fingerprint") == fp:
-        prog.counts["done"] += 1
-        return old
     claim = _claim(ctx.out, spec.key)
     if claim is None:
         return None  # another runner is on it
     ctx.held.add(spec.key)
     try:
-        return _execute_claimed(ctx, spec, fp, search)
+        return _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), search)
     finally:
         ctx.held.discard(spec.key)
         claim.close()
@@ -447,7 +440,7 @@ def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None)
 def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: dict[str, Any] | None) -> dict[str, Any]:
     prog, exp, results = ctx.tally, ctx.exp, ctx.results
     assert prog is not None
-    records = results.latest()  # read again under the claim: another runner may have just finished it
+    records = results.latest()  # read under the claim: another runner may have just finished it
     i, total = min(prog.finished(records) + 1, prog.total), prog.total
     old = records.get(spec.key)
     if old is not None and old.get("fingerprint") == fp:
@@ -484,18 +477,17 @@ def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: dict[str, An
 
 def _work(ctx: _Context, plan: Plan, poll_seconds: float) -> None:
     """Tuning runs, then searches, then every other run, in plan order; what another runner holds is retried later."""
-    Item = tuple[str, Any]  # ("run", RunSpec) or ("search", method)
-    queue: list[Item] = [("run", s) for s in plan.tune] + [("search", m) for m in plan.search] + [("run", s) for s in plan.main]
+    queue: list[RunSpec | str] = [*plan.tune, *plan.search, *plan.main]  # a str: a searched method
     while queue:
-        left: list[Item] = []
-        for kind, item in queue:
-            if kind == "search":
+        left: list[RunSpec | str] = []
+        for item in queue:
+            if isinstance(item, str):
                 done = _search(ctx, plan, item)
             else:
                 spec = _with_choice(ctx, plan, item)
                 done = spec is not None and _execute(ctx, spec) is not None
             if not done:
-                left.append((kind, item))
+                left.append(item)
         if len(left) == len(queue):
             log.info("%d run(s) held by other runners (or waiting for their tuning); checking again in %.0f s", len(left), poll_seconds)
             time.sleep(poll_seconds)
