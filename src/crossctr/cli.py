@@ -117,28 +117,40 @@ def train(config_path: Path, out: Path, resume: bool) -> None:
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--data", "data_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), help="CSV/Parquet with a label column to score; default: the run's stored test metrics.")
+@click.option("--data", "data_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="A labelled CSV/Parquet file to score instead. The run's training file: only the rows of its test split "
+                   "(matched against the split the run recorded). Any other file: all its rows, the table headed with "
+                   "the file's name, with a warning when it holds rows the run trained or validated on.")
 def evaluate(run_dir: Path, data_path: Path | None) -> None:
-    """Per-domain AUC and log loss of a run folder, on its test split or on a labelled file."""
-    from crossctr.evaluation.metrics import domain_metrics
+    """Per-domain AUC and log loss of a run: on its test split by default, or on the rows of a labelled file."""
+    from crossctr.evaluation.evaluate import evaluate_file, stored_test
     from crossctr.evaluation.report import auc_table
-    from crossctr.training.run import Predictor
 
-    if data_path is None:
-        metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
-    else:
-        from crossctr.data.io import read_table
+    ev = stored_test(run_dir) if data_path is None else evaluate_file(run_dir, data_path)
+    for note in ev.notes:
+        click.echo(note)
+    for warning in ev.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    doms = [k for k in ev.metrics if k != "overall"]
+    click.echo(auc_table({run_dir.name: ev.metrics}, [*doms, "overall"], rows_of=ev.rows_of))
+    click.echo(auc_table({run_dir.name: ev.metrics}, [*doms, "overall"], metric="logloss", rows_of=ev.rows_of))
 
-        pred = Predictor.load(run_dir)
-        table = read_table(data_path)
-        enc = pred.encode(table, str(data_path))
-        if pred.encoder.schema.label not in table.column_names:
-            raise DataError(f"{data_path}: evaluation needs the label column {pred.encoder.schema.label!r}")
-        prob = pred.predict_encoded(enc)
-        metrics = domain_metrics(enc.label.numpy(), prob, enc.domain.numpy(), pred.domains)
-    doms = [k for k in metrics if k != "overall"]
-    click.echo(auc_table({run_dir.name: metrics}, [*doms, "overall"]))
-    click.echo(auc_table({run_dir.name: metrics}, [*doms, "overall"], metric="logloss"))
+
+@cli.command("split")
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder to write valid.parquet and test.parquet (or .csv).")
+@click.option("--data", "dataset", type=click.Path(path_type=Path, exists=True),
+              help="The dataset YAML the run used; default: the path in the run's config.json (needed when the run trained from a prepared folder).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True, help="File format of the written rows.")
+def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> None:
+    """Write the raw validation and test rows of a run, to score them with `predict` or elsewhere.
+
+    The rows are re-split from the run's dataset and checked against the split the run recorded.
+    """
+    from crossctr.evaluation.evaluate import write_run_splits
+
+    for name, (path, rows) in write_run_splits(run_dir, out, dataset, fmt).items():
+        click.echo(f"{name}: {rows:,} rows -> {path}")
 
 
 from crossctr.experiments.cli import experiment  # noqa: E402 - a command kept in its own package

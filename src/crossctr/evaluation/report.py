@@ -25,12 +25,15 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
-def auc_table(results: dict[str, dict[str, dict[str, float]]], domains: Sequence[str], metric: str = "auc") -> str:
-    """results: method -> domain -> metrics; one row per method, one column per domain."""
+def auc_table(results: dict[str, dict[str, dict[str, float]]], domains: Sequence[str], metric: str = "auc", rows_of: str = "test") -> str:
+    """results: method -> domain -> metrics; one row per method, one column per domain.
+
+    `rows_of` names the rows scored, in the header: "test" only for a run's test split.
+    """
     rows = []
     for method, per_domain in results.items():
         rows.append([method, *[float(per_domain.get(d, {}).get(metric) or np.nan) for d in domains]])
-    return markdown_table([f"{metric.upper()} (test)", *domains], rows)
+    return markdown_table([f"{metric.upper()} ({rows_of})", *domains], rows)
 
 
 def attention_heatmap(weights: np.ndarray, domains: Sequence[str], groups: Sequence[str], path: str | Path, title: str) -> Path:

@@ -7,6 +7,7 @@ Run folder (everything a predictor needs, nothing pickled):
     metrics.json         per-domain validation and test AUC / log loss (and per task, multi-task)
     history.json         per-epoch losses and validation metrics
     attention.json       mean attention weight per feature and per feature group, per domain
+    split.json           rows per split and domain, digests of the encoded splits (evaluation.split)
     checkpoint/          training state for `--resume` after a crash (see training.checkpoint)
 
 Under torchrun every rank trains; rank 0 alone evaluates and writes the folder.
@@ -36,6 +37,7 @@ from crossctr.data.io import DataError, validate_table
 from crossctr.data.prepare import load_dataset
 from crossctr.evaluation.metrics import domain_metrics
 from crossctr.evaluation.predict import score
+from crossctr.evaluation.split import write_split_record
 from crossctr.jsonsafe import finite, json_default
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
@@ -226,6 +228,7 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
     _write_json(out / "metrics.json", finite(metrics))
     _write_json(out / "history.json", finite({k: f.history for k, f in result.fits.items()}))
     _write_json(out / "attention.json", finite(attention))
+    write_split_record(out, data)  # lets `crossctr evaluate --data` and `crossctr split` find the test rows
     return RunResult(out, metrics, attention, result)
 
 
