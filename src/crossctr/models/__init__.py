@@ -1,8 +1,10 @@
 """Model registry: importing this package registers every model."""
 
+from crossctr.models.adasparse import AdaSparse, AdaSparseConfig
 from crossctr.models.base import REGISTRY, ModelOutput, build_model, parse_model_config
 from crossctr.models.cnan import CNAN, CNANConfig
 from crossctr.models.epnet import EPNet, EPNetConfig
+from crossctr.models.m3oe import M3oE, M3oEConfig
 from crossctr.models.mmoe import MMoE, MMoEConfig
 from crossctr.models.ple import PLE, PLEConfig
 from crossctr.models.shared_bottom import SharedBottom, SharedBottomConfig
@@ -14,10 +16,14 @@ __all__ = [
     "ModelOutput",
     "build_model",
     "parse_model_config",
+    "AdaSparse",
+    "AdaSparseConfig",
     "CNAN",
     "CNANConfig",
     "EPNet",
     "EPNetConfig",
+    "M3oE",
+    "M3oEConfig",
     "MMoE",
     "MMoEConfig",
     "PLE",
