@@ -112,6 +112,8 @@ def train(config_path: Path, out: Path, resume: bool) -> None:
         return
     doms = [k for k in result.metrics["test"] if k != "overall"]
     click.echo(auc_table({out.name: result.metrics["test"]}, [*doms, "overall"]))
+    if len(result.result.members) > 1:  # which model scores which domain (also in config.json: route)
+        click.echo("models: " + ", ".join(f"{d} by {m}" for d, m in result.result.route.items()))
     click.echo(f"run folder: {out}")
 
 

@@ -3,7 +3,9 @@
     joint       one model on every domain's rows (CNAN-AT, DANN, CNAN₁, CNAN₂)
     self_train  one model per domain, trained on that domain's rows only
     src_only    one model trained on the source (rich) domain, scoring every domain
-    finetune    trained on the source, then fine-tuned on the other domains' rows
+    finetune    trained on the source, then fine-tuned on the other domains' rows; the
+                source keeps the pretrained model (`source_model`), the others get the
+                fine-tuned one
 
 A strategy returns `members` (name -> trained model) and `route` (domain name -> member
 that scores it), so evaluation, reports and serving treat every strategy alike. Each fit has
@@ -13,6 +15,7 @@ self_train or finetune run skips the members and stages that had finished.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Callable, Literal, Union
@@ -48,9 +51,13 @@ class SrcOnlyStrategy(StrictModel):
 
 class FineTuneStrategy(StrictModel):
     name: Literal["finetune"] = "finetune"
-    source: str | None = None  # None = the domain with most training rows
-    finetune_epochs: int = Field(default=3, ge=1)
-    finetune_lr: float | None = None  # None = the training learning rate
+    source: str | None = None  # the domain pretrained on; None = the domain with most training rows
+    finetune_epochs: int = Field(default=3, ge=1)  # epochs on the other domains' rows after pretraining
+    finetune_lr: float | None = Field(default=None, gt=0)  # None = the training learning rate
+    # Which model scores the source domain. "pretrained": the model before fine-tuning, the one
+    # fitted on the source's own rows (fine-tuning on the targets only moves it away from
+    # them); "finetuned": the fine-tuned model scores every domain (crossctr before 0.2).
+    source_model: Literal["pretrained", "finetuned"] = "pretrained"
 
 
 StrategyConfig = Annotated[Union[JointStrategy, SelfTrainStrategy, SrcOnlyStrategy, FineTuneStrategy], Field(discriminator="name")]
@@ -106,8 +113,15 @@ def run_strategy(strategy: Any, factory: ModelFactory, train: EncodedSplit, vali
         targets = [k for k in range(len(domains)) if k != src]
         model = seeded(factory, seed)
         pre = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"finetune: pretrain {domains[src]}", key="pretrain")
+        keep = strategy.source_model == "pretrained"
+        tuned = copy.deepcopy(model) if keep else model
         tune_cfg = trainer.config.model_copy(update={"epochs": strategy.finetune_epochs, "lr": strategy.finetune_lr or trainer.config.lr})
-        post = trainer.with_config(tune_cfg).fit(model, train.only_domains(targets), valid.only_domains(targets), desc="finetune: targets", key="finetune")
-        return StrategyResult({"finetuned": model}, {d: "finetuned" for d in domains}, {"pretrain": pre, "finetune": post})
+        post = trainer.with_config(tune_cfg).fit(tuned, train.only_domains(targets), valid.only_domains(targets), desc="finetune: targets", key="finetune")
+        members = {"pretrained": model, "finetuned": tuned} if keep else {"finetuned": tuned}
+        route = {d: "pretrained" if keep and k == src else "finetuned" for k, d in enumerate(domains)}
+        why = "strategy.source" if strategy.source else "the most training rows"
+        log.info("finetune: source %s (%s), scored by the %s model; %s scored by the fine-tuned model", domains[src], why,
+                 strategy.source_model, ", ".join(domains[k] for k in targets))
+        return StrategyResult(members, route, {"pretrain": pre, "finetune": post})
 
     raise ConfigError(f"unknown strategy {strategy!r}")
