@@ -6,6 +6,7 @@ domain ids, labels -> `Batch` tensors sliced from pre-encoded arrays, no per-row
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -16,12 +17,13 @@ import pyarrow.compute as pc
 import torch
 
 from crossctr.data.encoders import FeatureEncoder
-from crossctr.data.io import DataError, load_dataset_table, validate_table
+from crossctr.data.io import DataError
 from crossctr.schema import ColumnSplit, DatasetSchema, RandomSplit, TimeSplit
 
 __all__ = ["Batch", "EncodedSplit", "PreparedData", "split_table", "prepare", "iterate_batches"]
 
 SPLITS = ("train", "valid", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,21 +150,16 @@ def encode_split(table: pa.Table, encoder: FeatureEncoder) -> EncodedSplit:
 
 
 def prepare(schema: DatasetSchema, base: Path, table: pa.Table | None = None) -> PreparedData:
-    """Read, validate, split, fit encoders on train, encode every split once."""
-    if table is None:
-        table = load_dataset_table(schema, base)
-    else:
-        table = validate_table(table, schema, f"table for dataset {schema.name!r}")
-    parts = split_table(table, schema)
-    train = parts["train"]
-    for name, part in parts.items():
-        if part.num_rows == 0:
-            raise DataError(f"split {name!r} is empty; check the dataset's split settings ({schema.split})")
-    doms = pc.value_counts(train.column(schema.domain.column)).to_pylist()
-    present = {d["values"] for d in doms}
-    absent = [d for d in schema.domain.values if d not in present]
-    if absent:
-        raise DataError(f"domain(s) {absent} have no training rows; remove them from domain.values or add data")
-    encoder = FeatureEncoder(schema).fit(train)
+    """Read, validate, split, fit encoders on train, encode every split once.
+
+    Reading, validation, split assignment and the checks are those of `crossctr prepare`
+    (`crossctr.data.prepare.read_in_memory`): the same input gets the same verdict and message.
+    """
+    from crossctr.data.prepare import read_in_memory
+
+    parts, warnings = read_in_memory(schema, base, table)
+    for msg in warnings:
+        log.warning("%s", msg)
+    encoder = FeatureEncoder(schema).fit(parts["train"])
     splits = {name: encode_split(part, encoder) for name, part in parts.items()}
     return PreparedData(schema, encoder, splits)

@@ -50,7 +50,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +79,10 @@ __all__ = [
     "is_prepared",
     "load_dataset",
     "fit_stream",
+    "fit_batches",
     "scan_stream",
+    "check_stats",
+    "read_in_memory",
 ]
 
 log = logging.getLogger(__name__)
@@ -329,6 +332,16 @@ def _batch_rows(files: list[InputFile], options: PrepareOptions) -> int:
 def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOptions) -> tuple[FeatureEncoder, FitStats]:
     """Pass 1: validate every row, count rows, fit encoders on the training rows."""
     batch_rows = _batch_rows(files, options)
+    batches = scan_stream(schema, files, batch_rows, "prepare 1/2 fit", options.progress)
+    return fit_batches(schema, batches, options, batch_rows, _spare_memory(options))
+
+
+def fit_batches(schema: DatasetSchema, batches: Iterable[_Batch], options: PrepareOptions, batch_rows: int = 0,
+                budget: int | None = None) -> tuple[FeatureEncoder, FitStats]:
+    """Count rows, labels and missing cells and fit encoders on the training rows of validated
+    batches: the statistics every check of `check_stats` reads, whether the batches are streamed
+    (`crossctr prepare`) or held in memory (`crossctr train` on a dataset YAML). `budget`:
+    bytes the value counts may take (None: no bound)."""
     n_dom = schema.n_domains
     rows = np.zeros((3, n_dom), np.int64)
     pos = np.zeros((3, n_dom), np.int64)
@@ -339,8 +352,7 @@ def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOp
     truncated = {f.name: 0 for f in schema.features if f.kind is FeatureKind.MULTI}
     multi = {f.name: new_encoder(f) for f in schema.features if f.kind is FeatureKind.MULTI}
     key_rng = np.random.default_rng(options.seed)
-    budget = _spare_memory(options)
-    for b in scan_stream(schema, files, batch_rows, "prepare 1/2 fit", options.progress):
+    for b in batches:
         label = b.table.column(schema.label).to_numpy(zero_copy_only=False)
         flat = b.which.astype(np.int64) * n_dom + b.domain
         rows += np.bincount(flat, minlength=3 * n_dom).reshape(3, n_dom)
@@ -377,7 +389,7 @@ def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOp
                 if f.name in samples:
                     samples[f.name].add(keys[ok], x[ok])
         held = sum(c.nbytes for c in counts.values())
-        if held > budget * 0.5:
+        if budget is not None and held > budget * 0.5:
             worst = max(counts, key=lambda n: counts[n].nbytes)
             raise DataError(
                 f"feature {worst!r} has {len(counts[worst]):,} distinct training values so far "
@@ -399,6 +411,37 @@ def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOp
         encoder.encoders_[f.name] = enc
     stats = FitStats(rows, pos, missing, {n: len(c) for n, c in counts.items()}, finite, truncated, batch_rows)
     return encoder, stats
+
+
+def read_in_memory(schema: DatasetSchema, base: Path, table: pa.Table | None = None,
+                   options: PrepareOptions = PrepareOptions(progress=False)) -> tuple[dict[str, pa.Table], list[str]]:
+    """The validated train / valid / test tables of a dataset, read whole into memory through
+    the reader, `validate_table`, split assignment and `check_stats` of `crossctr prepare`: the
+    same verdict and the same message on every input. `table`: rows already in memory instead of
+    the schema's files (a notebook's or a test's): checked by the same code, but a constant
+    feature or a single-class split is a warning there, not an error. Returns the tables and the
+    warnings the checks allowed.
+
+    Raises:
+        DataError: as `prepare_dataset` would, word for word.
+    """
+    source = str(schema.resolve_path(Path(base)))
+    if table is None:
+        files = check_input_files(resolve_input_files(schema, Path(base)), schema)
+        batches = list(scan_stream(schema, files, 1 << 20))
+    else:
+        source = f"table for dataset {schema.name!r}"
+        valid = validate_table(table, schema, source)
+        splitter = _Splitter(schema)
+        batches = [_Batch(source, 0, valid, splitter(valid, source, 0), FeatureEncoder(schema).domain_ids(valid))]
+        options = PrepareOptions(progress=False, allow_constant=True, allow_single_class=True)
+    encoder, stats = fit_batches(schema, batches, options)
+    warnings = check_stats(schema, encoder, stats, options, source)
+    parts = {}
+    for i, name in enumerate(SPLITS):
+        pieces = [b.table.filter(pa.array(b.which == i)) for b in batches]
+        parts[name] = pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+    return parts, warnings
 
 
 def _missing(col: pa.Array) -> np.ndarray:
@@ -428,16 +471,18 @@ def check_stats(schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats,
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI) and stats.distinct.get(f.name, 0) <= 1:
             vocab = encoder.encoders_[f.name].vocab_  # type: ignore[union-attr]
             constant.append(f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows")
-    _refuse_or_warn(constant, at, "the feature carries no information", options.allow_constant,
-                    "Drop it from the dataset YAML, fix the data, or pass --allow-constant-features to keep it.", warnings)
+    _refuse_or_warn(constant, at, "the feature carries no information", options.allow_constant or bool(schema.allow_constant_features),
+                    "Drop it from the dataset YAML, fix the data, or keep it with `allow_constant_features: true` in the "
+                    "dataset YAML (or `crossctr prepare --allow-constant-features`).", warnings)
     single = []
     for s, name in enumerate(SPLITS):
         for d, dom in enumerate(doms):
             n, p = int(stats.rows[s, d]), int(stats.positives[s, d])
             if n > 0 and (p == 0 or p == n):
                 single.append(f"domain {dom!r} has {'no positive' if p == 0 else 'no negative'} labels in its {name} split ({n} rows)")
-    _refuse_or_warn(single, at, "AUC is undefined there and the domain cannot be evaluated", options.allow_single_class,
-                    "Change the split, add data, or pass --allow-single-class to keep it.", warnings)
+    _refuse_or_warn(single, at, "AUC is undefined there and the domain cannot be evaluated", options.allow_single_class or bool(schema.allow_single_class),
+                    "Change the split, add data, or keep it with `allow_single_class: true` in the dataset YAML "
+                    "(or `crossctr prepare --allow-single-class`).", warnings)
     return warnings
 
 
@@ -465,9 +510,10 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "edges_sha256": h.hexdigest()}
 
 
-def cache_key(schema: DatasetSchema, files: list[Path], options: PrepareOptions, base: Path) -> tuple[str, dict[str, Any]]:
+def cache_key(schema: DatasetSchema, files: list[Any], options: PrepareOptions, base: Path) -> tuple[str, dict[str, Any]]:
     """Content key of a prepared folder and the fingerprints (by path relative to `base`) it is made of."""
-    prints = {os.path.relpath(p, base): _file_fingerprint(p) for p in files}
+    paths = [Path(getattr(p, "path", p)) for p in files]  # SourceFile or Path
+    prints = {os.path.relpath(p, base): _file_fingerprint(p) for p in paths}
     blob = json.dumps({"format": FORMAT_VERSION, "schema": schema.model_dump(mode="json"), "reservoir": options.reservoir,
                        "seed": options.seed, "files": [{"name": k, **v} for k, v in prints.items()]}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest(), prints
