@@ -313,3 +313,25 @@ def test_training_rates_never_hold_the_rows_own_label() -> None:
     assert abs(gap) < 0.02, gap  # leave-one-out would give about -1/19 = -0.053
     full = np.bincount(keys, weights=label) / 20
     assert np.corrcoef(rate, full[keys])[0, 1] > 0.5  # still informative about the user
+
+
+def test_benchmark_variant_has_exactly_the_public_benchmarks_features(ml1m, tmp_path) -> None:
+    from crossctr.data.movielens import BENCHMARK_FEATURES, build_benchmark_table
+
+    table = build_benchmark_table(ml1m, domains="age3", seed=0)
+    assert table.column_names == ["domain", "label", "split", *[f for f, _ in BENCHMARK_FEATURES]]
+    assert table.num_rows == ml1m.num_rows
+    label = table.column("label").to_numpy()
+    assert (label == (ml1m.column("rating").to_numpy() > 3)).all()  # the benchmark's rule: rating > 3
+    genres = ml1m.column("genres").to_pylist()
+    cate = table.column("cate_id").to_pylist()
+    assert all(c == g.split("|")[0] for c, g in zip(cate[:1000], genres[:1000]))  # first listed genre
+    split = table.column("split").to_numpy(zero_copy_only=False)
+    assert abs((split == "train").mean() - 0.8) < 1e-4 and abs((split == "test").mean() - 0.1) < 1e-4
+    counts = {d: int((table.column("domain").to_numpy(zero_copy_only=False) == d).sum()) for d in ("under-25", "25-34", "35+")}
+    assert counts == {d: n for d, (n, _) in EXPECTED[("1m", "age3")].items()}
+
+
+def test_benchmark_variant_refuses_settings_the_benchmark_does_not_have(tmp_path) -> None:
+    with pytest.raises(ValueError, match="random split, no tasks"):
+        write_movielens_dataset(tmp_path, tmp_path / "out", split="time", features="benchmark")

@@ -150,3 +150,22 @@ def test_cost_table_gives_parameters_and_seconds_per_epoch(rendered) -> None:
     assert "## Cost (all domains at once)" in md
     assert "| CNAN-AT | 1,007 | 6 | 3 |" in md  # (10 + 11 + 12) / 3 seeds / 2 epochs = 5.5 -> 6
     assert report["cost"]["CNAN-AT"] == {"parameters": 1007, "train_seconds_per_epoch": 5.5, "runs": 3}
+
+
+def test_published_reference_rows_and_overall_column_beside_table3(tmp_path) -> None:
+    exp = load_experiment("smoke")
+    exp = exp.model_copy(update={"reference": {"synthetic": {"Public SB": {"A": 0.99, "overall": 0.5}}}, "reference_source": "a paper"})
+    plan = expand(exp, SIZES, seeds=(0,))
+    write_plan(tmp_path, exp, plan, "synthetic", command="x")
+    results = ResultsFile(tmp_path / RESULTS_FILE)
+    for spec in plan.specs():
+        per = {d: {"auc": 0.7} for d in spec.domains} | {"overall": {"auc": 0.71}}
+        results.append({"key": spec.key, "method": spec.method, "seed": spec.seed, "test": per, "valid": per, "valid_mean_auc": 0.7})
+    report = render_report(tmp_path)
+    t3 = report["table3"]["all"]
+    assert t3["Public SB (published)"]["A"]["mean"] == 0.99 and t3["Public SB (published)"]["B"]["n"] == 0
+    assert t3["CNAN-AT"]["overall"]["mean"] == pytest.approx(0.71)
+    assert report["winners"]["table3"]["all"]["A"] == ["Public SB (published)"]
+    md = (tmp_path / "report.md").read_text()
+    assert "| overall |" in md and "Rows marked (published): a paper" in md
+    assert "Public SB" not in json.dumps(report.get("table2", {}))  # the reference belongs to Table 3 only

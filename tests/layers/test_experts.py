@@ -68,3 +68,19 @@ def test_towers_of_other_domains_get_no_gradient() -> None:
 def test_invalid_args(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         StackedMLP(**(dict(n=2, in_dim=3, hidden=(4,)) | kwargs))
+
+
+@pytest.mark.parametrize("activate_last", [True, False])
+def test_batch_norm_normalises_each_member_over_the_batch(activate_last: bool) -> None:
+    torch.manual_seed(0)
+    stack = StackedMLP(3, 5, (7, 4), activate_last=activate_last, batch_norm=True)
+    assert len(stack.norms) == (2 if activate_last else 1)  # never on a logit layer
+    x = torch.randn(64, 5)
+    out = stack(x)  # training mode: batch statistics
+    for j in range(3):  # member j alone: Linear -> BatchNorm over the batch -> ReLU
+        h = F.linear(x, stack.weights[0][j].t(), stack.biases[0][j])
+        h = torch.relu((h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5))
+        h = F.linear(h, stack.weights[1][j].t(), stack.biases[1][j])
+        if activate_last:
+            h = torch.relu((h - h.mean(0)) / torch.sqrt(h.var(0, unbiased=False) + 1e-5))
+        torch.testing.assert_close(out[:, j], h, atol=1e-5, rtol=1e-4)

@@ -58,6 +58,8 @@ __all__ = [
     "age_code",
     "assign_split",
     "build_movielens_table",
+    "build_benchmark_table",
+    "BENCHMARK_FEATURES",
     "movielens_schema",
     "write_movielens_dataset",
     "domain_summary",
@@ -69,6 +71,7 @@ logger = logging.getLogger(__name__)
 Version = Literal["1m", "100k"]
 Grouping = Literal["rich-poor", "age3"]
 SplitKind = Literal["random", "time"]
+FeatureSet = Literal["full", "benchmark"]
 
 # ML-1M age codes (GroupLens README): the lower bound of each range, 1 = under 18.
 AGE_CODES = (1, 18, 25, 35, 45, 50, 56)
@@ -451,10 +454,51 @@ def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", spl
     return pa.table(columns)
 
 
-def movielens_schema(name: str, domains: Grouping = "rich-poor", tasks: bool = False) -> dict[str, Any]:
+# The Scenario-Wise-Rec benchmark's ML-1M input (KDD 2024, its public MovieLens script): the
+# raw categorical columns and the first listed genre as `cate_id`, age as its one dense feature
+# (here categorical: ML-1M's 7 age codes carry no more order than a 7-value id). Same label
+# (rating > 3 is rating >= 4) and a random 80/10/10 split of all rows.
+BENCHMARK_FEATURES: tuple[tuple[str, str], ...] = (
+    ("user_id", "personal"), ("movie_id", "item"), ("gender", "personal"), ("occupation", "personal"),
+    ("zip", "personal"), ("cate_id", "item"), ("age", "personal"),
+)
+
+
+def build_benchmark_table(raw: pa.Table, *, domains: Grouping = "rich-poor", seed: int = 0) -> pa.Table:
+    """The click table with exactly the Scenario-Wise-Rec benchmark's ML-1M features (`BENCHMARK_FEATURES`)."""
+    ages = raw.column("age").to_numpy()
+    dom, names = _domain_of_age(ages, domains)
+    if (dom < 0).any():
+        raise DataError(f"ages {sorted(set(ages[dom < 0].tolist()))} are not ML-1M age codes {list(AGE_CODES)}")
+    which = assign_split(raw.column("timestamp").to_numpy(), "random", seed)
+    genres = raw.column("genres").combine_chunks().fill_null("")
+    cate = _blank_to_null(pc.extract_regex(genres, r"^(?P<cate_id>[^|]*)").field("cate_id"))
+    return pa.table({
+        DOMAIN: pa.array(names).take(pa.array(dom)),
+        LABEL: pa.array((raw.column("rating").to_numpy() >= 4).astype(np.int8)),
+        SPLIT: pa.array(SPLITS).take(pa.array(which)),
+        "user_id": raw.column("user_id").combine_chunks(),
+        "movie_id": raw.column("movie_id").combine_chunks(),
+        "gender": raw.column("gender").combine_chunks(),
+        "occupation": raw.column("occupation").combine_chunks(),
+        "zip": raw.column("zip").combine_chunks(),
+        "cate_id": cate,
+        "age": raw.column("age").combine_chunks(),
+    })
+
+
+def movielens_schema(name: str, domains: Grouping = "rich-poor", tasks: bool = False,
+                     features: FeatureSet = "full") -> dict[str, Any]:
     """The dataset.yaml content for a table from `build_movielens_table`."""
     if domains not in DOMAIN_GROUPINGS:
         raise ValueError(f"domains must be one of {sorted(DOMAIN_GROUPINGS)}, got {domains!r}")
+    if features == "benchmark":
+        return {
+            "name": name, "path": DATA_FILE, "label": LABEL,
+            "domain": {"column": DOMAIN, "values": list(DOMAIN_GROUPINGS[domains])},
+            "features": [{"name": f, "kind": "categorical", "group": g} for f, g in BENCHMARK_FEATURES],
+            "split": {"kind": "column", "column": SPLIT},
+        }
     features = []
     for fname, kind, group, min_count in FEATURES:
         spec: dict[str, Any] = {"name": fname, "kind": kind, "group": group}
@@ -513,7 +557,7 @@ def write_dataset_folder(out_dir: Path, table: pa.Table, schema: dict[str, Any],
 
 def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: Version = "1m",
                             domains: Grouping = "rich-poor", split: SplitKind = "random", seed: int = 0,
-                            tasks: bool = False) -> Path:
+                            tasks: bool = False, features: FeatureSet = "full") -> Path:
     """Write out_dir/data.parquet, dataset.yaml and stats.json from a GroupLens folder.
 
     Args:
@@ -524,6 +568,8 @@ def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: V
         split: "random" (80/10/10, seeded) or "time" (global timestamp quantiles).
         seed: seed of the random split (ignored by the time split).
         tasks: also write the second label `rating5` (rating == 5) as a multi-task label.
+        features: "full" (crossctr's FEATURES) or "benchmark" (the Scenario-Wise-Rec benchmark's
+            `BENCHMARK_FEATURES`, random split only, no tasks), to compare with its published numbers.
 
     Returns:
         The path of dataset.yaml.
@@ -531,13 +577,19 @@ def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: V
     loaders = {"1m": load_ml1m, "100k": load_ml100k}
     if version not in loaders:
         raise ValueError(f"version must be one of {sorted(loaders)}, got {version!r}")
+    if features == "benchmark" and (split != "random" or tasks):
+        raise ValueError("features='benchmark' is the benchmark's own setting: random split, no tasks")
     raw = loaders[version](root)
-    table = build_movielens_table(raw, domains=domains, split=split, seed=seed, tasks=tasks)
-    name = f"movielens-{version}-{domains}-{split}" + ("-mt" if tasks else "")
-    schema = movielens_schema(name, domains, tasks)
+    if features == "benchmark":
+        table = build_benchmark_table(raw, domains=domains, seed=seed)
+    else:
+        table = build_movielens_table(raw, domains=domains, split=split, seed=seed, tasks=tasks)
+    name = f"movielens-{version}-{domains}-{split}" + ("-mt" if tasks else "") + ("-bench" if features == "benchmark" else "")
+    schema = movielens_schema(name, domains, tasks, features)
+    about = "Scenario-Wise-Rec benchmark features; " if features == "benchmark" else ""
     stats = {
         "name": name,
-        "source": f"GroupLens MovieLens {version.upper()}; label = rating >= 4" + ("; task rating5 = rating == 5" if tasks else ""),
+        "source": f"GroupLens MovieLens {version.upper()}; {about}label = rating >= 4" + ("; task rating5 = rating == 5" if tasks else ""),
         "domains_by_age_code": {d: list(c) for d, c in DOMAIN_GROUPINGS[domains].items()},
         "split": {"kind": split, "seed": seed if split == "random" else None, "fractions": list(SPLIT_FRACTIONS)},
         "rows": table.num_rows,

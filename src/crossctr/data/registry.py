@@ -46,9 +46,9 @@ def _simulator(_: Path | None, out: Path, seed: int) -> Path:
     return write_simulated_dataset(out, SimulatorConfig(rows=SIMULATOR_ROWS, seed=seed))
 
 
-def _movielens(version: str, domains: str, split: str, tasks: bool = False) -> Callable[[Path | None, Path, int], Path]:
+def _movielens(version: str, domains: str, split: str, tasks: bool = False, features: str = "full") -> Callable[[Path | None, Path, int], Path]:
     def write(root: Path | None, out: Path, seed: int) -> Path:
-        return write_movielens_dataset(root, out, version=version, domains=domains, split=split, seed=seed, tasks=tasks)  # type: ignore[arg-type]
+        return write_movielens_dataset(root, out, version=version, domains=domains, split=split, seed=seed, tasks=tasks, features=features)  # type: ignore[arg-type]
     return write
 
 
@@ -62,6 +62,10 @@ _REGISTRY: dict[str, _Entry] = {
                            _movielens("1m", "rich-poor", "random")),
     "movielens-1m-age3": _Entry("ML-1M, domains under-25 / 25-34 / 35+, random 80/10/10", "movielens-1m",
                                 _movielens("1m", "age3", "random")),
+    "movielens-1m-bench": _Entry("ML-1M rich-poor with the Scenario-Wise-Rec benchmark's 7 raw features, random 80/10/10",
+                                 "movielens-1m", _movielens("1m", "rich-poor", "random", features="benchmark")),
+    "movielens-1m-age3-bench": _Entry("ML-1M age3 with the Scenario-Wise-Rec benchmark's 7 raw features, random 80/10/10",
+                                      "movielens-1m", _movielens("1m", "age3", "random", features="benchmark")),
     "movielens-1m-time": _Entry("ML-1M, domains 18-44 / 45+ / under-18, split by time 80/10/10", "movielens-1m",
                                 _movielens("1m", "rich-poor", "time")),
     "movielens-1m-mt": _Entry("ML-1M rich-poor, random split, second label rating5 (rating == 5) for multi-task", "movielens-1m",

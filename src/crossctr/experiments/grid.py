@@ -272,6 +272,10 @@ class Experiment(StrictModel):
     tables: Tables
     tune: dict[str, tuple[Override, ...]] = Field(default_factory=dict)  # method -> candidates
     search: Search | None = None  # methods -> the same number of searched trials each
+    # Published numbers to print beside ours in Table 3 (with an `overall` column):
+    # dataset name -> row label -> {domain or "overall": test AUC}. Never trained, never tuned on.
+    reference: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
+    reference_source: str = ""  # where the reference numbers come from, printed under the table
 
     @model_validator(mode="after")
     def _references(self) -> "Experiment":

@@ -215,10 +215,16 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
         md += [f"## Table {name[-1]}: {title}", ""]
         report[name] = {}
         for scen in scenarios:
-            doms = plan.scenarios[scen]
-            rows = {exp.methods[m].label: {d: res.cell(m, scen, d) for d in doms} for m in table.methods}
-            md += [f"### Scenario {scen if scen != ALL else 'all domains (' + ', '.join(doms) + ')'}", "", _table(rows, doms, "AUC (test)"), ""]
-            sentence, best = _winners(rows, doms)
+            doms = list(plan.scenarios[scen])
+            ref = exp.reference.get(doc["dataset"], {}) if name == "table3" else {}
+            cols = [*doms, "overall"] if ref else doms
+            rows = {exp.methods[m].label: {d: res.cell(m, scen, d) for d in cols} for m in table.methods}
+            for label, aucs in ref.items():
+                rows[f"{label} (published)"] = {d: Cell([aucs[d]] if d in aucs else [], [], 1) for d in cols}
+            md += [f"### Scenario {scen if scen != ALL else 'all domains (' + ', '.join(doms) + ')'}", "", _table(rows, cols, "AUC (test)"), ""]
+            if ref:
+                md += [f"Rows marked (published): {exp.reference_source or 'published numbers'}; not trained here.", ""]
+            sentence, best = _winners(rows, cols)
             if sentence:
                 md += [sentence, ""]
             report[name][scen] = _json_rows(rows)

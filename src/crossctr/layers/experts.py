@@ -50,6 +50,8 @@ class StackedMLP(nn.Module):
         activation: activation after each layer ("relu", "sigmoid" or "tanh").
         dropout: dropout after each activation (0 disables it).
         activate_last: False leaves the last layer linear (a tower ending in a logit).
+        batch_norm: BatchNorm after each activated layer's linear map, with statistics over the
+            whole batch for each member (as `MLP(batch_norm=True)` run once per member).
 
     Input (B, in_dim) is read by every member; input (B, n, in_dim) gives member j the
     slice [:, j]. Output (B, n, hidden[-1]).
@@ -69,6 +71,7 @@ class StackedMLP(nn.Module):
         activation: Activation = "relu",
         dropout: float = 0.0,
         activate_last: bool = True,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if n < 1:
@@ -83,6 +86,8 @@ class StackedMLP(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
         self.n, self.in_dim, self.activate_last = n, in_dim, activate_last
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        n_norm = len(hidden) if activate_last else len(hidden) - 1
+        self.norms = nn.ModuleList(nn.BatchNorm1d(n * int(h)) for h in list(hidden)[:n_norm]) if batch_norm else None
         d = in_dim
         for h in map(int, hidden):
             bound = 1.0 / math.sqrt(d)  # nn.Linear's default init, per member
@@ -98,6 +103,8 @@ class StackedMLP(nn.Module):
             eq = "bi,nio->bno" if x.ndim == 2 else "bni,nio->bno"
             x = torch.einsum(eq, x, w) + b  # (B, n, out)
             if l < last or self.activate_last:
+                if self.norms is not None:
+                    x = self.norms[l](x.flatten(1)).view_as(x)  # (B, n * out) normalised per member and unit
                 x = self.act(x)
                 if self.dropout is not None:
                     x = self.dropout(x)
@@ -144,6 +151,7 @@ class ExtractionLayer(nn.Module):
         hidden: hidden sizes of every expert.
         shared_gate: also output the shared mixture (False at the last level).
         dropout: dropout inside the experts.
+        batch_norm: BatchNorm inside the experts.
 
     Input (B, in_dim) at the first level, or (B, N + 1, in_dim): domains 0..N-1, then shared.
     Output (B, N + 1, H) with `shared_gate`, else (B, N, H).
@@ -163,6 +171,7 @@ class ExtractionLayer(nn.Module):
         hidden: Sequence[int],
         shared_gate: bool = True,
         dropout: float = 0.0,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         if n_domains < 1 or n_shared < 0 or n_specific < 0 or n_shared + n_specific < 1:
@@ -172,7 +181,7 @@ class ExtractionLayer(nn.Module):
             )
         N, S, P = n_domains, n_shared, n_specific
         self.n_domains = N
-        self.experts = StackedMLP(S + N * P, in_dim, hidden, dropout=dropout)  # shared first, then domain by domain
+        self.experts = StackedMLP(S + N * P, in_dim, hidden, dropout=dropout, batch_norm=batch_norm)  # shared first, then domain by domain
         self.out_dim = self.experts.out_dim
         # Input slot each expert reads: the shared slot N, or its domain's slot k.
         src = [N] * S + [k for k in range(N) for _ in range(P)]

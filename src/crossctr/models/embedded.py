@@ -25,6 +25,9 @@ class EmbeddedConfig(StrictModel):
     specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only
     attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the papers; (64, 32) = CNAN-AT's
     dropout: float = 0.0
+    # BatchNorm after every hidden linear map of the network above the embeddings (as the
+    # Scenario-Wise-Rec benchmark's MLPs); off by default: the models' own papers have none.
+    batch_norm: bool = False
     sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
     embedding_init_std: float = 0.01  # as CNAN-AT
 

@@ -47,8 +47,9 @@ class SharedBottom(EmbeddedInput, nn.Module):
         super().__init__()
         self.config = config
         K = self._build_input(config, cardinalities, n_domains)
-        self.bottom = MLP(len(cardinalities) * K, config.deep, dropout=config.dropout)
-        self.towers = StackedMLP(n_domains, self.bottom.out_dim, (*config.tower, 1), dropout=config.dropout, activate_last=False)
+        bn = config.batch_norm
+        self.bottom = MLP(len(cardinalities) * K, config.deep, dropout=config.dropout, batch_norm=bn)
+        self.towers = StackedMLP(n_domains, self.bottom.out_dim, (*config.tower, 1), dropout=config.dropout, activate_last=False, batch_norm=bn)
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

@@ -135,12 +135,16 @@ def shard_mask(domain: Tensor, n_domains: int, rank: int, world: int) -> Tensor:
     return within % world == rank
 
 
-def sharded_click_loss(logits: Tensor, label: Tensor, domain: Tensor, global_counts: Tensor, global_rows: int, world: int, weighting: str = "equal") -> Tensor:
+def sharded_click_loss(logits: Tensor, label: Tensor, domain: Tensor, global_counts: Tensor, global_rows: int, world: int, weighting: str = "equal",
+                       row_scale: Tensor | None = None) -> Tensor:
     """This rank's click loss, scaled so that DDP's average over ranks is the global-batch `click_loss`.
 
     global_counts: (n_domains,) rows of each domain in the global batch; global_rows: its size.
+    row_scale: (n_domains,) per-row factors of `weighting="power"` (losses.power_row_scale).
     """
     bce = F.binary_cross_entropy_with_logits(logits.float(), label, reduction="none")  # (B_r,)
+    if row_scale is not None:
+        return (bce * row_scale.to(bce.device, bce.dtype)[domain]).sum() * (0.5 * world / global_rows)
     if weighting == "rows":
         return bce.sum() * (0.5 * world / global_rows)
     weight = 0.5 * world / global_counts.to(bce.device, bce.dtype)[domain]  # (B_r,) ½·W / N_d

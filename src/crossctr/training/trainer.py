@@ -37,12 +37,13 @@ from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig
 from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, sharded_click_loss, unwrap, wrap_ddp
-from crossctr.training.losses import click_loss, task_counts, task_loss
+from crossctr.training.losses import click_loss, power_row_scale, task_counts, task_loss
 from crossctr.training.optim import RowWiseAdagrad
 
 __all__ = ["Trainer", "FitResult", "resolve_device", "make_optimizers"]
 
 log = logging.getLogger(__name__)
+_SELECT_NAME = {"domain_mean": "mean", "overall": "overall"}  # train.select_on, as the log says it
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,6 +115,7 @@ class Trainer:
             torch.set_num_threads(config.threads)
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
+        self._row_scale: torch.Tensor | None = None  # (N,) of domain_weighting "power", set by `fit`
 
     def with_config(self, config: TrainConfig) -> "Trainer":
         """A trainer for another stage of the same run (same domains and checkpoint)."""
@@ -136,19 +138,21 @@ class Trainer:
         cfg = self.config
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             out = model(batch)
+        scale = self._row_scale
         if global_counts is None:
-            total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, cfg.domain_weighting)
+            total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, cfg.domain_weighting, scale)
             aux_scale = 1.0
         else:
             world = self.dist.world
-            total = sharded_click_loss(out.logits, batch.label, batch.domain, global_counts, global_rows, world, cfg.domain_weighting)
+            total = sharded_click_loss(out.logits, batch.label, batch.domain, global_counts, global_rows, world, cfg.domain_weighting, scale)
             aux_scale = world * len(batch) / global_rows  # a row-mean term's share of the global mean, times W
         terms = {"click": total.detach()}
         if out.task_logits is not None:
             if batch.tasks is None:
                 raise ConfigError("the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns")
             world = 1 if global_task_counts is None else self.dist.world  # data-parallel: this rank's share
-            t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, cfg.domain_weighting, global_task_counts, world)
+            t_weighting = "rows" if cfg.domain_weighting == "power" else cfg.domain_weighting
+            t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, t_weighting, global_task_counts, world)
             total = total + (1.0 if cfg.task_weight is None else cfg.task_weight) * t_loss
             terms["tasks"] = t_loss.detach()
         for name, value in out.aux_losses.items():
@@ -177,6 +181,10 @@ class Trainer:
                 log.info("%s: finished before the restart (best epoch %d), not trained again", desc, done.record["best_epoch"])
                 return FitResult(**done.record)
         model.to(self.device)
+        self._row_scale = None
+        if cfg.domain_weighting == "power":
+            rows = torch.bincount(train.domain, minlength=self.n_domains)  # (N,) training rows per domain
+            self._row_scale = power_row_scale(rows, cfg.weighting_power).to(self.device)
         opts = make_optimizers(model, cfg)
         gen = torch.Generator().manual_seed(cfg.seed)  # batch order
         st, best_state = _FitState(), None
@@ -193,11 +201,11 @@ class Trainer:
                 gen_epoch = gen.get_state()  # the state that redraws this epoch's permutation
                 self._run_epoch(net, model, opts, gen, gen_epoch, train, st, desc, key, best_state, t0)
                 valid_metrics = self.evaluate(model, valid)
-                auc = mean_auc(valid_metrics)
+                auc = mean_auc(valid_metrics) if cfg.select_on == "domain_mean" else valid_metrics["overall"]["auc"]
                 record = self._epoch_record(st, train, valid_metrics, auc, info)
                 st.history.append(record)
                 if info.is_main:
-                    log.info("%s epoch %d: loss %.4f, valid mean AUC %.4f (%.0f rows/s)", desc, st.epoch, record["train_loss"].get("click", float("nan")), auc, record["train_rows_per_s"])
+                    log.info("%s epoch %d: loss %.4f, valid %s AUC %.4f (%.0f rows/s)", desc, st.epoch, record["train_loss"].get("click", float("nan")), _SELECT_NAME[cfg.select_on], auc, record["train_rows_per_s"])
                 stop = False
                 if auc > st.best_auc or best_state is None:
                     st.best_auc, st.best_epoch, st.best_valid, st.stale = auc, st.epoch, valid_metrics, 0
@@ -206,7 +214,7 @@ class Trainer:
                     st.stale += 1
                     stop = st.stale >= cfg.patience
                     if stop and info.is_main:
-                        log.info("%s: early stop after epoch %d (best epoch %d, mean AUC %.4f)", desc, st.epoch, st.best_epoch, st.best_auc)
+                        log.info("%s: early stop after epoch %d (best epoch %d, %s AUC %.4f)", desc, st.epoch, st.best_epoch, _SELECT_NAME[cfg.select_on], st.best_auc)
                 st.epoch, st.step, st.sums, st.epoch_seconds = st.epoch + 1, 0, {}, 0.0
                 if stop:
                     break
@@ -300,7 +308,8 @@ class Trainer:
             "epoch": st.epoch,
             "train_loss": {k: v / n_batches for k, v in sums.items()},
             "valid": valid_metrics,
-            "valid_mean_auc": auc,
+            "valid_mean_auc": mean_auc(valid_metrics),
+            "valid_selection_auc": auc,  # what early stopping compares (train.select_on)
             "train_seconds": st.epoch_seconds,
             "train_rows_per_s": len(train) / max(st.epoch_seconds, 1e-9),
         }
