@@ -10,10 +10,17 @@
 A rank row is the context merged with one item (an item's value wins over the context's) in
 the request's domain. Every feature must be present in each row (null means missing and gets
 the missing id); categorical values are strings or integers, numeric values numbers; unseen
-categories score (OOV id). Bad requests get a 4xx whose "error" names the field and the fix:
-422 for an unknown domain, a missing feature, a wrong type or too many rows, 413 for a body
-over the size limit (refused before it is parsed). The model is loaded once, when the app is
-built; the rows of one request are encoded and scored in one batch. Nothing pickled is loaded.
+categories score (OOV id). Every answer that is not 200 has the body {"error": "..."} (plus
+"detail" for validation errors), and no client input gets a 5xx:
+    422  unknown domain, missing feature, wrong type, too many rows, invalid JSON, and a
+         non-finite number anywhere in the body (NaN, Infinity, -Infinity, or a literal beyond
+         +-1.8e308): JSON has no such numbers, and the message names where it was
+    400  a body that is not UTF-8, holds a lone UTF-16 surrogate escape (not Unicode), or nests
+         arrays / objects deeper than `MAX_DEPTH`
+    413  a body over the size limit (refused before it is parsed)
+    404 / 405  an unknown path or method
+The model is loaded once, when the app is built; the rows of one request are encoded and scored
+in one batch. Nothing pickled is loaded.
 
 Example:
     >>> from fastapi.testclient import TestClient                      # doctest: +SKIP
@@ -25,17 +32,23 @@ Example:
 # No `from __future__ import annotations` here: the request models are built per app from the
 # run's schema, and FastAPI must see them as objects in the endpoint signatures.
 
+import json
 import logging
+import math
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema, create_model
 from typing_extensions import TypedDict
 
@@ -44,7 +57,7 @@ from crossctr.data.io import DataError
 from crossctr.schema import DatasetSchema
 from crossctr.serving.export import ServingModel, load_serving_model
 
-__all__ = ["ServeLimits", "create_app", "rows_to_table", "BodySizeLimit"]
+__all__ = ["ServeLimits", "create_app", "rows_to_table", "BodySizeLimit", "parse_body", "MAX_DEPTH"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +68,105 @@ class ServeLimits:
     max_rows: int = 1000  # rows of /v1/score, items of /v1/rank: one request is one batch
 
 
+MAX_DEPTH = 32  # nesting of arrays / objects in a body: a request needs 3, ride-along item values get the rest
+
+
+# ---- request bodies: strict JSON ----
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff escapes: the only way a lone surrogate gets into a str
+_JSON_TOKEN = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # how the value was written (or overflowed to)
+_NON_FINITE = "is not a JSON number (JSON has no NaN or Infinity, and a literal beyond +-1.8e308 overflows); send a finite number, or null for a missing value"
+
+
+def _short(v: Any, n: int = 40) -> str:
+    text = repr(v)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
+
+
+def _unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_body(body: bytes) -> Any:
+    """A request body as JSON, or an `HTTPException` saying what is wrong with it (never a 5xx).
+
+    Stricter than `json.loads`: UTF-8 only; NaN, Infinity and overflowing literals are refused
+    wherever they appear (422, located); no lone surrogates (400: the value is not Unicode and
+    could not be encoded back); at most `MAX_DEPTH` levels of nesting (400; a body nested
+    100,000 deep stops the parser's recursion, which is caught). Invalid JSON syntax raises
+    `json.JSONDecodeError`, which FastAPI turns into a 422 naming the character.
+
+    Example:
+        >>> parse_body(b'{"rows": [{"price": 1.5}]}')
+        {'rows': [{'price': 1.5}]}
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise HTTPException(400, f"body is not UTF-8 text (byte 0x{body[err.start]:02x} at position {err.start}); send JSON encoded as UTF-8") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise HTTPException(400, f"body nests arrays / objects too deeply for the parser; at most {MAX_DEPTH} levels are accepted") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError:  # an integer literal past Python's int/str conversion limit (4,300 digits by default)
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+        raise HTTPException(422, f"body is not valid JSON here: an integer literal has more than {limit} digits") from None
+    _check_values(value, strings=_SURROGATE.search(body) is not None)
+    return value
+
+
+def _check_values(value: Any, strings: bool) -> None:
+    """Walk the parsed body without recursion: depth, non-finite numbers, and (when the body has
+    surrogate escapes) strings that are not Unicode."""
+
+    def scalar(v: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise HTTPException(422, f"{_where(path)}: {_JSON_TOKEN.get(str(v), v)} {_NON_FINITE}")
+        if strings and isinstance(v, str) and not _unicode(v):
+            raise HTTPException(400, f"{_where(path)}: {_short(v)} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not Unicode; send valid text")
+
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
+    while stack:
+        obj, path = stack.pop()
+        if not isinstance(obj, (dict, list)):
+            scalar(obj, path)
+            continue
+        if len(path) >= MAX_DEPTH:
+            raise HTTPException(400, f"{_where(path)}: body nests arrays / objects more than {MAX_DEPTH} levels deep; send flatter values")
+        for k, v in obj.items() if isinstance(obj, dict) else enumerate(obj):
+            if strings and isinstance(k, str) and not _unicode(k):
+                raise HTTPException(400, f"{_where(path)}: key {_short(k)} holds a lone UTF-16 surrogate, which is not Unicode; send valid text")
+            if isinstance(v, (dict, list)):
+                stack.append((v, (*path, k)))
+            else:
+                scalar(v, (*path, k))
+
+
+class _StrictJSONRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_body(await self.body())
+        return self._json
+
+
+class _StrictJSONRoute(APIRoute):
+    """Routes whose JSON bodies are read by `parse_body` (FastAPI's documented custom-route hook)."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            return await handler(_StrictJSONRequest(request.scope, request.receive))
+
+        return route
+
+
 # ---- request validation ----
 
 
@@ -63,15 +175,21 @@ def _categorical(v: Any) -> Optional[str]:
         return v
     if isinstance(v, int) and not isinstance(v, bool):
         return str(v)  # 7 and "7" are one category, as in training (validate_table casts to string)
-    raise ValueError(f"a categorical feature takes a string, an integer or null, got {type(v).__name__} {v!r}")
+    raise ValueError(f"a categorical feature takes a string, an integer or null, got {type(v).__name__} {_short(v)}")
 
 
 def _numeric(v: Any) -> Optional[float]:
     if v is None:
         return None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
-    raise ValueError(f"a numeric feature takes a number or null, got {type(v).__name__} {v!r}")
+        try:
+            x = float(v)
+        except OverflowError:  # an integer like 10**400
+            raise ValueError(f"a numeric feature takes a number within +-1.8e308, got an integer of {len(str(abs(v)))} digits") from None
+        if not math.isfinite(x):
+            raise ValueError(f"a numeric feature takes a finite number or null, got {v}: send null for a missing value")
+        return x
+    raise ValueError(f"a numeric feature takes a number or null, got {type(v).__name__} {_short(v)}")
 
 
 Categorical = Annotated[Optional[str], PlainValidator(_categorical), WithJsonSchema({"type": ["string", "integer", "null"]})]
@@ -115,9 +233,20 @@ def _message(e: dict[str, Any]) -> str:
 def _error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     shown = "; ".join(_message(e) for e in errors[:5])
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-    # Echo scalar inputs only: an echoed request body could be a megabyte.
-    detail = [{k: v for k, v in e.items() if k in ("loc", "msg", "type") or (k == "input" and not isinstance(v, (dict, list)))} for e in errors[:50]]
+    # Echo scalar inputs only (an echoed request body could be a megabyte), and only as JSON can
+    # hold them: a non-finite float as its text, a long string or integer cut short.
+    detail = [{k: _echo(v) if k == "input" else v for k, v in e.items() if k in ("loc", "msg", "type") or (k == "input" and not isinstance(v, (dict, list)))} for e in errors[:50]]
     return {"error": shown + more, "detail": jsonable_encoder(detail)}
+
+
+def _echo(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 1 << 53:
+        return _short(v)
+    if isinstance(v, str) and (len(v) > 200 or not _unicode(v)):
+        return _short(v.encode("utf-8", "backslashreplace").decode("utf-8"), 200)
+    return v if v is None or isinstance(v, (str, int, float, bool)) else _short(v)
 
 
 # ---- body size limit, before any parsing ----
@@ -247,16 +376,34 @@ def create_app(
     info = _model_info(model, limits)
 
     app = FastAPI(title="crossctr scoring service", version=crossctr.__version__)
+    app.router.route_class = _StrictJSONRoute  # before any route is added
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
     app.state.model = model
+    paths = "GET /healthz, GET /v1/model, POST /v1/score, POST /v1/rank"
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(_error_body(list(exc.errors())), status_code=422)
+        errors = list(exc.errors())
+        if [tuple(e.get("loc", ())) for e in errors] == [("body",)] and isinstance(errors[0].get("input"), bytes):
+            kind = request.headers.get("content-type", "no Content-Type")
+            return JSONResponse({"error": f"body sent as {kind}: send a JSON object with Content-Type: application/json"}, status_code=422)
+        return JSONResponse(_error_body(errors), status_code=422)
 
     @app.exception_handler(DataError)
     async def _data_error(request: Request, exc: DataError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        msg = str(exc.detail)
+        if exc.status_code in (404, 405):
+            msg = f"{request.method} {request.url.path}: {msg}; the service answers {paths}"
+        return JSONResponse({"error": msg}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:  # a bug of ours, never the client's input
+        log.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the service log has the traceback"}, status_code=500)
 
     def score_rows(rows: list[dict[str, Any]]) -> np.ndarray:
         enc = eng.encode(rows_to_table(rows, schema), "request")  # one batch: every row of the request
