@@ -9,7 +9,14 @@ and reports:
   occupied hash buckets for hashed / crossed), multi-valued cells cut at max_len;
 * OOV rates of the valid and test rows against the training vocabulary (categorical and
   multi-valued features: share of present values that map to the OOV id);
-* what `prepare` would refuse (constant features, a domain without positives in a split).
+* what `prepare` would refuse (constant features, a domain without positives in a split);
+* per categorical feature, how many values appear in more than one domain, per pair of domains,
+  with the rank correlation of the shared values' row counts in the two domains. Shared users
+  are the point of cross-domain learning (and an active user is usually active on both
+  platforms: a positive correlation); ids numbered independently per platform collide by
+  accident and their counts are unrelated. Such an overlap is reported as a problem, with the
+  fix (`per_domain: true`). A `per_domain` feature reports the overlap of its raw values, which
+  the namespacing keeps apart.
 
 Written as inspect.md, inspect.json, domains.png (rows and label rate per domain) and
 features.png (missing and OOV rates per feature).
@@ -22,20 +29,111 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crossctr.data.encoders import N_RESERVED, OOV_ID, CrossedEncoder, HashedEncoder, MultiEncoder, NumericBucketizer
-from crossctr.data.io import DataError, check_input_files, resolve_input_files
+from crossctr.data.io import DOMAIN_SEPARATOR, DataError, check_input_files, resolve_input_files
 from crossctr.data.prepare import SPLITS, PrepareOptions, check_stats, fit_stream, scan_stream
 from crossctr.schema import DatasetSchema, FeatureKind
 
 __all__ = ["InspectReport", "inspect_dataset"]
 
+log = logging.getLogger(__name__)
+
 _BITMAP_LIMIT = 1 << 24  # hashed features with more buckets report no occupancy (memory)
+# An overlap looks accidental when at least this many values are shared by two domains (fewer:
+# too few to judge) and their row counts in the two domains have a rank correlation below
+# _ACCIDENTAL_RHO (independently numbered ids: about 0; shared users: clearly positive).
+_MIN_SHARED = 50
+_ACCIDENTAL_RHO = 0.2
+
+
+class _DomainValueCounts:
+    """(value, domain) -> rows of one categorical feature over all splits, merged by group-by."""
+
+    def __init__(self) -> None:
+        self.merged: pa.Table | None = None
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+
+    def add(self, values: pa.Array, domain: np.ndarray) -> None:
+        t = pa.table({"v": values, "d": pa.array(domain.astype(np.int16))}).filter(pc.is_valid(values))
+        t = t.group_by(["v", "d"]).aggregate([("v", "count")])
+        self.pending.append(t.rename_columns(["v", "d", "n"]).select(["v", "d", "n"]))
+        self.pending_rows += t.num_rows
+        if self.pending_rows > max(1 << 18, len(self.merged or [])):
+            self.compact()
+
+    def compact(self) -> None:
+        parts = ([self.merged] if self.merged is not None else []) + self.pending
+        if parts:
+            t = pa.concat_tables(parts).group_by(["v", "d"]).aggregate([("n", "sum")])
+            self.merged = pa.table({"v": t.column("v"), "d": t.column("d"), "n": t.column("n_sum")})
+        self.pending, self.pending_rows = [], 0
+
+    def overlap(self, doms: list[str]) -> dict[str, Any]:
+        """Values in several domains, overall and per pair, with the pairs' count correlation."""
+        self.compact()
+        if self.merged is None:
+            return {"values": 0, "in_several_domains": 0, "pairs": {}}
+        codes = pc.dictionary_encode(self.merged.column("v").combine_chunks()).indices.to_numpy(zero_copy_only=False)
+        d = self.merged.column("d").to_numpy()
+        n = self.merged.column("n").to_numpy()
+        n_values = int(codes.max()) + 1 if len(codes) else 0
+        per_value = np.bincount(codes, minlength=n_values)  # domains each value appears in
+        out: dict[str, Any] = {"values": n_values, "in_several_domains": int((per_value > 1).sum()), "pairs": {}}
+        by_dom = {k: (codes[d == k], n[d == k]) for k in range(len(doms))}
+        for i in range(len(doms)):
+            for j in range(i + 1, len(doms)):
+                (ci, ni), (cj, nj) = by_dom[i], by_dom[j]
+                shared, ii, jj = np.intersect1d(ci, cj, assume_unique=True, return_indices=True)
+                rho = _spearman(ni[ii], nj[jj]) if len(shared) >= 3 else None
+                out["pairs"][f"{doms[i]}~{doms[j]}"] = {
+                    "shared": int(len(shared)),
+                    f"share_of_{doms[i]}": _rate(len(shared), len(ci)),
+                    f"share_of_{doms[j]}": _rate(len(shared), len(cj)),
+                    "count_rank_correlation": rho,
+                }
+        return out
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None when one side is constant."""
+    ra, rb = _ranks(a), _ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    starts = np.cumsum(counts) - counts  # 0-based rank of each distinct value's first copy
+    return (starts + (counts - 1) / 2.0)[inverse]
+
+
+def _accidental(name: str, info: dict[str, Any], per_domain: bool) -> str | None:
+    """The warning for an overlap that looks accidental, or None."""
+    if per_domain:
+        return None
+    for pair, p in info["pairs"].items():
+        rho = p["count_rank_correlation"]
+        if p["shared"] >= _MIN_SHARED and rho is not None and rho < _ACCIDENTAL_RHO:
+            a, b = pair.split("~")
+            return (
+                f"feature {name!r}: {p['shared']:,} values appear in both {a!r} and {b!r}, but how often a value occurs in one "
+                f"domain says nothing about the other (rank correlation of their row counts {rho:.2f}): the overlap looks "
+                "accidental, e.g. ids numbered separately on each platform, which training would merge into one id. If the "
+                f"same value means different things per domain, set `per_domain: true` on {name!r}; if they are the same "
+                "entities (shared users), keep it as it is."
+            )
+    return None
 
 
 @dataclass
@@ -62,7 +160,14 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
     used = {f.name: np.zeros(f.buckets, bool) for f in schema.features
             if f.kind in (FeatureKind.HASHED, FeatureKind.CROSSED) and f.buckets <= _BITMAP_LIMIT}
     cols = encoder.slot_columns()
+    across = {f.name: _DomainValueCounts() for f in schema.features if f.kind is FeatureKind.CATEGORICAL}
+    namespaced = {f.name for f in schema.features if f.per_domain}
     for b in scan_stream(schema, files, stats.batch_rows, "inspect 2/2", options.progress, total=int(stats.rows.sum())):
+        for name, acc in across.items():
+            values = b.table.column(name).combine_chunks()
+            if name in namespaced:  # the raw value, without the domain prefix
+                values = pc.replace_substring_regex(values, f"^[^{DOMAIN_SEPARATOR}]*{DOMAIN_SEPARATOR}", "", max_replacements=1)
+            acc.add(values, b.domain)
         x = encoder.transform(b.table)  # (n, S)
         for f, sl in zip(schema.features, cols):
             ids = x[:, sl]
@@ -104,6 +209,12 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
             info["buckets"] = enc.buckets
             if f.name in used:
                 info["buckets_used_in_train"] = int(used[f.name].sum())
+        if f.name in across:
+            info["cross_domain"] = across[f.name].overlap(doms) | {"per_domain": bool(f.per_domain)}
+            warning = _accidental(f.name, info["cross_domain"], bool(f.per_domain))
+            if warning:
+                problems.append(warning)
+                log.warning("%s", warning)
         summary["features"][f.name] = info
 
     out.mkdir(parents=True, exist_ok=True)
@@ -143,6 +254,18 @@ def _markdown(summary: dict[str, Any], doms: list[str]) -> str:
             card = f"{f.get('buckets', '—')} buckets"
         per_dom = " | ".join(_pct(f["missing_rate_per_domain"][d]) for d in doms)
         lines.append(f"| {name} | {f['kind']} | {_pct(f['missing_rate'])} | {per_dom} | {card} | {_pct(f.get('oov_rate_valid'))} | {_pct(f.get('oov_rate_test'))} |")
+    shared = {n: f["cross_domain"] for n, f in summary["features"].items() if "cross_domain" in f}
+    if shared and len(doms) > 1:
+        lines += ["", "## Values shared across domains", "",
+                  "How many values of each categorical feature appear in more than one domain, and, per pair of domains, "
+                  "the rank correlation of the shared values' row counts (near 0: unrelated, the overlap looks accidental).", "",
+                  "| feature | values | in several domains | pair | shared | count correlation | per_domain |", "|---|---:|---:|---|---:|---:|---|"]
+        for name, c in shared.items():
+            for k, (pair, p) in enumerate(c["pairs"].items()):
+                rho = "—" if p["count_rank_correlation"] is None else f"{p['count_rank_correlation']:.2f}"
+                head = f"| {name} | {c['values']:,} | {c['in_several_domains']:,}" if k == 0 else "| | |"
+                ns = ("yes (kept apart)" if c["per_domain"] else "no") if k == 0 else ""
+                lines.append(f"{head} | {pair.replace('~', ' & ')} | {p['shared']:,} | {rho} | {ns} |")
     lines += ["", "## Problems", ""]
     lines += [f"- {p}" for p in summary["problems"]] or ["None found."]
     lines += ["", "![rows and label rate per domain](domains.png)", "", "![missing and OOV rates per feature](features.png)", ""]

@@ -16,11 +16,15 @@ __all__ = ["predict", "export", "serve"]
 @click.option("--batch-rows", type=int, default=65_536, show_default=True, help="Rows read, scored and written at a time (bounds memory).")
 @click.option("--score-column", default="score", show_default=True, help="Name of the added probability column.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, score_column: str, no_progress: bool) -> None:
-    """Score every row of INPUT (CSV/Parquet) with RUN_DIR; write the rows plus a score column."""
+@click.option("--encoding", default=None, help="Text encoding of a CSV INPUT (e.g. latin-1); default: the dataset's `encoding:`.")
+def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, score_column: str, no_progress: bool, encoding: str | None) -> None:
+    """Score every row of INPUT (CSV/Parquet) with RUN_DIR; write the rows plus a score column.
+
+    A text INPUT is read with the run's dataset `format:` (delimiter, header, columns) and encoding.
+    """
     from crossctr.serving.predict import predict_file
 
-    res = predict_file(run_dir, input_path, output, batch_rows=batch_rows, score_column=score_column, progress=not no_progress)
+    res = predict_file(run_dir, input_path, output, batch_rows=batch_rows, score_column=score_column, progress=not no_progress, encoding=encoding)
     click.echo(f"scored {res.rows} rows in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} rows/s): {res.output}")
 
 

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import tempfile
@@ -31,8 +32,18 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from crossctr.data.io import DataError
-from crossctr.schema import DatasetSchema, FeatureKind
+from crossctr.data.io import (
+    DataError,
+    _as_float,
+    _check_magic,
+    _csv_error,
+    _csv_header,
+    _csv_parse_options,
+    _csv_read_options,
+    _not_found,
+    _open_bytes,
+)
+from crossctr.schema import DatasetSchema, FormatSpec
 from crossctr.training.run import Predictor
 
 __all__ = ["PredictResult", "predict_file", "SCORE_COLUMN"]
@@ -52,35 +63,69 @@ class PredictResult:
     output: Path
 
 
-def _kind(path: Path, what: str) -> str:
+def _kind(path: Path, what: str, fmt: FormatSpec | None = None) -> str:
     suffix = path.suffix.lower()
     if suffix in _PARQUET:
         return "parquet"
     if suffix in _TEXT:
         return suffix[1:]
+    if what == "input" and fmt is not None and fmt.kind == "csv":  # the dataset's text format, any extension
+        return "csv"
     raise DataError(f"{path}: unknown {what} file type {suffix!r}; use .csv, .tsv or .parquet")
 
 
-def _batches(path: Path, schema: DatasetSchema, batch_rows: int) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
+def _input_format(schema: DatasetSchema, encoding: str | None) -> FormatSpec:
+    """The text layout of an input file: the dataset's `format:` (delimiter, header, columns,
+    comment, quote) and encoding, unless `encoding` overrides it."""
+    fmt = schema.format or FormatSpec()
+    if encoding is not None:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise DataError(f"encoding {encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)") from None
+    return fmt.model_copy(update={"encoding": encoding or fmt.encoding or schema.encoding})
+
+
+def _batches(path: Path, schema: DatasetSchema, batch_rows: int, fmt: FormatSpec) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
     """(arrow schema, row count if known, batch iterator) of a file, opened for streaming."""
-    kind = _kind(path, "input")
+    kind = _kind(path, "input", fmt)
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise _not_found(path)
+    _check_magic(path, "parquet" if kind == "parquet" else "csv")
+    encoding = fmt.encoding or "utf-8"
     try:
         if kind == "parquet":
             pf = pq.ParquetFile(path)
             return pf.schema_arrow, pf.metadata.num_rows, pf.iter_batches(batch_size=batch_rows)
-        # Model columns get fixed types so a later block cannot be inferred differently from the
-        # first: categorical and domain values are strings (as training's validate_table makes
-        # them), numeric values float64 (text in them fails here, naming the column).
-        types = {schema.domain.column: pa.string()}
-        types.update({f.name: pa.float64() if f.kind is FeatureKind.NUMERIC else pa.string() for f in schema.features})
+        # Model columns are read as text, so a later block cannot be inferred differently from the
+        # first, and `validate_table` types them as training does: its errors name the column and
+        # the rows (a number column is given back as numbers in the output).
+        types = {c: pa.string() for c in [schema.domain.column, *schema.raw_feature_columns()]}
+        if fmt.kind is None and path.suffix.lower() == ".tsv":
+            fmt = fmt.model_copy(update={"delimiter": fmt.delimiter or "\t"})
+        names = _csv_header(path, fmt, encoding)
         # ~64 bytes a row is typical of click logs; the block size bounds memory either way
-        read = pacsv.ReadOptions(block_size=max(1 << 20, batch_rows * 64))
-        reader = pacsv.open_csv(path, read_options=read, parse_options=pacsv.ParseOptions(delimiter=_TEXT[f".{kind}"]), convert_options=pacsv.ConvertOptions(column_types=types))
-        return reader.schema, None, iter(reader)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
-        raise DataError(f"{path}: cannot be read as {kind}: {err}") from None
+        fh = _open_bytes(path, fmt)
+        reader = pacsv.open_csv(fh, read_options=_csv_read_options(fmt, encoding, max(1 << 20, batch_rows * 64)),
+                                parse_options=_csv_parse_options(path, fmt),
+                                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
+        return reader.schema, None, _named_errors(reader, path, fmt, encoding, names)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
+        if kind == "parquet":
+            raise DataError(f"{path}: cannot be read as Parquet: {err}") from None
+        raise _csv_error(path, err, fmt, encoding) from None
+
+
+def _named_errors(reader: Iterator[pa.RecordBatch], path: Path, fmt: FormatSpec, encoding: str, names: list[str]) -> Iterator[pa.RecordBatch]:
+    """The reader's batches; a block that does not parse raises a DataError naming the column (not its index)."""
+    while True:
+        try:
+            batch = next(reader, None)
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
+            raise _csv_error(path, err, fmt, encoding, names) from None
+        if batch is None:
+            return
+        yield batch
 
 
 def _rows(mask: np.ndarray, offset: int) -> str:
@@ -103,6 +148,22 @@ def _check_domains(table: pa.Table, schema: DatasetSchema, source: str, offset: 
             f"{seen[:_SAMPLE]} on {_rows(~known, offset)}; the model knows {list(schema.domain.values)}. "
             "Drop those rows or map them to a known domain."
         )
+
+
+def _numeric_types(arrow_schema: pa.Schema, schema: DatasetSchema) -> pa.Schema:
+    """A text input's numeric model columns, read as text, are written back as float64."""
+    numeric = {c for c, is_num in schema.raw_feature_columns().items() if is_num}
+    for i, field in enumerate(arrow_schema):
+        if field.name in numeric and pa.types.is_string(field.type):
+            arrow_schema = arrow_schema.set(i, pa.field(field.name, pa.float64()))
+    return arrow_schema
+
+
+def _numbers_back(table: pa.Table, arrow_schema: pa.Schema, schema: DatasetSchema, source: str, offset: int) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        if pa.types.is_float64(arrow_schema.field(name).type) and pa.types.is_string(table.schema.field(name).type):
+            table = table.set_column(i, name, _as_float(table.column(name).combine_chunks(), name, source, offset))
+    return table
 
 
 class _Writer:
@@ -141,12 +202,15 @@ def predict_file(
     score_column: str = SCORE_COLUMN,
     progress: bool = True,
     predictor: Predictor | None = None,
+    encoding: str | None = None,
 ) -> PredictResult:
     """Write `input`'s rows plus a `score_column` of click probabilities to `output`.
 
     The output format follows `output`'s suffix (.parquet, .csv, .tsv). A missing model column
     is an error naming the file and the column, a row of an unknown domain an error naming the
-    rows; unseen categories and missing values score (OOV and missing ids).
+    rows; unseen categories and missing values score (OOV and missing ids). A text input is read
+    with the dataset's `format:` and encoding (as the training files were); `encoding` overrides
+    the encoding.
     """
     t0 = time.perf_counter()
     input, output = Path(input), Path(output)
@@ -157,7 +221,8 @@ def predict_file(
     _kind(output, "output")
     predictor = predictor if predictor is not None else Predictor.load(run_dir)
     schema = predictor.encoder.schema
-    arrow_schema, total, batches = _batches(input, schema, batch_rows)
+    arrow_schema, total, batches = _batches(input, schema, batch_rows, _input_format(schema, encoding))
+    arrow_schema = _numeric_types(arrow_schema, schema)
     needed = [schema.domain.column, *schema.raw_feature_columns()]
     missing = [c for c in needed if c not in arrow_schema.names]
     if missing:
@@ -177,8 +242,10 @@ def predict_file(
         while True:
             try:
                 batch = next(batches, None)
-            except (pa.ArrowInvalid, OSError) as err:  # a CSV block that does not parse
+            except (pa.ArrowInvalid, OSError) as err:  # a Parquet page that does not read
                 raise DataError(f"{input}: after data row {rows}: {err}") from None
+            except DataError as err:  # a CSV block that does not parse (named by _named_errors)
+                raise DataError(f"{err} (after data row {rows})") from None
             if batch is None:
                 break
             table = pa.Table.from_batches([batch])
@@ -191,6 +258,7 @@ def predict_file(
                     raise
                 raise DataError(f"{err} (row numbers count from data row {rows + 1}, where this batch starts)") from None
             probs = predictor.predict_encoded_all(enc)
+            table = _numbers_back(table, arrow_schema, schema, str(input), rows)
             scored = table.append_column(score_column, pa.array(probs.pop("click"), pa.float64()))
             for task, p in probs.items():  # a multi-task model: one more column per extra label
                 scored = scored.append_column(f"{score_column}_{task}", pa.array(p, pa.float64()))
