@@ -155,6 +155,26 @@ def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> N
         click.echo(f"{name}: {rows:,} rows -> {path}")
 
 
+@cli.command("config-reference")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.")
+@click.option("--check", is_flag=True, help="With --out: write nothing, exit 1 when the file differs from what the code generates.")
+def config_reference(out: Path | None, check: bool) -> None:
+    """Every key of a dataset YAML, run config and experiment YAML: type, default, allowed values, why."""
+    from crossctr.configref import reference
+
+    text = reference()
+    if out is None:
+        click.echo(text, nl=False)
+    elif check:
+        if not out.is_file() or out.read_text(encoding="utf-8") != text:
+            raise click.ClickException(f"{out} is out of date; regenerate it: crossctr config-reference --out {out}")
+        click.echo(f"{out} is current")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
+
+
 from crossctr.experiments.cli import experiment  # noqa: E402 - a command kept in its own package
 
 cli.add_command(experiment)

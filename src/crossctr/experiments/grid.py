@@ -43,7 +43,7 @@ from pydantic import Field, model_validator
 
 from crossctr.data.dataset import PreparedData
 from crossctr.models import parse_model_config
-from crossctr.schema import ConfigError, StrictModel, load_yaml_model, validate_model
+from crossctr.schema import CONFIG_REFERENCE, ConfigError, StrictModel, load_yaml_model, validate_model
 from crossctr.training.config import TrainConfig
 from crossctr.training.run import RunConfig
 from crossctr.training.strategies import JointStrategy, SrcOnlyStrategy, StrategyConfig
@@ -368,7 +368,7 @@ class Experiment(StrictModel):
                 if not isinstance(node, dict) or k not in node:
                     at = ".".join([scope, *keys[:depth]])
                     have = sorted(node) if isinstance(node, dict) else f"none ({at} is a {type(node).__name__})"
-                    raise ConfigError(f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; keys there: {have}")
+                    raise ConfigError(f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; keys there: {have}; every key: {CONFIG_REFERENCE}")
                 node = node[k]
             for value in param.samples():
                 params = override_from({path: value})
