@@ -2,7 +2,7 @@
 
 x_g = g_1 ⊕ … ⊕ g_n;  x_2 = cross(cross(x_g));  h = FCN(x_2);  o = h ⊕ x_2.
 With `cross_layers=0` it is the Deep-only tower (o = FCN(x_g)); with `stacking="parallel"`
-the FCN reads x_g instead of x_2 (the original DCN layout), an option DESIGN.md allows.
+the FCN reads x_g instead of x_2 (the original DCN layout), an option docs/design.md allows.
 """
 
 from __future__ import annotations

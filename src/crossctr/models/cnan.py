@@ -5,7 +5,7 @@ For a row of domain d:
     O^c      = Tower_c(e)   (attention W^c, Deep & Cross) shared network, every row
     O^d      = Tower_d(e)   (attention W^d, Deep & Cross) private network, rows of domain d only
     logit    = W_c^d O^c + W^d O^d + b^d                  per-domain head
-Auxiliary losses (weighted by the trainer, see DESIGN.md):
+Auxiliary losses (weighted by the trainer, see docs/design.md):
     adv      L_adv  = mean_i Σ_d p(d|O^c_i) log p(d|O^c_i)  (entropy form; the shared net minimises it)
     disc     CE of D on detached O^c (the discriminator's own step; `discriminator_step`)
     domain   Σ_d L_d, L_d = -mean_{i in d} log p(d|O^d_i)   (private features stay domain-telling)
@@ -57,7 +57,7 @@ class CNANConfig(StrictModel):
     # entropy: paper §2.3; grl: DANN-style reversal; wasserstein: the paper's introduction
     # (D_c, D_s, D_t with critics and gradient penalty); none: no adversarial term.
     adversarial: Literal["entropy", "grl", "wasserstein", "none"] = "entropy"
-    # Train D in its own term on detached O^c (DESIGN.md); False = the paper read literally.
+    # Train D in its own term on detached O^c (docs/design.md); False = the paper read literally.
     discriminator_step: bool = True
     domain_loss: bool = True  # the L_d terms on private features
     grl_scale: float = 1.0  # gradient-reversal strength when adversarial == "grl"

@@ -10,7 +10,7 @@ from crossctr.schema import StrictModel
 
 __all__ = ["TrainConfig", "DEFAULT_LOSS_WEIGHTS", "ROWWISE_ADAGRAD_LR"]
 
-# λ's are not in the paper (DESIGN.md: pick by validation and record). These are the
+# λ's are not in the paper (docs/design.md: pick by validation and record). These are the
 # trainer's weights on the model's named auxiliary losses, i.e. λ1/2 for "adv", λ2/2 for
 # "domain"; "disc" (discriminator) and "critic" (Wasserstein critics) are those
 # networks' own terms and only move them.
