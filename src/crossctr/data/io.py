@@ -175,6 +175,19 @@ class _LineFilter(io.RawIOBase):
         super().close()
 
 
+def _csv_source(path: Path, fmt: FormatSpec) -> str | IO[bytes]:
+    """What Arrow's CSV reader opens: the path itself (a native file) unless comment lines must be
+    dropped, which takes a Python stream (close it after the reader is gone)."""
+    return str(path) if fmt.comment is None else _open_bytes(path, fmt)
+
+
+def _close(source: str | IO[bytes]) -> None:
+    """Close a CSV source after its reader is dropped: Arrow reads ahead in a background thread,
+    which must not find a Python stream closed under it (or still open at interpreter exit)."""
+    if not isinstance(source, str):
+        source.close()
+
+
 def _open_bytes(path: Path, fmt: FormatSpec) -> IO[bytes]:
     """The file's bytes, comment lines dropped when `format.comment` is set."""
     fh = open(path, "rb")
@@ -337,8 +350,11 @@ def read_table(path: str | Path, columns: list[str] | None = None, *, encoding: 
         else:
             names = _csv_header(path, fmt, encoding)
             _refuse_duplicates(path, names, columns)
-            with _open_bytes(path, fmt) as fh:
-                table = pacsv.read_csv(fh, parse_options=_csv_parse_options(path, fmt), read_options=_csv_read_options(fmt, encoding))
+            src = _csv_source(path, fmt)
+            try:
+                table = pacsv.read_csv(src, parse_options=_csv_parse_options(path, fmt), read_options=_csv_read_options(fmt, encoding))
+            finally:
+                _close(src)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
         if kind == "csv":
             raise _csv_error(path, err, fmt, encoding) from None
@@ -526,7 +542,10 @@ def _as_float(col: pa.Array, name: str, source: str, row_offset: int = 0, what: 
     if bad.any():
         sample = [vals[i] for i in np.flatnonzero(bad)[:_SAMPLE]]
         if what == "label":
-            raise DataError(f"{source}: column {name!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold non-numbers {sample}")
+            raise DataError(
+                f"{source}: column {name!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold non-numbers {sample}. "
+                f"To make a 0/1 label of text, give a rule: label: {{column: {name}, positive: \"== {sample[0]}\"}}"
+            )
         if what == "split":
             raise DataError(f"{source}: split column {name!r} must be numeric (a day or timestamp); {_rows(bad, row_offset)} hold {sample}")
         raise DataError(
@@ -711,7 +730,7 @@ def _inspect_file(src: SourceFile) -> InputFile:
             rows = meta.metadata.num_rows
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
             raise DataError(f"{path}: cannot be read as Parquet (truncated or corrupt?): {err}") from None
-        types = {n: arrow_schema.field(n).type for n in arrow_schema.names}
+        types = {field.name: field.type for field in arrow_schema}  # a repeated name is refused by check_input_files
         return InputFile(path, kind, tuple(arrow_schema.names), [], types, rows, size, src.domain, fmt)
     encoding = fmt.encoding or "utf-8"
     lines = 0
@@ -818,31 +837,35 @@ def _file_batches(info: InputFile, schema: DatasetSchema, batch_rows: int) -> It
     block = int(min(max(batch_rows * per_row, 1 << 16), 1 << 28))
     while True:  # a row longer than the block: read again with a larger block, past the rows done
         skip, done = first, 0
+        src, reader = _csv_source(path, fmt), None
         try:
-            with _open_bytes(path, fmt) as fh:
-                reader = pacsv.open_csv(
-                    fh,
-                    read_options=_csv_read_options(fmt, encoding, block),
-                    parse_options=_csv_parse_options(path, fmt),
-                    convert_options=pacsv.ConvertOptions(
-                        include_columns=info.read_columns,
-                        column_types={c: pa.string() for c in info.read_columns},
-                        strings_can_be_null=False,
-                    ),
-                )
-                for batch in reader:
-                    n = batch.num_rows
-                    if done + n <= skip:
-                        done += n
-                        continue
-                    if done < skip:
-                        batch, done = batch.slice(skip - done), skip
-                    yield first, pa.Table.from_batches([batch])
-                    first += batch.num_rows
-                    done += batch.num_rows
+            reader = pacsv.open_csv(
+                src,
+                read_options=_csv_read_options(fmt, encoding, block),
+                parse_options=_csv_parse_options(path, fmt),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=info.read_columns,
+                    column_types={c: pa.string() for c in info.read_columns},
+                    strings_can_be_null=False,
+                ),
+            )
+            for batch in reader:
+                n = batch.num_rows
+                if done + n <= skip:
+                    done += n
+                    continue
+                if done < skip:
+                    batch, done = batch.slice(skip - done), skip
+                yield first, pa.Table.from_batches([batch])
+                first += batch.num_rows
+                done += batch.num_rows
             return
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
-            if "straddling" in str(err) and block < _MAX_BLOCK:
-                block = min(block * 4, _MAX_BLOCK)
-                continue
-            raise _csv_error(path, err, fmt, encoding, list(info.columns)) from None
+            error = err
+        finally:
+            reader = None  # the reader (and its read-ahead) goes before its Python stream closes
+            _close(src)
+        if "straddling" in str(error) and block < _MAX_BLOCK:
+            block = min(block * 4, _MAX_BLOCK)
+            continue
+        raise _csv_error(path, error, fmt, encoding, list(info.columns)) from None

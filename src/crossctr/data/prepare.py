@@ -470,7 +470,10 @@ def check_stats(schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats,
             constant.append(f"numeric column {f.name!r} has no number in the training rows (all missing or NaN)")
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI) and stats.distinct.get(f.name, 0) <= 1:
             vocab = encoder.encoders_[f.name].vocab_  # type: ignore[union-attr]
-            constant.append(f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows")
+            if vocab or stats.distinct.get(f.name, 0):
+                constant.append(f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows")
+            else:
+                constant.append(f"column {f.name!r} ({f.kind.value}) has no value in the training rows (all missing or empty)")
     _refuse_or_warn(constant, at, "the feature carries no information", options.allow_constant or bool(schema.allow_constant_features),
                     "Drop it from the dataset YAML, fix the data, or keep it with `allow_constant_features: true` in the "
                     "dataset YAML (or `crossctr prepare --allow-constant-features`).", warnings)

@@ -41,7 +41,7 @@ from crossctr.data.io import (
     _csv_parse_options,
     _csv_read_options,
     _not_found,
-    _open_bytes,
+    _csv_source,
 )
 from crossctr.schema import DatasetSchema, FormatSpec
 from crossctr.training.run import Predictor
@@ -105,8 +105,7 @@ def _batches(path: Path, schema: DatasetSchema, batch_rows: int, fmt: FormatSpec
             fmt = fmt.model_copy(update={"delimiter": fmt.delimiter or "\t"})
         names = _csv_header(path, fmt, encoding)
         # ~64 bytes a row is typical of click logs; the block size bounds memory either way
-        fh = _open_bytes(path, fmt)
-        reader = pacsv.open_csv(fh, read_options=_csv_read_options(fmt, encoding, max(1 << 20, batch_rows * 64)),
+        reader = pacsv.open_csv(_csv_source(path, fmt), read_options=_csv_read_options(fmt, encoding, max(1 << 20, batch_rows * 64)),
                                 parse_options=_csv_parse_options(path, fmt),
                                 convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
         return reader.schema, None, _named_errors(reader, path, fmt, encoding, names)

@@ -8,6 +8,7 @@ can fail.
 
 from __future__ import annotations
 
+import gzip
 import io
 import shutil
 from pathlib import Path
@@ -52,7 +53,7 @@ def case(name: str, schema_over: dict | None = None) -> Path:
     d = HERE / name
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir()
-    schema = {**SCHEMA, **(schema_over or {})}
+    schema = {k: v for k, v in {**SCHEMA, **(schema_over or {})}.items() if v is not None}
     (d / "dataset.yaml").write_text(yaml.safe_dump(schema, sort_keys=False))
     return d
 
@@ -134,6 +135,78 @@ def main() -> None:
 
     d = case("valid")  # the clean base: prepares without a warning
     (d / "log.csv").write_text(csv_text(b))
+
+    # --- cases where `crossctr train` (in memory) and `crossctr prepare` (streaming) used to disagree
+    d = case("label_true_false")  # accepted by both: true/false are 1/0, as in a Parquet boolean column
+    (d / "log.csv").write_text(csv_text({**b, "click": ["true" if c else "false" for c in b["click"]]}))
+
+    d = case("categorical_all_empty")  # an empty cell is missing: no value at all, refused as constant
+    (d / "log.csv").write_text(csv_text({**b, "brand": [""] * 24}))
+
+    d = case("no_train_positives")  # domain B has no positive label in train
+    click = list(b["click"])
+    for i in range(12):
+        if b["site"][i] == "B":
+            click[i] = 0
+    (d / "log.csv").write_text(csv_text({**b, "click": click}))
+
+    d = case("duplicate_columns")  # `brand` twice in the header
+    lines = csv_text(b).splitlines()
+    lines = [ln + "," + ln.split(",")[2] for ln in lines]
+    (d / "log.csv").write_text("\n".join(lines) + "\n")
+
+    # --- more inputs that must get the same verdict everywhere
+    d = case("empty_categorical_cells")  # a few empty brand cells: missing values, accepted
+    brand = list(b["brand"])
+    brand[3] = brand[8] = ""
+    (d / "log.csv").write_text(csv_text({**b, "brand": brand}))
+
+    d = case("bom_crlf")  # a UTF-8 byte-order mark and Windows line ends: read as the valid case
+    (d / "log.csv").write_bytes(b"\xef\xbb\xbf" + csv_text(b).replace("\n", "\r\n").encode())
+
+    d = case("parquet_named_csv")  # a Parquet file named .csv: said to be Parquet, not an encoding problem
+    pq.write_table(pa.table(b), d / "log.csv")
+
+    d = case("gzip_named_csv")  # a gzip-compressed CSV named .csv
+    (d / "log.csv").write_bytes(gzip.compress(csv_text(b).encode(), mtime=0))
+
+    d = case("duplicate_columns_parquet", {"path": "log.parquet"})  # a Parquet file with `brand` twice
+    t = pa.table(b)
+    pq.write_table(pa.Table.from_arrays([*t.columns, t.column("brand")], names=[*t.column_names, "brand"]), d / "log.parquet")
+
+    d = case("headerless_sources", {  # two header-less files, one per domain, and a label rule
+        "path": None,
+        "sources": [{"path": "raw/a.dat", "domain": "A"}, {"path": "raw/b.dat", "domain": "B"}],
+        "domain": {"values": ["A", "B"]},
+        "format": {"kind": "csv", "delimiter": "\t", "header": False, "columns": ["stars", "brand", "price", "split"], "comment": "#"},
+        "label": {"column": "stars", "positive": ">= 4"},
+    })
+    (d / "raw").mkdir()
+    stars = [4 + i % 2 if c else 1 + i % 3 for i, c in enumerate(b["click"])]
+    for dom, name in (("A", "a.dat"), ("B", "b.dat")):
+        rows = [f"{stars[i]}\t{b['brand'][i]}\t{b['price'][i]}\t{b['split'][i]}" for i in range(24) if b["site"][i] == dom]
+        (d / "raw" / name).write_text("# stars<TAB>brand<TAB>price<TAB>split\n" + "\n".join(rows) + "\n")
+
+
+def huge_cell(d: Path, cell_bytes: int = 10 << 20) -> Path:
+    """A case made at test time (not committed: 10 MB): one brand cell of `cell_bytes` bytes. Accepted by both readers."""
+    d.mkdir(parents=True, exist_ok=True)
+    brand = list(base()["brand"])
+    brand[4] = "h" * cell_bytes
+    (d / "dataset.yaml").write_text(yaml.safe_dump(SCHEMA, sort_keys=False))
+    (d / "log.csv").write_text(csv_text({**base(), "brand": brand}))
+    return d / "dataset.yaml"
+
+
+def symlink_loop(d: Path) -> Path:
+    """A case made at test time: `log.csv` is a symbolic link to itself."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "dataset.yaml").write_text(yaml.safe_dump(SCHEMA, sort_keys=False))
+    (d / "log.csv").symlink_to("log.csv")
+    return d / "dataset.yaml"
+
+
+GENERATED = {"huge_cell": huge_cell, "symlink_loop": symlink_loop}  # case -> writer(folder) -> dataset.yaml
 
 
 if __name__ == "__main__":
