@@ -21,3 +21,11 @@ def run_dir(tmp_path_factory, tiny_data) -> Path:
 @pytest.fixture(scope="session")
 def predictor(run_dir: Path) -> Predictor:
     return Predictor.load(run_dir)
+
+
+@pytest.fixture(scope="session")
+def export_dir(tmp_path_factory, run_dir: Path) -> Path:
+    """The run's ONNX export (one per session: the exporter takes seconds)."""
+    from crossctr.serving.export import export_run
+
+    return export_run(run_dir, tmp_path_factory.mktemp("export") / "cnan", parity_rows=512, bench_seconds=0).out

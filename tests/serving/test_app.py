@@ -15,16 +15,10 @@ with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2 for its Test
     from fastapi.testclient import TestClient
 
 from crossctr.serving.app import ServeLimits, create_app
-from crossctr.serving.export import export_run
 from crossctr.training.run import Predictor
 
 LIMITS = ServeLimits(max_body_bytes=20_000, max_rows=50)
 ROW = {"site": "B", "brand": "b3", "price": 0.25, "user": "u17"}
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, run_dir: Path) -> Path:
-    return export_run(run_dir, tmp_path_factory.mktemp("export") / "cnan", parity_rows=512, bench_seconds=0).out
 
 
 @pytest.fixture(scope="module", params=["torch", "onnx-export"])

@@ -56,7 +56,8 @@ from crossctr.data.encoders import FeatureEncoder, N_RESERVED
 from crossctr.models.cnan import CNAN
 from crossctr.models.tower import TowerModel
 from crossctr.schema import ConfigError
-from crossctr.training.run import Predictor, atomic_write
+from crossctr.training.checkpoint import file_in
+from crossctr.training.run import Predictor, atomic_write, load_encoder
 
 __all__ = [
     "ExportError",
@@ -413,7 +414,16 @@ class ServingModel:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    """A folder's JSON object ({} if the file is absent); a damaged file is a ConfigError, not a traceback."""
+    if not path.is_file():
+        return {}
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8 or not JSON
+        raise ConfigError(f"{path}: cannot be read as JSON ({err}); re-create the folder") from None
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path}: holds a JSON {type(obj).__name__}, not an object; re-create the folder")
+    return obj
 
 
 def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"] = "auto", threads: int | None = None) -> ServingModel:
@@ -440,13 +450,23 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
         if engine == "torch":
             raise ConfigError(f"{path}: an ONNX export has no PyTorch weights; serve the run folder for engine 'torch', or use engine 'onnx'")
         config = _read_json(path / "config.json")
-        encoder = FeatureEncoder.load(path / "encoders.json")
+        missing = [k for k in ("file", "route", "sha256") if k not in manifest]
+        if missing:
+            raise ConfigError(f"{path}/export.json: missing {missing}; re-export the run")
+        model_file = file_in(path, manifest["file"], 'export.json "file"')  # never a path out of the folder
+        if not model_file.is_file():
+            raise ConfigError(f"{model_file}: missing (named by export.json); re-export the run")
+        encoder = load_encoder(path / "encoders.json")
         predictor = Predictor(encoder, {}, manifest["route"], config)  # encoder only: the graph scores
-        model_file = path / manifest["file"]
         version = _sha256(model_file)
         if version != manifest.get("sha256"):
             raise ConfigError(f"{model_file}: checksum differs from export.json; re-export the run")
-        eng: Engine = OnnxEngine(predictor, str(model_file), threads)
+        try:
+            eng: Engine = OnnxEngine(predictor, str(model_file), threads)
+        except ConfigError:
+            raise
+        except Exception as err:  # onnxruntime's own error types: a graph it cannot load
+            raise ConfigError(f"{model_file}: onnxruntime cannot load it ({type(err).__name__}: {err}); re-export the run") from None
         return ServingModel(eng, config, metrics, version[:12], path.name, "export", manifest)
     predictor = Predictor.load(path)
     version = _sha256(path / "weights.safetensors")[:12]

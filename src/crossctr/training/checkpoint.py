@@ -31,7 +31,7 @@ from safetensors.torch import save as st_save
 
 from crossctr.schema import ConfigError
 
-__all__ = ["Checkpointer", "CheckpointError", "SavedFit", "flatten_optimizer", "restore_optimizer", "atomic_write_bytes"]
+__all__ = ["Checkpointer", "CheckpointError", "SavedFit", "flatten_optimizer", "restore_optimizer", "atomic_write_bytes", "file_in"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def file_in(folder: Path, name: Any, what: str) -> Path:
+    """`folder / name` for a file name read from a folder's own metadata; anything else is refused.
+
+    A run, export or checkpoint folder names its files in JSON (export.json's "file", a
+    checkpoint's finished fits). An edited or hostile entry must not reach outside the folder:
+    only a plain file name is accepted (no folder part, no "..", not absolute). A symlink the
+    folder's owner placed is followed like any file.
+
+    Example:
+        >>> file_in(Path("exports/cnan"), "model.onnx", 'export.json "file"').name
+        'model.onnx'
+    """
+    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0") and Path(name).name == name
+    if not plain:
+        raise ConfigError(f"{folder}: {what} is {name!r}, not a file name inside the folder; a path that leaves the folder is refused (re-create the folder rather than edit it)")
+    return folder / name
 
 
 # JSON has no NaN or infinity (an AUC that cannot be computed, a best score not yet set):
@@ -199,7 +217,11 @@ class Checkpointer:
         name = self.finished.get(key)
         if name is None:
             return None
-        tensors, meta = self._read(self.folder / name)
+        try:
+            path = file_in(self.folder, name, f"{STATE}'s finished fit {key!r}")
+        except ConfigError as err:
+            raise CheckpointError(str(err)) from None
+        tensors, meta = self._read(path)
         return SavedFit(tensors, loads(meta["result"]))
 
     def progress(self, key: str) -> SavedFit | None:

@@ -46,9 +46,10 @@ from crossctr.training.checkpoint import atomic_write_bytes as atomic_write
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
+from crossctr.training.tracking import make_tracker
 from crossctr.training.trainer import Trainer
 
-__all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
+__all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "load_encoder", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def _group_attention(att: dict[str, np.ndarray], schema: DatasetSchema) -> dict[
 def _fingerprint(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: the config (less settings that change no
     result or may differ on restart) and the data's size per split and domain."""
-    run = cfg.model_dump(mode="json", exclude={"dataset": True, "train": {"device", "threads", "progress", "eval_batch_size", "checkpoint_every", "deterministic"}})
+    run = cfg.model_dump(mode="json", exclude={"dataset": True, "train": {"device", "threads", "progress", "eval_batch_size", "checkpoint_every", "deterministic", "tensorboard"}})
     rows = {k: s.domain_counts(len(data.schema.domain.values)) for k, s in data.splits.items()}
     return {"run": run, "rows": rows}
 
@@ -196,10 +197,15 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
         ckpt.reset()
     if info.world > 1:
         torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 replaces it
-    trainer = Trainer(cfg.train, names, checkpoint=ckpt)
+    tracker = make_tracker(cfg.train.tensorboard, out) if info.is_main else None  # train.tensorboard
+    trainer = Trainer(cfg.train, names, checkpoint=ckpt, tracker=tracker)
     cards = data.encoder.cardinalities
     factory = lambda: build_model(model_cfg, cards, len(names))  # noqa: E731
-    result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
+    try:
+        result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
+    finally:
+        if tracker is not None:
+            tracker.close()
     if not info.is_main:
         return RunResult(out, {}, {}, result)
 
@@ -232,6 +238,40 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
     return RunResult(out, metrics, attention, result)
 
 
+_DAMAGED = "the run folder is damaged or was edited: train again, or restore the folder from a copy"
+
+
+def load_encoder(path: Path) -> FeatureEncoder:
+    """A run or export folder's encoders.json; a damaged file is a ConfigError naming it."""
+    try:
+        return FeatureEncoder.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; {_DAMAGED}") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:  # not JSON, or not what `save` writes
+        raise ConfigError(f"{path}: cannot be read as fitted encoders ({type(err).__name__}: {err}); {_DAMAGED}") from None
+
+
+def _check_config(config: Any, encoder: FeatureEncoder, source: str) -> Any:
+    """config.json's keys a predictor relies on, checked once; returns the parsed model config."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: holds a JSON {type(config).__name__}, not an object; {_DAMAGED}")
+    missing = [k for k in ("model", "cardinalities", "domains", "members", "route") if k not in config]
+    if missing:
+        raise ConfigError(f"{source}: missing key(s) {missing}; {_DAMAGED}")
+    model_cfg = parse_model_config(config["model"], f"{source}: model")
+    domains, members, route = config["domains"], config["members"], config["route"]
+    if domains != list(encoder.schema.domain.values):
+        raise ConfigError(f"{source}: domains {domains!r} differ from encoders.json's {list(encoder.schema.domain.values)}; {_DAMAGED}")
+    if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
+        raise ConfigError(f"{source}: members must be a non-empty list of names, got {members!r}; {_DAMAGED}")
+    if not (isinstance(route, dict) and set(route) == set(domains) and set(route.values()) <= set(members)):
+        raise ConfigError(f"{source}: route {route!r} must send each domain {domains} to one of the members {members}; {_DAMAGED}")
+    cards = config["cardinalities"]
+    if not (isinstance(cards, list) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cards)):
+        raise ConfigError(f"{source}: cardinalities must be a list of positive integers, got {cards!r}; {_DAMAGED}")
+    return model_cfg
+
+
 class Predictor:
     """Scores raw rows with a run folder: no training code, no unpickling."""
 
@@ -243,19 +283,32 @@ class Predictor:
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        """Read a run folder; a missing, damaged or edited file is a ConfigError naming it (no traceback)."""
         run_dir = Path(run_dir)
         for name in ("config.json", "encoders.json", "weights.safetensors"):
             if not (run_dir / name).is_file():
                 raise ConfigError(f"{run_dir}: not a run folder (missing {name})")
-        config = json.loads((run_dir / "config.json").read_text())
-        encoder = FeatureEncoder.load(run_dir / "encoders.json")
-        model_cfg = parse_model_config(config["model"], f"{run_dir}/config.json: model")
-        weights = load_file(str(run_dir / "weights.safetensors"), device=device)
+        source = str(run_dir / "config.json")
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
+            raise ConfigError(f"{source}: cannot be read as JSON ({err}); {_DAMAGED}") from None
+        encoder = load_encoder(run_dir / "encoders.json")
+        model_cfg = _check_config(config, encoder, source)
+        wpath = run_dir / "weights.safetensors"
+        try:
+            weights = load_file(str(wpath), device=device)
+        except Exception as err:  # SafetensorError (truncated, empty, not safetensors) derives from Exception only
+            raise ConfigError(f"{wpath}: cannot be read as safetensors ({err}; {wpath.stat().st_size} bytes); {_DAMAGED}") from None
         members = {}
         for m in config["members"]:
-            model = build_model(model_cfg, config["cardinalities"], len(config["domains"]))
             prefix = f"{m}."
-            model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+            try:
+                model = build_model(model_cfg, config["cardinalities"], len(config["domains"]))
+                model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
+            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as err:  # a model config or member that the weights do not fit
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ConfigError(f"{source}: member {m!r} does not match {wpath.name} ({first}); {_DAMAGED}") from None
             members[m] = model.to(device).eval()
         return cls(encoder, members, config["route"], config)
 
