@@ -189,3 +189,44 @@ def test_exports_to_onnx_with_parity(name: str, extra: dict) -> None:
     with torch.no_grad():
         want = graph(torch.from_numpy(x), torch.from_numpy(d)).numpy()
     assert np.max(np.abs(got - want)) < 1e-5
+
+
+def test_m3oe_tasks_add_a_task_view_and_a_tower_per_domain_and_task() -> None:
+    m, b = _model("m3oe", tasks=2), _batch()
+    out = m(b)
+    assert out.logits.shape == (24,) and out.task_logits.shape == (24, 2)
+    T = 3  # the click and two extra tasks
+    for k, t in ((0, 0), (2, 1), (1, 2)):
+        m.zero_grad()
+        y = out.logits if t == 0 else out.task_logits[:, t - 1]
+        y[b.domain == k].sum().backward(retain_graph=True)
+        w = m.heads.weights[0].grad  # (N*T, ·, 1), domain-major
+        others = [i for i in range(N * T) if i != k * T + t]
+        assert w[k * T + t].abs().sum() > 0 and w[others].abs().sum() == 0, (k, t)
+        assert m.task_experts.weights[0].grad.abs().sum() > 0 and m.task_balance_logit.grad != 0
+    assert _model("m3oe").task_experts is None and _model("m3oe")(b).task_logits is None
+
+
+def test_m3oe_learns_a_second_label(tmp_path, tiny_table, tiny_schema) -> None:
+    """`purchase` after a click, driven by brand parity (as tests/training/test_multitask.py)."""
+    import json
+
+    import pyarrow as pa
+
+    from crossctr.data.dataset import prepare
+    from crossctr.schema import DatasetSchema
+    from crossctr.training.run import RunConfig, train_run
+
+    t = tiny_table(6000)
+    rng = np.random.default_rng(3)
+    brand = np.array([int(x[1:]) for x in t.column("brand").to_pylist()])
+    click = t.column("click").to_numpy()
+    buy = (rng.random(len(click)) < np.where(brand % 2 == 0, 0.8, 0.15)).astype(float)
+    t = t.append_column("purchase", pa.array(np.where(click == 1, buy, np.nan), mask=click == 0))
+    data = prepare(DatasetSchema.model_validate({**tiny_schema.model_dump(mode="json", exclude_none=True), "tasks": ["purchase"]}), tmp_path, t)
+    model = {"name": "m3oe", "shared_dim": 8, "specific_dim": 2, "star": [32, 16], "deep": [16, 8], "tower": [8], "tasks": 1}
+    train = {"epochs": 4, "batch_size": 128, "progress": False, "threads": 1, "device": "cpu"}
+    res = train_run(RunConfig.model_validate({"dataset": "unused", "model": model, "train": train}), tmp_path / "run", data)
+    per_task = json.loads((tmp_path / "run" / "metrics.json").read_text())["tasks"]["purchase"]["test"]
+    assert per_task["overall"]["auc"] > 0.7, per_task
+    assert res.metrics["test"]["overall"]["auc"] > 0.6

@@ -18,8 +18,13 @@ AutoML-searched structure weights):
 ⊘ is stop-gradient: the gates read the bottom's output without moving it, as in the
 Scenario-Wise-Rec implementation. The paper finds a_bal, a_exp by a bi-level (validation-set)
 search; as Scenario-Wise-Rec, they are trained with the rest here (σ of a free scalar, no
-temperature). Single task: the task experts and the task-level balance of a multi-task run are
-left out. Every expert, gate and tower runs as a stacked parameter set: no loop over them.
+temperature). With `tasks: T` (the dataset's extra labels) every (domain, task) pair has its
+gate and tower, and the paper's task view joins the sum: task experts T_t balanced as the
+domain ones, over the click and the T extra tasks,
+    logit_t = Tower_{d,t}(S_t + σ(a_exp) · D̃ + σ(a_exp,t) · T̃_t),
+    T̃_t = σ(a_bal,t) T_t + (1 − σ(a_bal,t))/T · Σ_{j≠t} T_j
+(task 0 is the click). Without `tasks` there is no task view, as Scenario-Wise-Rec's
+single-task M3oE. Every expert, gate and tower runs as a stacked parameter set: no loop over them.
 
 Defaults are Scenario-Wise-Rec's (Li et al., KDD 2024 benchmark) MovieLens setting, where
 M3oE is the best public model on one domain: fcn_dims [128, 64, 64, 32] = STAR layer 128,
@@ -63,6 +68,9 @@ class M3oEConfig(EmbeddedConfig):
     tower: tuple[int, ...] = (32,)  # Scenario-Wise-Rec: each domain's tower, then a linear logit
     balance_init: float = 1.0  # Scenario-Wise-Rec's bal_d: σ(1) ≈ 0.73 of the domain view from the own domain
     expert_weight_init: float = 1.0  # Scenario-Wise-Rec's exp_d: the domain view enters with σ(1) ≈ 0.73
+    # Multi-task: the dataset's extra labels (schema `tasks`), scored beside the click; the task
+    # view's balance and weight start as the domain view's (Scenario-Wise-Rec: bal_t = exp_t = 1).
+    tasks: int | None = Field(default=None, ge=1)
 
 
 @register("m3oe", M3oEConfig)
@@ -77,23 +85,38 @@ class M3oE(EmbeddedInput, nn.Module):
         self.skip = norm_block(in_dim, bottom)
         self.experts = StackedNormMLP(config.n_experts, bottom, config.deep)  # shared S_k
         self.domain_experts = StackedNormMLP(n_domains, bottom, config.deep)  # D_j, one per domain
-        self.gates = SoftmaxGates(bottom, n_domains, config.n_experts)
+        self.n_domains, self.n_tasks = n_domains, 1 + (config.tasks or 0)  # task 0: the click
+        NT = n_domains * self.n_tasks  # one gate and one tower per (domain, task), domain-major
+        self.gates = SoftmaxGates(bottom, NT, config.n_experts)
         self.balance_logit = nn.Parameter(torch.tensor(float(config.balance_init)))  # a_bal
         self.expert_logit = nn.Parameter(torch.tensor(float(config.expert_weight_init)))  # a_exp
+        self.task_experts: StackedNormMLP | None = None
+        if config.tasks:
+            self.task_experts = StackedNormMLP(self.n_tasks, bottom, config.deep)  # T_t
+            self.task_balance_logit = nn.Parameter(torch.tensor(float(config.balance_init)))  # a_bal,t
+            self.task_expert_logit = nn.Parameter(torch.tensor(float(config.expert_weight_init)))  # a_exp,t
         H = self.experts.out_dim
-        self.towers = StackedNormMLP(n_domains, H, config.tower) if config.tower else None
-        self.heads = StackedMLP(n_domains, config.tower[-1] if config.tower else H, (1,), activate_last=False)
+        self.towers = StackedNormMLP(NT, H, config.tower) if config.tower else None
+        self.heads = StackedMLP(NT, config.tower[-1] if config.tower else H, (1,), activate_last=False)
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain
         e, extras = self._embed(batch)  # (B, F, K), attention-weighted when the model has the unit
         x = e.flatten(1)  # (B, F*K)
         h = self.star_out(self.star(x, d)) + self.skip(x)  # (B, S)
-        g = take_domain(self.gates(h.detach()), d)  # (B, E) the row's own domain's gate, ⊘h
-        shared = torch.einsum("be,beh->bh", g, self.experts(h))  # (B, H)
+        B, N, T = h.shape[0], self.n_domains, self.n_tasks
+        g = take_domain(self.gates(h.detach()).view(B, N, T, -1), d)  # (B, T, E) the row's domain's gates, ⊘h
+        shared = torch.einsum("bte,beh->bth", g, self.experts(h))  # (B, T, H)
         domain = balance_domains(self.domain_experts(h), d, torch.sigmoid(self.balance_logit))  # (B, H)
-        fused = shared + torch.sigmoid(self.expert_logit) * domain  # (B, H)
-        t = self.towers(fused) if self.towers is not None else fused  # (B, N, T) every tower, or (B, H)
-        logits = take_domain(self.heads(t), d).squeeze(-1)  # (B, N, 1) -> (B,) tower d
-        extras["gates"] = g.detach()  # (B, E)
-        return ModelOutput(logits, {}, extras)
+        fused = shared + torch.sigmoid(self.expert_logit) * domain.unsqueeze(1)  # (B, T, H)
+        if self.task_experts is not None:
+            view = self.task_experts(h)  # (B, T, H) every task expert
+            w = torch.sigmoid(self.task_balance_logit)
+            u = (1.0 - w) / (T - 1)  # T >= 2 here: the click and at least one extra task
+            view = (w - u) * view + u * view.sum(1, keepdim=True)  # (B, T, H) T̃_t for every task t
+            fused = fused + torch.sigmoid(self.task_expert_logit) * view
+        f = fused.unsqueeze(1).expand(B, N, T, fused.shape[-1]).reshape(B, N * T, -1)  # (B, N*T, H) tower (n, t) reads task t
+        t = self.towers(f) if self.towers is not None else f  # (B, N*T, ·)
+        out = take_domain(self.heads(t).view(B, N, T), d)  # (B, T) the row's domain's towers
+        extras["gates"] = g[:, 0].detach()  # (B, E) the click's gate
+        return ModelOutput(out[:, 0], {}, extras, out[:, 1:] if T > 1 else None)
