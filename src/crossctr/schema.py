@@ -501,8 +501,9 @@ class DatasetSchema(StrictModel):
         return cols
 
     def resolve_path(self, base: Path) -> Path:
-        """The data path (with `sources:`, the first source's; the YAML folder names them all)."""
-        p = Path(self.path if self.path is not None else (self.sources[0].path if self.sources else "."))
+        """The data path; with `sources:`, the folder they are relative to (what messages about
+        the whole dataset name)."""
+        p = Path(self.path if self.path is not None else ".")
         return p if p.is_absolute() else (base / p)
 
     @classmethod

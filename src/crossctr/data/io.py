@@ -59,6 +59,9 @@ __all__ = [
     "resolve_input_files",
     "check_input_files",
     "iter_file_batches",
+    "check_file",
+    "open_text_batches",
+    "parse_numbers",
 ]
 
 log = logging.getLogger(__name__)
@@ -329,6 +332,48 @@ def _not_found(path: Path) -> DataError:
         if err.errno == errno.EACCES:
             return DataError(f"{path}: permission denied; make the file readable")
     return DataError(f"{path}: file not found")
+
+
+def check_file(path: Path, kind: str) -> None:
+    """Raise a DataError when `path` is not a readable file of `kind` ("csv" or "parquet"): not
+    found, a link that loops or points nowhere, or bytes of another kind (Parquet, gzip, ...)."""
+    if not path.is_file():
+        raise _not_found(path)
+    _check_magic(path, kind)
+
+
+def open_text_batches(path: Path, fmt: FormatSpec, column_types: dict[str, pa.DataType], block_size: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Stream a delimited text file in `fmt`'s layout (delimiter, header or columns, comment,
+    quote, encoding): its Arrow schema and its record batches. `column_types` fixes the types of
+    those columns (the others are inferred from the first block); empty text stays "" (no null
+    markers). A block that does not parse raises a DataError naming the file and the column."""
+    encoding = fmt.encoding or "utf-8"
+    try:
+        names = _csv_header(path, fmt, encoding)
+        reader = pacsv.open_csv(_csv_source(path, fmt), read_options=_csv_read_options(fmt, encoding, block_size),
+                                parse_options=_csv_parse_options(path, fmt),
+                                convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
+        raise _csv_error(path, err, fmt, encoding) from None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        while True:
+            try:
+                batch = next(reader, None)
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
+                raise _csv_error(path, err, fmt, encoding, names) from None
+            if batch is None:
+                return
+            yield batch
+
+    return reader.schema, batches()
+
+
+def parse_numbers(col: pa.Array, name: str, source: str, row_offset: int = 0) -> pa.Array:
+    """A column of numbers or number text as float64 (null markers are missing), exactly as
+    `validate_table` reads a numeric feature; text that is not a number is a DataError naming
+    the column and the rows."""
+    return _as_float(col, name, source, row_offset)
 
 
 def read_table(path: str | Path, columns: list[str] | None = None, *, encoding: str = "utf-8", fmt: FormatSpec | None = None) -> pa.Table:

@@ -32,17 +32,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from crossctr.data.io import (
-    DataError,
-    _as_float,
-    _check_magic,
-    _csv_error,
-    _csv_header,
-    _csv_parse_options,
-    _csv_read_options,
-    _not_found,
-    _csv_source,
-)
+from crossctr.data.io import DataError, check_file, open_text_batches, parse_numbers
+from crossctr.files import DiskFullError, disk_full, human_bytes, remove_stale, set_new_file_mode
 from crossctr.schema import DatasetSchema, FormatSpec
 from crossctr.training.run import Predictor
 
@@ -89,42 +80,22 @@ def _input_format(schema: DatasetSchema, encoding: str | None) -> FormatSpec:
 def _batches(path: Path, schema: DatasetSchema, batch_rows: int, fmt: FormatSpec) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
     """(arrow schema, row count if known, batch iterator) of a file, opened for streaming."""
     kind = _kind(path, "input", fmt)
-    if not path.is_file():
-        raise _not_found(path)
-    _check_magic(path, "parquet" if kind == "parquet" else "csv")
-    encoding = fmt.encoding or "utf-8"
-    try:
-        if kind == "parquet":
+    check_file(path, "parquet" if kind == "parquet" else "csv")
+    if kind == "parquet":
+        try:
             pf = pq.ParquetFile(path)
             return pf.schema_arrow, pf.metadata.num_rows, pf.iter_batches(batch_size=batch_rows)
-        # Model columns are read as text, so a later block cannot be inferred differently from the
-        # first, and `validate_table` types them as training does: its errors name the column and
-        # the rows (a number column is given back as numbers in the output).
-        types = {c: pa.string() for c in [schema.domain.column, *schema.raw_feature_columns()]}
-        if fmt.kind is None and path.suffix.lower() == ".tsv":
-            fmt = fmt.model_copy(update={"delimiter": fmt.delimiter or "\t"})
-        names = _csv_header(path, fmt, encoding)
-        # ~64 bytes a row is typical of click logs; the block size bounds memory either way
-        reader = pacsv.open_csv(_csv_source(path, fmt), read_options=_csv_read_options(fmt, encoding, max(1 << 20, batch_rows * 64)),
-                                parse_options=_csv_parse_options(path, fmt),
-                                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False))
-        return reader.schema, None, _named_errors(reader, path, fmt, encoding, names)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
-        if kind == "parquet":
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
             raise DataError(f"{path}: cannot be read as Parquet: {err}") from None
-        raise _csv_error(path, err, fmt, encoding) from None
-
-
-def _named_errors(reader: Iterator[pa.RecordBatch], path: Path, fmt: FormatSpec, encoding: str, names: list[str]) -> Iterator[pa.RecordBatch]:
-    """The reader's batches; a block that does not parse raises a DataError naming the column (not its index)."""
-    while True:
-        try:
-            batch = next(reader, None)
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
-            raise _csv_error(path, err, fmt, encoding, names) from None
-        if batch is None:
-            return
-        yield batch
+    # Model columns are read as text, so a later block cannot be inferred differently from the
+    # first, and `validate_table` types them as training does: its errors name the column and
+    # the rows (a number column is given back as numbers in the output).
+    types = {c: pa.string() for c in [schema.domain.column, *schema.raw_feature_columns()]}
+    if fmt.kind is None and path.suffix.lower() == ".tsv":
+        fmt = fmt.model_copy(update={"delimiter": fmt.delimiter or "\t"})
+    # ~64 bytes a row is typical of click logs; the block size bounds memory either way
+    arrow_schema, batches = open_text_batches(path, fmt, types, max(1 << 20, batch_rows * 64))
+    return arrow_schema, None, batches
 
 
 def _rows(mask: np.ndarray, offset: int) -> str:
@@ -161,18 +132,26 @@ def _numeric_types(arrow_schema: pa.Schema, schema: DatasetSchema) -> pa.Schema:
 def _numbers_back(table: pa.Table, arrow_schema: pa.Schema, schema: DatasetSchema, source: str, offset: int) -> pa.Table:
     for i, name in enumerate(table.column_names):
         if pa.types.is_float64(arrow_schema.field(name).type) and pa.types.is_string(table.schema.field(name).type):
-            table = table.set_column(i, name, _as_float(table.column(name).combine_chunks(), name, source, offset))
+            table = table.set_column(i, name, parse_numbers(table.column(name).combine_chunks(), name, source, offset))
     return table
 
 
 class _Writer:
-    """Incremental Parquet / CSV writer into a temporary file, renamed into place on `commit`."""
+    """Incremental Parquet / CSV writer into a temporary file, renamed into place on `commit`.
+
+    The temporary file `.NAME.<pid>-XXXX.tmp` carries the writer's pid: a rerun removes the ones
+    a killed predict left (their process is gone), and never reads them.
+    """
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path, self.kind = path, _kind(path, "output")
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
+        remove_stale(path.parent, f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+        try:
+            set_new_file_mode(fd)  # mkstemp makes 0600; the output gets the mode the user's umask gives
+        finally:
+            os.close(fd)
         self.tmp = Path(tmp)
         if self.kind == "parquet":
             self.writer: Any = pq.ParquetWriter(self.tmp, schema)
@@ -189,8 +168,25 @@ class _Writer:
     def abort(self) -> None:
         try:
             self.writer.close()
+        except OSError:
+            pass  # closing flushes, and the disk may still be full: the file goes anyway
         finally:
             self.tmp.unlink(missing_ok=True)
+
+    def written(self) -> int:
+        try:
+            return self.tmp.stat().st_size
+        except OSError:
+            return 0
+
+
+def _full_message(output: Path, written: int, rows: int, input: Path) -> str:
+    size = input.stat().st_size if input.is_file() else 0
+    return (
+        f"{output.parent}: the disk filled while writing {output.name}: {human_bytes(written)} ({written:,} bytes) of "
+        f"output for {rows:,} rows were written before it; the whole output needs about as much space as the input "
+        f"({human_bytes(size)}) plus the score column; free space or choose another --out (the partial file was removed)"
+    )
 
 
 def predict_file(
@@ -264,12 +260,15 @@ def predict_file(
             writer.write(scored)
             rows += table.num_rows
             bar.update(table.num_rows)
-    except BaseException:
+        writer.commit()
+    except BaseException as err:
+        written = writer.written()
         writer.abort()
+        if disk_full(err):
+            raise DiskFullError(_full_message(output, written, rows, input)) from None
         raise
     finally:
         bar.close()
-    writer.commit()
     seconds = time.perf_counter() - t0
     log.info("scored %d rows of %s in %.1f s", rows, input, seconds)
     return PredictResult(rows, seconds, output)
