@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from crossctr import __version__
+from crossctr.clihelp import RegistryCommand
 from crossctr.data.io import DataError
 from crossctr.schema import ConfigError
 
@@ -31,14 +32,18 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for data, runs and results.")
 @click.option("--rows", type=int, default=150_000, show_default=True, help="Simulated rows over all three platforms.")
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@click.option("--epochs", type=int, default=3, show_default=True, help="Training epochs of each model (early stopping may end sooner).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulator, the split and the models' initialisation.")
+@click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
 def demo(out: Path, rows: int, epochs: int, seed: int, no_progress: bool) -> None:
-    """Simulate 3 platforms, train CNAN-AT and Self-train, print per-platform AUC, draw attention."""
+    """Simulate 3 platforms, train CNAN-AT and Self-train, print per-platform AUC, draw attention.
+
+    Says before training how long it should take on this machine (timed on a few batches).
+    """
+    from crossctr.clihelp import show_progress
     from crossctr.demo import run_demo
 
-    result = run_demo(out, rows=rows, epochs=epochs, seed=seed, progress=not no_progress)
+    result = run_demo(out, rows=rows, epochs=epochs, seed=seed, progress=show_progress(no_progress))
     click.echo(result.table)
     click.echo(f"\nresults: {out / 'results.md'}, {out / 'results.json'}; attention heatmap: {result.heatmap}")
     click.echo(f"wall time: {result.seconds:.0f} s")
@@ -46,8 +51,8 @@ def demo(out: Path, rows: int, epochs: int, seed: int, no_progress: bool) -> Non
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write data.parquet, dataset.yaml, planted.json.")
-@click.option("--rows", type=int, default=300_000, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rows", type=int, default=300_000, show_default=True, help="Rows over all three platforms, split in the paper's ratio A : B : C = 56,000 : 4,900 : 350.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users, items and clicks.")
 def simulate(out: Path, rows: int, seed: int) -> None:
     """Write a simulated three-platform click log as a user's dataset would look."""
     from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
@@ -59,15 +64,17 @@ def simulate(out: Path, rows: int, seed: int) -> None:
     click.echo(f"dataset: {path}")
 
 
-@cli.command()
+@cli.command(cls=RegistryCommand)
 @click.argument("name")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/datasets"), show_default=True, help="Cache folder; the dataset goes to OUT/NAME-seedS-vV/.")
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), help="Folder holding the raw public data (movielens-1m/, ...); default $CROSSCTR_DATA_ROOT.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split (and of the simulator).")
 def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
-    """Write a registered dataset (simulator, movielens-1m, movielens-1m-mt, ...) as data.parquet + dataset.yaml.
+    """Write a registered dataset NAME as data.parquet + dataset.yaml (`list`: name them).
 
-    Point a run config's `dataset:` at the printed YAML. `crossctr dataset list` names them all.
+    Point a run config's `dataset:` at the printed YAML. The registered datasets:
+
+    <DATASET_LIST>
     """
     from crossctr.data.registry import describe, resolve_dataset
     from crossctr.schema import ConfigError
@@ -84,13 +91,19 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
         raise click.UsageError(str(err)) from None
 
 
-@cli.command()
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True, help="Run config YAML.")
+@cli.command(cls=RegistryCommand)
+@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
+              help="Run config YAML (every key: docs/configuration.md or `crossctr config-reference`).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/checkpoint (same config and data).")
-def train(config_path: Path, out: Path, resume: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
+@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Log loss per step and per-domain validation AUC / log loss per epoch to this TensorBoard folder "
+                   "(the `tensorboard` extra); the same as `train: {tensorboard: DIR}`.")
+def train(config_path: Path, out: Path, resume: bool, no_progress: bool, tensorboard_dir: Path | None) -> None:
     """Train a model with a strategy from a run config; write a self-contained run folder.
 
+    Models (`model: {name: ...}`): <MODELS>. Strategies (`strategy: {name: ...}`): <STRATEGIES>.
     Under `torchrun --nproc-per-node N -m crossctr train ...` it trains data-parallel.
     """
     from crossctr.evaluation.report import auc_table
@@ -99,11 +112,27 @@ def train(config_path: Path, out: Path, resume: bool) -> None:
     from crossctr.training.run import RunConfig, train_run
 
     cfg = RunConfig.from_yaml(config_path)
+    update: dict[str, object] = {}
+    if no_progress:
+        update["progress"] = False
+    if tensorboard_dir is not None:
+        update["tensorboard"] = str(tensorboard_dir)
+    if update:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update=update)})
     info = init_from_env(cfg.train.device)
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)  # one rank reports
     try:
-        result = train_run(cfg, out, resume=resume)
+        data = None
+        if info.world == 1:  # say how long it will take before it starts (a few steps timed here)
+            from crossctr.data.prepare import load_dataset
+            from crossctr.training.eta import estimate_run
+            from crossctr.training.run import restrict_domains
+
+            data = load_dataset(Path(cfg.dataset))
+            scoped = restrict_domains(data, cfg.domains) if cfg.domains is not None else data
+            click.echo(f"estimated training time: {estimate_run(cfg, scoped).text}", err=True)
+        result = train_run(cfg, out, data, resume=resume)
     except (FloatingPointError, CheckpointError) as err:
         raise click.ClickException(str(err)) from None
     finally:

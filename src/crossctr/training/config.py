@@ -64,3 +64,6 @@ class TrainConfig(StrictModel):
     # resumed CPU run ends bit-identical to an uninterrupted one. Off by default: some CUDA
     # kernels have no deterministic form and then raise.
     deterministic: bool = False
+    # TensorBoard logging (the `tensorboard` extra): loss terms per step, per-domain validation
+    # AUC and log loss per epoch. true: RUN/tensorboard; a path: that folder; None: off.
+    tensorboard: bool | str | None = None

@@ -48,6 +48,7 @@ from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
 from crossctr.training.trainer import Trainer
 
+from crossctr.training.tracking import make_tracker
 __all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "load_encoder", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _group_attention(att: dict[str, np.ndarray], schema: DatasetSchema) -> dict[
 def _fingerprint(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: the config (less settings that change no
     result or may differ on restart) and the data's size per split and domain."""
-    run = cfg.model_dump(mode="json", exclude={"dataset": True, "train": {"device", "threads", "progress", "eval_batch_size", "checkpoint_every", "deterministic"}})
+    run = cfg.model_dump(mode="json", exclude={"dataset": True, "train": {"device", "threads", "progress", "eval_batch_size", "checkpoint_every", "deterministic", "tensorboard"}})
     rows = {k: s.domain_counts(len(data.schema.domain.values)) for k, s in data.splits.items()}
     return {"run": run, "rows": rows}
 
@@ -196,10 +197,15 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
         ckpt.reset()
     if info.world > 1:
         torch.distributed.barrier()  # every rank has read the checkpoint before rank 0 replaces it
-    trainer = Trainer(cfg.train, names, checkpoint=ckpt)
+    tracker = make_tracker(cfg.train.tensorboard, out) if info.is_main else None  # train.tensorboard
+    trainer = Trainer(cfg.train, names, checkpoint=ckpt, tracker=tracker)
     cards = data.encoder.cardinalities
     factory = lambda: build_model(model_cfg, cards, len(names))  # noqa: E731
-    result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
+    try:
+        result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
+    finally:
+        if tracker is not None:
+            tracker.close()
     if not info.is_main:
         return RunResult(out, {}, {}, result)
 

@@ -39,6 +39,7 @@ from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig
 from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, sharded_click_loss, unwrap, wrap_ddp
 from crossctr.training.losses import click_loss, power_row_scale, task_counts, task_loss
 from crossctr.training.optim import RowWiseAdagrad
+from crossctr.training.tracking import Tracker
 
 __all__ = ["Trainer", "FitResult", "resolve_device", "make_optimizers"]
 
@@ -102,8 +103,9 @@ class _FitState:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, domain_names: list[str], checkpoint: Checkpointer | None = None) -> None:
+    def __init__(self, config: TrainConfig, domain_names: list[str], checkpoint: Checkpointer | None = None, tracker: Tracker | None = None) -> None:
         self.config = config
+        self.tracker = tracker  # TensorBoard (training.tracking): loss per step, validation per epoch
         self.domain_names = list(domain_names)
         self.n_domains = len(domain_names)
         self.checkpoint = checkpoint
@@ -119,7 +121,7 @@ class Trainer:
 
     def with_config(self, config: TrainConfig) -> "Trainer":
         """A trainer for another stage of the same run (same domains and checkpoint)."""
-        return Trainer(config, self.domain_names, self.checkpoint)
+        return Trainer(config, self.domain_names, self.checkpoint, self.tracker)
 
     def evaluate(self, model: nn.Module, data: EncodedSplit) -> dict[str, dict[str, float]]:
         """Metrics over all of `data`; under torchrun each rank scores a chunk and the scores are gathered."""
@@ -204,6 +206,8 @@ class Trainer:
                 auc = mean_auc(valid_metrics) if cfg.select_on == "domain_mean" else valid_metrics["overall"]["auc"]
                 record = self._epoch_record(st, train, valid_metrics, auc, info)
                 st.history.append(record)
+                if self.tracker is not None and info.is_main:
+                    self.tracker.log_epoch(key or desc, st.epoch, valid_metrics, auc)
                 if info.is_main:
                     log.info("%s epoch %d: loss %.4f, valid %s AUC %.4f (%.0f rows/s)", desc, st.epoch, record["train_loss"].get("click", float("nan")), _SELECT_NAME[cfg.select_on], auc, record["train_rows_per_s"])
                 stop = False
@@ -236,8 +240,10 @@ class Trainer:
         n, bs = len(train), cfg.batch_size
         n_batches = math.ceil(n / bs)
         order = torch.randperm(n, generator=gen)  # the same on every rank: same seed, same draws
-        bar = tqdm(range(st.step, n_batches), total=n_batches, initial=st.step, desc=f"{desc} epoch {st.epoch}/{cfg.epochs}", disable=not (cfg.progress and info.is_main), leave=False)
+        # disable=None: tqdm shows the bar only when stderr is a terminal (a redirected log gets none)
+        bar = tqdm(range(st.step, n_batches), total=n_batches, initial=st.step, desc=f"{desc} epoch {st.epoch}/{cfg.epochs}", disable=None if cfg.progress and info.is_main else True, leave=False)
         te = time.perf_counter()
+        first_step, t_first = st.step, te
         for _ in bar:
             idx = order[st.step * bs : (st.step + 1) * bs]  # the global batch
             counts, t_counts, scale = None, None, 1.0
@@ -262,12 +268,18 @@ class Trainer:
             self._check_finite(model, loss, terms, desc, st)
             for opt in opts:
                 opt.step()
-            for k, v in terms.items():
-                st.sums[k] = st.sums.get(k, 0.0) + float(v)
+            values = {k: float(v) for k, v in terms.items()}
+            for k, v in values.items():
+                st.sums[k] = st.sums.get(k, 0.0) + v
+            if self.tracker is not None and info.is_main:
+                self.tracker.log_step(key or desc, st.global_step + 1, values)
             st.step += 1
             st.global_step += 1
-            if st.step % 20 == 0 or st.step == n_batches:
-                bar.set_postfix(loss=f"{st.sums['click'] / st.step:.4f}")
+            if (st.step % 20 == 0 or st.step == n_batches) and not bar.disable:
+                # the bar's own ETA is this epoch's; `fit_left` adds the epochs still to come (at most: early stopping may end sooner)
+                per_batch = (time.perf_counter() - t_first) / (st.step - first_step)
+                left = per_batch * (n_batches - st.step + (cfg.epochs - st.epoch) * n_batches)
+                bar.set_postfix(loss=f"{st.sums['click'] / st.step:.4f}", fit_left=f"{int(left // 60)}m{int(left % 60):02d}s")
             if ckpt is not None and cfg.checkpoint_every and st.global_step % cfg.checkpoint_every == 0 and st.step < n_batches:
                 st.epoch_seconds += time.perf_counter() - te
                 te = time.perf_counter()
