@@ -8,6 +8,7 @@ wait for).
 
 from __future__ import annotations
 
+import re
 import sys
 import typing
 from importlib import resources
@@ -34,7 +35,7 @@ def _experiments() -> dict[str, str]:
             except yaml.YAMLError:
                 about = ""
             first = " ".join(about.split()).replace("et al. ", "et al.\0").split(". ")[0].replace("\0", " ").rstrip(".")
-            out[p.name[: -len(".yaml")]] = first if len(first) <= 100 else first[:99].rstrip() + "…"
+            out[p.name[: -len(".yaml")]] = first if len(first) <= 64 else first[:63].rstrip() + "…"
     return out
 
 
@@ -50,9 +51,14 @@ def registry_names() -> dict[str, list[str]]:
 
 
 def _fill(text: str | None, values: dict[str, str]) -> str | None:
+    """Replace each <KEY>; a multi-line value takes the indentation of its placeholder's line."""
     if text is None:
         return None
     for key, value in values.items():
+        def indented(m: re.Match[str], value: str = value) -> str:
+            return "\n".join(m.group(1) + line for line in value.split("\n"))
+
+        text = re.sub(rf"(?m)^([ \t]*)<{key}>", indented, text)
         text = text.replace(f"<{key}>", value)
     return text
 
@@ -67,8 +73,8 @@ class RegistryCommand(click.Command):
         names = registry_names()
         values = {k: ", ".join(v) for k, v in names.items()}
         # \b keeps click from re-wrapping the lists into one paragraph
-        values["EXPERIMENT_LIST"] = "\b\n" + "\n".join(f"  {n:<12} {about}" for n, about in _experiments().items())
-        values["DATASET_LIST"] = "\b\n" + "\n".join(f"  {n:<22} {about}" for n, about in describe().items())
+        values["EXPERIMENT_LIST"] = "\b\n" + "\n".join(f"{n:<12} {about}" for n, about in _experiments().items())
+        values["DATASET_LIST"] = "\b\n" + "\n".join(f"{n:<24} {about}" for n, about in describe().items())
         self.help = _fill(self.help, values)
         for param in self.params:
             if isinstance(param, click.Option):

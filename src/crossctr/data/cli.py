@@ -14,12 +14,14 @@ _YAML = click.Path(path_type=Path, exists=True, dir_okay=False)
 def _options(max_memory: str, batch_rows: int | None, no_progress: bool, **flags: bool):  # type: ignore[no-untyped-def]
     from crossctr.data.prepare import PrepareOptions, parse_memory
 
-    return PrepareOptions(max_memory=parse_memory(max_memory), batch_rows=batch_rows, progress=not no_progress, **flags)
+    from crossctr.clihelp import show_progress
+
+    return PrepareOptions(max_memory=parse_memory(max_memory), batch_rows=batch_rows, progress=show_progress(no_progress), **flags)
 
 
 _memory = click.option("--max-memory", default="2GB", show_default=True, help="Resident memory the whole process may use, e.g. 2GB, 512MB, 4GiB.")
 _batch = click.option("--batch-rows", type=int, default=None, help="Rows per record batch (default: derived from --max-memory).")
-_quiet = click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+_quiet = click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
 
 
 @click.command("prepare")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import click
+
+from crossctr.clihelp import RegistryCommand
 
 __all__ = ["experiment"]
 
@@ -55,9 +58,9 @@ def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, 
     return shlex.join(args)
 
 
-@click.command()
+@click.command(cls=RegistryCommand)
 @click.argument("name")
-@click.option("--dataset", help="simulator | movielens-1m | movielens-1m-age3 | path/to/dataset.yaml")
+@click.option("--dataset", help="A registered dataset (<DATASETS>) or the path of a dataset.yaml.")
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), help="Folder holding the raw public data sets (MovieLens, MIND).")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Results folder; default runs/experiments/NAME-DATASET.")
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/datasets"), show_default=True, help="Where named data sets are built once and reused.")
@@ -67,16 +70,20 @@ def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, 
 @click.option("--dry-run", is_flag=True, help="List the planned runs and which are done; train nothing.")
 @click.option("--render-only", is_flag=True, help="Only rewrite report.md, report.json and figure4.png from results.jsonl.")
 @click.option("--keep-runs", is_flag=True, help="Keep each run's weights (deleted by default; metrics stay in results.jsonl).")
-@click.option("--progress", is_flag=True, help="Show per-epoch progress bars.")
+@click.option("--progress/--no-progress", default=False, show_default=True,
+              help="Per-epoch progress bars of each run (off by default: several runs share the terminal; never when stderr is not a terminal).")
 @click.option("--publish", type=click.Path(path_type=Path, file_okay=False),
               help="With --render-only: also copy the report, figure and results.jsonl to this folder, the command's "
                    "--data-root shown as <data-root>.")
 def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path | None, cache_dir: Path, seeds: str | None, only: str | None,
                methods: str | None, dry_run: bool, render_only: bool, keep_runs: bool, progress: bool, publish: Path | None) -> None:
-    """Run the named experiment grid NAME (paper, smoke, or a YAML path) on one dataset; resumable.
+    """Run the experiment grid NAME (a packaged experiment or a YAML path) on one dataset; resumable.
 
     Each finished run is one line of OUT/results.jsonl; rerunning skips what is there.
-    Writes OUT/report.md, OUT/report.json and OUT/figure4.png at the end.
+    Writes OUT/report.md, OUT/report.json and OUT/figure4.png at the end. The packaged
+    experiments:
+
+    <EXPERIMENT_LIST>
     """
     from crossctr.experiments.grid import load_experiment
 
@@ -101,13 +108,15 @@ def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path
         click.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'figure4.png'}")
         return
     if dataset is None:
-        raise click.UsageError("--dataset is required (simulator, movielens-1m, movielens-1m-age3 or a dataset.yaml path)")
+        from crossctr.data.registry import DATASETS
+
+        raise click.UsageError(f"--dataset is required: a registered dataset ({', '.join(DATASETS)}) or a dataset.yaml path")
     exp = load_experiment(name)
     from crossctr.data.registry import resolve_dataset  # written by the data team; imported only when needed
     from crossctr.experiments.runner import run_experiment
 
     dataset_yaml = resolve_dataset(dataset, cache_dir, data_root)
-    summary = run_experiment(exp, dataset_yaml, out, seeds=seed_list, only=only_list, methods=method_list, dry_run=dry_run, keep_runs=keep_runs, progress=progress, command=command)
+    summary = run_experiment(exp, dataset_yaml, out, seeds=seed_list, only=only_list, methods=method_list, dry_run=dry_run, keep_runs=keep_runs, progress=progress and sys.stderr.isatty(), command=command)
     if dry_run:
         for line in summary.listing:
             click.echo(line)

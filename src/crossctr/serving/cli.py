@@ -15,7 +15,7 @@ __all__ = ["predict", "export", "serve"]
 @click.option("--out", "output", type=click.Path(path_type=Path, dir_okay=False), required=True, help="Output file; .parquet, .csv or .tsv sets the format.")
 @click.option("--batch-rows", type=int, default=65_536, show_default=True, help="Rows read, scored and written at a time (bounds memory).")
 @click.option("--score-column", default="score", show_default=True, help="Name of the added probability column.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar (hidden anyway when stderr is not a terminal).")
 @click.option("--encoding", default=None, help="Text encoding of a CSV INPUT (e.g. latin-1); default: the dataset's `encoding:`.")
 def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, score_column: str, no_progress: bool, encoding: str | None) -> None:
     """Score every row of INPUT (CSV/Parquet) with RUN_DIR; write the rows plus a score column.
@@ -24,14 +24,16 @@ def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, scor
     """
     from crossctr.serving.predict import predict_file
 
-    res = predict_file(run_dir, input_path, output, batch_rows=batch_rows, score_column=score_column, progress=not no_progress, encoding=encoding)
+    from crossctr.clihelp import show_progress
+
+    res = predict_file(run_dir, input_path, output, batch_rows=batch_rows, score_column=score_column, progress=show_progress(no_progress), encoding=encoding)
     click.echo(f"scored {res.rows} rows in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} rows/s): {res.output}")
 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Export folder to write.")
-@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript"]), default="onnx", show_default=True, help="ONNX (served with onnxruntime) or TorchScript.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or later).")
 @click.option("--parity-rows", type=int, default=4096, show_default=True, help="Random rows scored by both the export and PyTorch.")
 @click.option("--bench-seconds", type=float, default=0.5, show_default=True, help="Time per throughput measurement; 0 skips it.")
@@ -55,13 +57,13 @@ def export(run_dir: Path, out: Path, fmt: str, opset: int, parity_rows: int, ben
 
 @click.command()
 @click.argument("source", metavar="RUN_DIR_OR_EXPORT", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on; 0.0.0.0 for every interface.")
+@click.option("--port", type=int, default=8000, show_default=True, help="TCP port to listen on.")
 @click.option("--engine", type=click.Choice(["auto", "onnx", "torch"]), default="auto", show_default=True, help="auto: onnxruntime when installed (a run folder is exported in memory), else PyTorch.")
 @click.option("--max-body-bytes", type=int, default=1 << 20, show_default=True, help="Larger request bodies get 413, unparsed.")
 @click.option("--max-rows", type=int, default=1000, show_default=True, help="Most rows (score) or items (rank) per request.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Intra-op threads per request; concurrency comes from concurrent requests, 0 = all cores.")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True, help="uvicorn's log level; debug also logs every request.")
 def serve(source: Path, host: str, port: int, engine: str, max_body_bytes: int, max_rows: int, threads: int | None, log_level: str) -> None:
     """Serve a run folder or an ONNX export over HTTP: /v1/score, /v1/rank, /v1/model, /healthz."""
     import uvicorn
