@@ -187,6 +187,23 @@ def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> N
 @cli.command("config-reference")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.")
 @click.option("--check", is_flag=True, help="With --out: write nothing, exit 1 when the file differs from what the code generates.")
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="PNG to write; default RUN_DIR/learning_curves.png.")
+def plot(run_dir: Path, out: Path | None) -> None:
+    """Draw a run's learning curves per domain (training loss, validation AUC and log loss by epoch) from history.json."""
+    from crossctr.evaluation.report import learning_curves
+
+    path = run_dir / "history.json"
+    if not path.is_file():
+        raise click.ClickException(f"{run_dir}: no history.json (not a finished run folder)")
+    try:
+        png = learning_curves(json.loads(path.read_text()), out or run_dir / "learning_curves.png", f"learning curves of {run_dir.name}")
+    except ValueError as err:
+        raise click.ClickException(f"{path}: {err}") from None
+    click.echo(f"learning curves: {png}")
+
+
 def config_reference(out: Path | None, check: bool) -> None:
     """Every key of a dataset YAML, run config and experiment YAML: type, default, allowed values, why."""
     from crossctr.configref import reference
