@@ -34,3 +34,13 @@ def test_plot_draws_every_fit(tmp_path: Path) -> None:
 def test_plot_without_history_says_so(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["plot", str(tmp_path)])
     assert r.exit_code == 1 and "no history.json" in r.output
+
+
+def test_attention_heatmap_draws_contrast_and_level(tmp_path: Path) -> None:
+    import numpy as np
+
+    from crossctr.evaluation.report import attention_heatmap
+
+    w = np.array([[0.530, 0.531, 0.529], [0.517, 0.5165, 0.5175]])  # level differs by 0.013, contrast by 0.001
+    png = attention_heatmap(w, ["A", "B"], ["brand", "price", "personal"], tmp_path / "att.png", "title")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

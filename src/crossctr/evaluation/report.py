@@ -39,28 +39,56 @@ def auc_table(results: dict[str, dict[str, dict[str, float]]], domains: Sequence
 def attention_heatmap(weights: np.ndarray, domains: Sequence[str], groups: Sequence[str], path: str | Path, title: str) -> Path:
     """weights: (n_domains, n_groups) mean attention; one row per domain, as the paper's Figure 4.
 
-    Two panels: the weights as learned, and each domain's weights minus that domain's mean.
-    A domain-wide offset (one platform's attention all a little higher) otherwise drowns the
-    contrast between feature groups that the figure is for.
+    The main panel is the contrast: each domain's weight on a feature group minus that
+    domain's mean over groups, so red means "this domain attends to this group more than to
+    its others". The learned weights themselves differ mostly by a per-domain level (one
+    platform's attention all a little higher), which would drown that contrast; the level is
+    shown in a narrow panel of its own.
     """
     path = Path(path)
-    weights = np.asarray(weights, dtype=float)
-    centred = weights - np.nanmean(weights, axis=1, keepdims=True)
-    fig, axes = plt.subplots(1, 2, figsize=(2.6 * len(groups) + 3, 0.6 * len(domains) + 1.8))
-    panels = [(weights, "Reds", "mean attention weight", "{:.3f}"), (centred, "RdBu_r", "minus the domain's mean", "{:+.4f}")]
-    for ax, (values, cmap, label, fmt) in zip(axes, panels):
-        lim = np.nanmax(np.abs(values)) or 1.0
-        kw = {"vmin": -lim, "vmax": lim} if cmap == "RdBu_r" else {}
-        im = ax.imshow(values, cmap=cmap, aspect="auto", **kw)
-        ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right")
-        ax.set_yticks(range(len(domains)), domains)
-        for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
-                ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", fontsize=7)
-        fig.colorbar(im, ax=ax, label=label)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    weights = np.asarray(weights, dtype=float)  # (D, G)
+    level = np.nanmean(weights, axis=1, keepdims=True)  # (D, 1)
+    contrast = weights - level  # (D, G)
+    lim = float(np.nanmax(np.abs(contrast))) if np.isfinite(contrast).any() else 0.0
+    lim = lim or 1.0
+    # Contrasts are often ~1e-3: show them in the unit that gives 1-3 significant digits.
+    exp = int(np.floor(np.log10(lim))) if lim < 0.1 else 0
+    scale = 10.0 ** -exp
+    unit = f" (×10$^{{{exp}}}$)" if exp else ""
+    n_d, n_g = weights.shape
+    fig = plt.figure(figsize=(1.25 * n_g + 4.2, 0.55 * n_d + 2.6))
+    grid = fig.add_gridspec(1, 3, width_ratios=[n_g, 1.1, 0.35], wspace=0.08)
+    ax, ax_level, cax = fig.add_subplot(grid[0]), fig.add_subplot(grid[1]), fig.add_subplot(grid[2])
+
+    im = ax.imshow(contrast * scale, cmap="RdBu_r", vmin=-lim * scale, vmax=lim * scale, aspect="auto")
+    for i in range(n_d):
+        for j in range(n_g):
+            v = contrast[i, j] * scale
+            if np.isfinite(v):
+                strong = abs(v) > 0.55 * lim * scale  # dark cell: white text
+                text = f"{v:+.1f}" if exp else f"{v:+.3f}"
+                text = text[1:] if float(text) == 0 else text  # no "-0.0"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if strong else "black")
+    ax.set_xticks(range(n_g), groups, rotation=30, ha="right")
+    ax.set_yticks(range(n_d), domains)
+    ax.set_xlabel("feature group")
+    ax.set_ylabel("domain")
+    ax.set_title("weight minus the domain's mean weight", fontsize=10)
+    fig.colorbar(im, cax=cax, label=f"weight − domain's mean{unit}")
+
+    ax_level.imshow(level, cmap="Greys", aspect="auto", vmin=np.nanmin(level) - 0.5 * (np.nanmax(level) - np.nanmin(level) + 1e-9), vmax=np.nanmax(level) + 1e-9)
+    for i in range(n_d):
+        ax_level.text(0, i, f"{level[i, 0]:.3f}", ha="center", va="center", fontsize=9,
+                      color="white" if level[i, 0] > np.nanmean(level) else "black")
+    ax_level.set_xticks([0], ["mean"])
+    ax_level.set_yticks([])
+    ax_level.set_title("domain's\nmean weight", fontsize=9)
+
+    fig.suptitle(title, fontsize=11, y=0.99)
+    fig.text(0.5, 0.90, "each cell: mean attention weight of the group's features on the domain's test rows, minus that domain's mean; "
+             "red = attended more than the domain's other groups", ha="center", fontsize=8, color="dimgray", wrap=True)
+    fig.subplots_adjust(left=0.12, right=0.9, top=0.78, bottom=0.25)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
