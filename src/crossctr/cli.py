@@ -12,6 +12,7 @@ import click
 from crossctr import __version__
 from crossctr.clihelp import RegistryCommand
 from crossctr.data.io import DataError
+from crossctr.files import DiskFullError
 from crossctr.schema import ConfigError
 
 __all__ = ["main"]
@@ -96,11 +97,12 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
               help="Run config YAML (every key: docs/configuration.md or `crossctr config-reference`).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/checkpoint (same config and data).")
+@click.option("--overwrite", is_flag=True, help="Train a new run in OUT although it holds one (its checkpoint is discarded); without it or --resume, a non-empty OUT is refused.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
 @click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Log loss per step and per-domain validation AUC / log loss per epoch to this TensorBoard folder "
                    "(the `tensorboard` extra); the same as `train: {tensorboard: DIR}`.")
-def train(config_path: Path, out: Path, resume: bool, no_progress: bool, tensorboard_dir: Path | None) -> None:
+def train(config_path: Path, out: Path, resume: bool, overwrite: bool, no_progress: bool, tensorboard_dir: Path | None) -> None:
     """Train a model with a strategy from a run config; write a self-contained run folder.
 
     Models (`model: {name: ...}`): <MODELS>. Strategies (`strategy: {name: ...}`): <STRATEGIES>.
@@ -109,9 +111,10 @@ def train(config_path: Path, out: Path, resume: bool, no_progress: bool, tensorb
     from crossctr.evaluation.report import auc_table
     from crossctr.training.checkpoint import CheckpointError
     from crossctr.training.distributed import init_from_env, shutdown
-    from crossctr.training.run import RunConfig, train_run
+    from crossctr.training.run import RunConfig, check_out_folder, train_run
 
     cfg = RunConfig.from_yaml(config_path)
+    check_out_folder(out, resume, overwrite)  # before reading data: a non-empty OUT needs --resume or --overwrite
     update: dict[str, object] = {}
     if no_progress:
         update["progress"] = False
@@ -243,7 +246,7 @@ def main() -> None:
     """Entry point: user errors print one clear line, not a traceback."""
     try:
         cli(standalone_mode=True)
-    except (ConfigError, DataError) as err:
+    except (ConfigError, DataError, DiskFullError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
 

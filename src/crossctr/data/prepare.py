@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 
 from crossctr.data.encoders import CategoricalEncoder, FeatureEncoder, MultiEncoder, NumericBucketizer, new_encoder
 from crossctr.data.io import DataError, InputFile, check_input_files, iter_file_batches, resolve_input_files, validate_table
+from crossctr.files import DiskFullError, check_space, disk_full, free_bytes, human_bytes, remove_stale
 from crossctr.schema import ColumnSplit, ConfigError, DatasetSchema, FeatureKind, RandomSplit, TimeSplit
 
 if TYPE_CHECKING:
@@ -538,15 +539,26 @@ def _reusable(out: Path, key: str) -> bool:
 
 
 class _NpyWriter:
-    """A preallocated .npy file filled row block by row block through short-lived memmaps."""
+    """A .npy file of a known shape filled row block by row block with positioned writes.
+
+    Plain writes, not a memory map: on a full disk a write fails with ENOSPC, which is caught
+    and reported, where storing into a memory-mapped page the disk cannot back kills the process
+    with SIGBUS. Written pages sit in the kernel's page cache, not in this process's memory.
+    """
 
     def __init__(self, path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
         self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=self.dtype, shape=shape)
-        self.offset = int(arr.offset)
-        del arr
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, header)  # padded to 64 bytes: the data is aligned for memory maps
+            self.offset = f.tell()
         self.row_bytes = self.dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
         self.cursor = 0
+
+    @staticmethod
+    def nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+        """File size: the 128-byte header (more for very long shapes) plus the data."""
+        return 128 + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
 
     def write(self, block: np.ndarray) -> None:
         n = len(block)
@@ -554,9 +566,11 @@ class _NpyWriter:
             return
         if self.cursor + n > self.shape[0]:
             raise DataError(f"{self.path}: more rows than counted in the first pass; did an input file change while preparing?")
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r+", offset=self.offset + self.cursor * self.row_bytes, shape=(n, *self.shape[1:]))
-        mm[:] = block
-        del mm  # unmapped: its pages leave this process's resident set (the kernel writes them back)
+        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
+        with open(self.path, "r+b", buffering=0) as f:
+            f.seek(self.offset + self.cursor * self.row_bytes)
+            while data:
+                data = data[f.write(data):]  # a raw write may take part of the buffer
         self.cursor += n
 
 
@@ -577,6 +591,9 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
     """
     t0 = time.perf_counter()
     dataset_yaml, out = Path(dataset_yaml), Path(out)
+    # Temp folders of earlier runs killed before they could clean up (SIGKILL, power loss):
+    # `.OUT.tmp-<pid>` of processes no longer running. Never read, only removed.
+    remove_stale(out.absolute().parent, f".{out.name}.tmp-")
     schema = DatasetSchema.from_yaml(dataset_yaml)
     paths = resolve_input_files(schema, dataset_yaml.parent)
     key, prints = cache_key(schema, paths, options, dataset_yaml.parent)
@@ -593,11 +610,17 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
         log.warning("%s", msg)
     n_rows = stats.rows.sum(axis=1)
 
+    ddt = _domain_dtype(schema.n_domains)
+    n_tasks = len(schema.task_names)
+    shapes = [((int(n), schema.n_slots), np.int32) for n in n_rows] + [((int(n),), ddt) for n in n_rows] + [((int(n),), np.int8) for n in n_rows]
+    shapes += [((int(n), n_tasks), np.int8) for n in n_rows] if n_tasks else []
+    needed = sum(_NpyWriter.nbytes(dt, shape) for shape, dt in shapes) + (1 << 20)  # + encoders.json and the manifest
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    check_space(tmp.parent, needed, f"{out.name}'s arrays ({int(n_rows.sum()):,} rows)")  # refuse before writing anything
+    free = free_bytes(tmp.parent)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        ddt = _domain_dtype(schema.n_domains)
         writers = {
             s: (
                 _NpyWriter(tmp / f"{s}.features.npy", np.dtype(np.int32), (int(n_rows[i]), schema.n_slots)),
@@ -606,7 +629,6 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
             )
             for i, s in enumerate(SPLITS)
         }
-        n_tasks = len(schema.task_names)
         task_writers = {s: _NpyWriter(tmp / f"{s}.tasks.npy", np.dtype(np.int8), (int(n_rows[i]), n_tasks)) for i, s in enumerate(SPLITS)} if n_tasks else {}
         for b in scan_stream(schema, files, stats.batch_rows, "prepare 2/2 encode", options.progress, total=int(n_rows.sum())):
             x = encoder.transform(b.table)  # (n, S) int32
@@ -648,14 +670,34 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
         if out.exists():
             shutil.rmtree(out)  # an empty folder or an outdated prepared folder (checked above)
         tmp.rename(out)
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        raise DiskFullError(
+            f"{tmp.parent}: the disk filled while writing {out.name}'s arrays ({err.strerror or err}): they need "
+            f"{human_bytes(needed)} ({needed:,} bytes), {human_bytes(free)} were free when writing began; free space "
+            "or choose another --out (the partial folder was removed)"
+        ) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # whatever happened, nothing half-written stays
     seconds = time.perf_counter() - t0
     log.info("prepared %s rows into %s in %.1f s (%.0f rows/s per pass)", f"{int(n_rows.sum()):,}", out, seconds, 2 * n_rows.sum() / max(seconds, 1e-9))
     return PrepareResult(out, False, rows_by, seconds, stats.batch_rows)
 
 
 # ----------------------------------------------------------------------------------- loading
+
+
+def _load_npy(path: Path, mode: str) -> np.ndarray:
+    """A memory-mapped array of a prepared folder; a pickled, truncated or foreign file is refused
+    with a ConfigError (never unpickled: np.load's allow_pickle stays False)."""
+    try:
+        arr = np.load(path, mmap_mode=mode, allow_pickle=False)  # type: ignore[call-overload]
+    except (ValueError, OSError, EOFError) as err:  # ValueError: pickled objects, a bad header, a short file
+        raise ConfigError(f"{path}: not an array `crossctr prepare` writes ({err}); run `crossctr prepare --force`") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
+        raise ConfigError(f"{path}: not a numeric array; run `crossctr prepare --force`")
+    return arr
 
 
 def load_prepared(folder: str | Path) -> "PreparedData":
@@ -678,14 +720,14 @@ def load_prepared(folder: str | Path) -> "PreparedData":
     splits = {}
     for s in SPLITS:
         # "c" (copy-on-write): a writable array for torch, and the file can never be modified.
-        x = np.load(folder / f"{s}.features.npy", mmap_mode="c")
-        d = np.load(folder / f"{s}.domain.npy", mmap_mode="r").astype(np.int64)
-        y = np.load(folder / f"{s}.label.npy", mmap_mode="r").astype(np.float32)
+        x = _load_npy(folder / f"{s}.features.npy", "c")
+        d = _load_npy(folder / f"{s}.domain.npy", "r").astype(np.int64)
+        y = _load_npy(folder / f"{s}.label.npy", "r").astype(np.float32)
         if x.ndim != 2 or x.shape[1] != encoder.schema.n_slots or not len(x) == len(d) == len(y):
             raise ConfigError(f"{folder}: {s} arrays do not match the encoders ({x.shape}, {d.shape}, {y.shape}); run `crossctr prepare --force`")
         tasks = None
         if encoder.schema.task_names:
-            t = np.load(folder / f"{s}.tasks.npy", mmap_mode="r")
+            t = _load_npy(folder / f"{s}.tasks.npy", "r")
             if t.shape != (len(y), len(encoder.schema.task_names)):
                 raise ConfigError(f"{folder}: {s}.tasks.npy has shape {t.shape}, expected {(len(y), len(encoder.schema.task_names))}; run `crossctr prepare --force`")
             tasks = torch.from_numpy(np.where(t < 0, np.float32("nan"), t.astype(np.float32)))

@@ -53,10 +53,10 @@ from torch import nn
 import crossctr
 from crossctr.data.dataset import Batch, EncodedSplit
 from crossctr.data.encoders import FeatureEncoder, N_RESERVED
+from crossctr.files import file_in
 from crossctr.models.cnan import CNAN
 from crossctr.models.tower import TowerModel
 from crossctr.schema import ConfigError
-from crossctr.training.checkpoint import file_in
 from crossctr.training.run import Predictor, atomic_write, load_encoder
 
 __all__ = [

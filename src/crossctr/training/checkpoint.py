@@ -15,7 +15,6 @@ previous checkpoint whole. A finished fit's file is written before the state tha
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -29,9 +28,10 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from crossctr.files import disk_full, file_in, human_bytes, set_new_file_mode
 from crossctr.schema import ConfigError
 
-__all__ = ["Checkpointer", "CheckpointError", "SavedFit", "flatten_optimizer", "restore_optimizer", "atomic_write_bytes", "file_in"]
+__all__ = ["Checkpointer", "CheckpointError", "SavedFit", "flatten_optimizer", "restore_optimizer", "atomic_write_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Temp file in the same folder + fsync + os.replace + folder fsync: `path` is old or new, never half."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        set_new_file_mode(fd)  # mkstemp makes 0600; the file gets the mode the user's umask gives any new file
         with os.fdopen(fd, "wb") as f:
             _write_all(f, data)
             f.flush()
@@ -74,24 +75,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         pass
     finally:
         os.close(dfd)
-
-
-def file_in(folder: Path, name: Any, what: str) -> Path:
-    """`folder / name` for a file name read from a folder's own metadata; anything else is refused.
-
-    A run, export or checkpoint folder names its files in JSON (export.json's "file", a
-    checkpoint's finished fits). An edited or hostile entry must not reach outside the folder:
-    only a plain file name is accepted (no folder part, no "..", not absolute). A symlink the
-    folder's owner placed is followed like any file.
-
-    Example:
-        >>> file_in(Path("exports/cnan"), "model.onnx", 'export.json "file"').name
-        'model.onnx'
-    """
-    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0") and Path(name).name == name
-    if not plain:
-        raise ConfigError(f"{folder}: {what} is {name!r}, not a file name inside the folder; a path that leaves the folder is refused (re-create the folder rather than edit it)")
-    return folder / name
 
 
 # JSON has no NaN or infinity (an AUC that cannot be computed, a best score not yet set):
@@ -252,11 +235,17 @@ class Checkpointer:
         self._atomic(self.path, _tensors(tensors), {"format": FORMAT, "state": dumps(state)})
 
     def _atomic(self, path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        had_state = self.path.is_file()  # a checkpoint to resume from existed before this write
+        blob = st_save(tensors, metadata=metadata)
         try:
-            atomic_write_bytes(path, st_save(tensors, metadata=metadata))
+            atomic_write_bytes(path, blob)
         except OSError as err:
-            full = " (disk full)" if err.errno == errno.ENOSPC else ""
-            raise CheckpointError(f"could not write checkpoint {path}{full}: {err}; the previous checkpoint in {self.folder} is intact, resume from it with --resume") from err
+            full = f" (disk full: {human_bytes(len(blob))} needed)" if disk_full(err) else ""
+            if had_state:
+                after = f"the previous checkpoint in {self.folder} is intact: free space, then resume from it with --resume"
+            else:
+                after = "no checkpoint had been written yet, so there is nothing to resume from: free space, then start the run again"
+            raise CheckpointError(f"could not write checkpoint {path}{full}: {err}; {after}") from err
 
     @staticmethod
     def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

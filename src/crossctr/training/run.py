@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,11 @@ from crossctr.data.prepare import load_dataset
 from crossctr.evaluation.metrics import domain_metrics
 from crossctr.evaluation.predict import score
 from crossctr.evaluation.split import write_split_record
+from crossctr.files import DiskFullError, check_space, disk_full, set_new_file_mode
 from crossctr.jsonsafe import finite, json_default
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
-from crossctr.training.checkpoint import Checkpointer
+from crossctr.training.checkpoint import CheckpointError, Checkpointer
 from crossctr.training.checkpoint import atomic_write_bytes as atomic_write
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo
@@ -49,7 +51,7 @@ from crossctr.training.strategies import JointStrategy, StrategyConfig, Strategy
 from crossctr.training.trainer import Trainer
 
 from crossctr.training.tracking import make_tracker
-__all__ = ["RunConfig", "RunResult", "train_run", "Predictor", "load_encoder", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
+__all__ = ["RunConfig", "RunResult", "train_run", "check_out_folder", "Predictor", "load_encoder", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +168,52 @@ def _fingerprint(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
     return {"run": run, "rows": rows}
 
 
+def check_out_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """`crossctr train --out`: a folder that already holds files is continued (`resume`) or
+    replaced (`overwrite`), never silently: without either it is a ConfigError that says so."""
+    out = Path(out)
+    if resume and overwrite:
+        raise ConfigError(f"{out}: --resume continues the run in the folder and --overwrite replaces it; pass one of them")
+    if resume or overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+        what = "a run" if (out / "config.json").is_file() or (out / "checkpoint").is_dir() else "files"
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ConfigError(
+            f"{out}: already holds {what} ({shown}); pass --resume to continue its checkpoint, --overwrite to train "
+            "a new run in its place, or choose another --out (nothing was changed)"
+        )
+
+
+def _has_files(folder: Path) -> bool:
+    return any(files for _, _, files in os.walk(folder))
+
+
 def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None, *, resume: bool = False) -> RunResult:
     """Read data (unless given), train with the strategy, evaluate, write the run folder.
 
     `resume` continues from the folder's checkpoint/ (after a crash; same config and data).
     Under torchrun all ranks call this; rank 0 alone writes, the others return empty metrics.
+    A run that fails before writing anything removes the folder it created (no empty `out`);
+    a disk that fills while the run folder is written is a DiskFullError naming the folder
+    (the checkpoint of the finished training stays, for `resume`).
     """
     out = Path(out)
+    created = not out.exists()
+    try:
+        return _train_run(cfg, out, data, resume)
+    except BaseException as err:
+        if created and DistInfo.current().is_main and out.is_dir() and not _has_files(out):
+            shutil.rmtree(out, ignore_errors=True)  # only empty folders of this run's making
+        if disk_full(err) and not isinstance(err, (DiskFullError, CheckpointError)):
+            raise DiskFullError(f"{out}: the disk filled while the run folder was written ({err}); free space, then run again with --resume: the finished training in {out / 'checkpoint'} is reused") from err
+        raise
+
+
+def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: bool) -> RunResult:
     info = DistInfo.current()
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -219,9 +260,15 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
 
     data.encoder.save(out / "encoders.json")
     state = {f"{m}.{k}": v.detach().cpu().contiguous() for m, model in result.members.items() for k, v in model.state_dict().items()}
+    check_space(out, sum(v.numel() * v.element_size() for v in state.values()), "the run's weights")
     tmp = out / ".weights.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "crossctr"})
-    os.replace(tmp, out / "weights.safetensors")
+    try:
+        save_file(state, str(tmp), metadata={"format": "crossctr"})
+        set_new_file_mode(tmp)  # safetensors writes 0600; every file of the folder follows the umask
+        os.replace(tmp, out / "weights.safetensors")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _write_json(out / "config.json", {
         "crossctr_version": crossctr.__version__,
         "run": cfg.model_dump(mode="json"),
