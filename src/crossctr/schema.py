@@ -371,7 +371,7 @@ class DatasetSchema(StrictModel):
     # the column plus `label_positive` (the rule); every reader (training, predict, serve)
     # applies it, as it is part of the schema saved with the encoders.
     label: str
-    label_positive: str | None = None
+    label_positive: str | None = None  # the rule (">= 4", "in [4, 5]", "== yes"): rows where it holds are 1; None: the column is 0/1
     # Further 0/1 label columns trained jointly with the click (multi-task), e.g. purchase after
     # click. A missing value means "no label for this row": it counts in no loss and no metric.
     tasks: tuple[str, ...] | None = None
@@ -382,8 +382,8 @@ class DatasetSchema(StrictModel):
     # the same as `crossctr prepare --allow-constant-features / --allow-single-class`, for
     # every reader of this dataset (`crossctr train` on the YAML too). None = false (new keys
     # default to None so that the identity of datasets written before them is unchanged).
-    allow_constant_features: bool | None = None
-    allow_single_class: bool | None = None
+    allow_constant_features: bool | None = None  # keep a constant / all-missing feature (warn)
+    allow_single_class: bool | None = None  # keep a domain whose split has one label class only (warn)
 
     @model_validator(mode="before")
     @classmethod
