@@ -47,7 +47,7 @@ def prepare_command(dataset_yaml: Path, out: Path, max_memory: str, batch_rows: 
         click.echo(f"unchanged inputs: reusing {out} ({rows})")
     else:
         total = sum(result.rows.values())
-        click.echo(f"prepared {out}: {rows} rows in {result.seconds:.1f} s ({total / max(result.seconds, 1e-9):,.0f} rows/s end to end, two passes)")
+        click.echo(f"prepared {rows} rows into {out} in {result.seconds:.1f} s ({total / max(result.seconds, 1e-9):,.0f} rows/s end to end, two passes)")
 
 
 @click.command("inspect")

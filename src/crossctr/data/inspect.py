@@ -148,7 +148,7 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
     dataset_yaml, out = Path(dataset_yaml), Path(out)
     schema = DatasetSchema.from_yaml(dataset_yaml)
     files = check_input_files(resolve_input_files(schema, dataset_yaml.parent), schema)
-    encoder, stats = fit_stream(schema, files, options)
+    encoder, stats = fit_stream(schema, files, options, desc="inspect")
     lenient = PrepareOptions(allow_constant=True, allow_single_class=True)
     try:
         problems = check_stats(schema, encoder, stats, lenient, str(schema.resolve_path(dataset_yaml.parent)))
@@ -277,39 +277,61 @@ def _plots(summary: dict[str, Any], doms: list[str], domains_png: Path, features
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     x = np.arange(len(doms))
     w = 0.8 / len(SPLITS)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.9))
+    top = 0.0
     for i, s in enumerate(SPLITS):
         rows = [summary["domains"][d][s]["rows"] for d in doms]
         rate = [summary["domains"][d][s]["positive_rate"] or 0.0 for d in doms]
-        ax1.bar(x + (i - 1) * w, rows, w, label=s)
-        ax2.bar(x + (i - 1) * w, rate, w, label=s)
+        top = max(top, *rate)
+        ax1.bar(x + (i - 1) * w, rows, w, label=s, color=f"C{i}")
+        bars = ax2.bar(x + (i - 1) * w, rate, w, label=s, color=f"C{i}")
+        ax2.bar_label(bars, labels=[f"{r:.1%}" for r in rate], fontsize=7, padding=2)
     ax1.set_yscale("log")
-    ax1.set_title("rows per domain")
-    ax2.set_title("positive-label rate")
+    ax1.set_title("rows per domain and split (log scale)", fontsize=10)
+    ax1.set_ylabel("rows")
+    ax2.set_title("positive-label rate per domain and split", fontsize=10)
+    ax2.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax2.set_ylim(0, max(top * 1.3, 0.01))  # headroom for the labels; no legend over a bar
     for ax in (ax1, ax2):
         ax.set_xticks(x, doms)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.set_xlabel("domain")
+    handles, labels = ax1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(SPLITS), fontsize=9, frameon=False, title="split", title_fontsize=9,
+               bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.86))  # the legend sits above the panels
     fig.savefig(domains_png, dpi=110)
     plt.close(fig)
 
     names = list(summary["features"])
     y = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(names) + 1.5))
+    fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(names) + 2.0))
     series = [("missing", [summary["features"][n]["missing_rate"] or 0.0 for n in names]),
               ("OOV valid", [summary["features"][n].get("oov_rate_valid") or 0.0 for n in names]),
               ("OOV test", [summary["features"][n].get("oov_rate_test") or 0.0 for n in names])]
     h = 0.8 / len(series)
+    largest = max((v for _, vals in series for v in vals), default=0.0)
     for i, (label, vals) in enumerate(series):
-        ax.barh(y + (i - 1) * h, vals, h, label=label)
+        bars = ax.barh(y + (i - 1) * h, vals, h, label=label)
+        ax.bar_label(bars, labels=[_share(v) for v in vals], fontsize=6.5, padding=2)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
-    ax.set_xlabel("share of rows / values")
-    ax.set_title("missing values and out-of-vocabulary rates")
-    ax.legend(fontsize=8)
+    # At least 0-10 %: a 0.1 % rate stays a sliver instead of filling the axis.
+    ax.set_xlim(0, max(0.10, largest * 1.25))
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("share of rows (missing) or of values (OOV: not in the training vocabulary)")
+    ax.set_title("missing values and out-of-vocabulary rates per feature", fontsize=10, pad=22)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)  # above the bars, never on one
     fig.tight_layout()
-    fig.savefig(features_png, dpi=110)
+    fig.savefig(features_png, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def _share(v: float) -> str:
+    """Bar label: '' for 0, '<0.1%' for tiny shares, else one decimal."""
+    if v <= 0:
+        return ""
+    return "<0.1%" if v < 0.001 else f"{v:.1%}"

@@ -330,10 +330,10 @@ def _batch_rows(files: list[InputFile], options: PrepareOptions) -> int:
     return int(min(max(rows, 1024), 1 << 20))
 
 
-def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOptions) -> tuple[FeatureEncoder, FitStats]:
+def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOptions, desc: str = "prepare 1/2 fit") -> tuple[FeatureEncoder, FitStats]:
     """Pass 1: validate every row, count rows, fit encoders on the training rows."""
     batch_rows = _batch_rows(files, options)
-    batches = scan_stream(schema, files, batch_rows, "prepare 1/2 fit", options.progress)
+    batches = scan_stream(schema, files, batch_rows, desc, options.progress)  # desc: the progress bar's label
     return fit_batches(schema, batches, options, batch_rows, _spare_memory(options))
 
 
