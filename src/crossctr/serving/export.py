@@ -331,6 +331,8 @@ def export_run(
         "file": model_path.name,
         "opset": opset if format == "onnx" else None,
         "sha256": _sha256(model_path),
+        # the version served, the same as when the run folder itself is served: its weights' checksum
+        "model_version": _sha256(run_dir / "weights.safetensors")[:12],
         "crossctr_version": crossctr.__version__,
         "torch_version": torch.__version__,
         "source_run": run_dir.name,
@@ -467,7 +469,8 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
             raise
         except Exception as err:  # onnxruntime's own error types: a graph it cannot load
             raise ConfigError(f"{model_file}: onnxruntime cannot load it ({type(err).__name__}: {err}); re-export the run") from None
-        return ServingModel(eng, config, metrics, version[:12], path.name, "export", manifest)
+        # an export made before model_version existed reports its graph's checksum
+        return ServingModel(eng, config, metrics, str(manifest.get("model_version") or version[:12]), path.name, "export", manifest)
     predictor = Predictor.load(path)
     version = _sha256(path / "weights.safetensors")[:12]
     if engine == "torch":

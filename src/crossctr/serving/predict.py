@@ -270,5 +270,5 @@ def predict_file(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    log.info("scored %d rows of %s in %.1f s", rows, input, seconds)
+    log.debug("scored %d rows of %s in %.1f s", rows, input, seconds)  # the CLI prints the summary
     return PredictResult(rows, seconds, output)

@@ -217,7 +217,7 @@ class Trainer:
                 else:
                     st.stale += 1
                     stop = st.stale >= cfg.patience
-                    if stop and info.is_main:
+                    if stop and info.is_main and st.epoch < cfg.epochs:  # stopping after the last epoch is no early stop
                         log.info("%s: early stop after epoch %d (best epoch %d, %s AUC %.4f)", desc, st.epoch, st.best_epoch, _SELECT_NAME[cfg.select_on], st.best_auc)
                 st.epoch, st.step, st.sums, st.epoch_seconds = st.epoch + 1, 0, {}, 0.0
                 if stop:
