@@ -68,6 +68,8 @@ class M3oEConfig(EmbeddedConfig):
     tower: tuple[int, ...] = (32,)  # Scenario-Wise-Rec: each domain's tower, then a linear logit
     balance_init: float = 1.0  # Scenario-Wise-Rec's bal_d: σ(1) ≈ 0.73 of the domain view from the own domain
     expert_weight_init: float = 1.0  # Scenario-Wise-Rec's exp_d: the domain view enters with σ(1) ≈ 0.73
+    # M3oE normalises with LayerNorm (Scenario-Wise-Rec's code): the zoo's BatchNorm switch is refused, not ignored.
+    batch_norm: Literal[False] | None = None
     # Multi-task: the dataset's extra labels (schema `tasks`), scored beside the click; the task
     # view's balance and weight start as the domain view's (Scenario-Wise-Rec: bal_t = exp_t = 1).
     tasks: int | None = Field(default=None, ge=1)
