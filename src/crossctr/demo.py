@@ -18,6 +18,7 @@ from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.evaluation.report import attention_heatmap, auc_table
 from crossctr.schema import DatasetSchema
 from crossctr.training.config import TrainConfig
+from crossctr.training.eta import duration, estimate_run
 from crossctr.training.run import RunConfig, atomic_write, train_run
 
 __all__ = ["DemoResult", "run_demo"]
@@ -40,12 +41,18 @@ def run_demo(out: str | Path, rows: int = 150_000, epochs: int = 3, seed: int = 
     yaml_path = write_simulated_dataset(out / "data", SimulatorConfig(rows=rows, seed=seed))
     schema = DatasetSchema.from_yaml(yaml_path)
     data = prepare(schema, yaml_path.parent)
-    log.info("data: %s", {k: v.domain_counts(schema.n_domains) for k, v in data.splits.items()})
+    for split, part in data.splits.items():
+        counts = ", ".join(f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains)))
+        log.info("%s rows: %s", split, counts)
     train = TrainConfig(epochs=epochs, seed=seed, progress=progress)
     methods = {
         "CNAN-AT (joint)": RunConfig(dataset=str(yaml_path), model={"name": "cnan"}, strategy={"name": "joint"}, train=train),
         "Self-train (Deep & Cross)": RunConfig(dataset=str(yaml_path), model={"name": "tower", "nn": "dcn"}, strategy={"name": "self_train"}, train=train),
     }
+    # Say how long it will take before it starts: a few steps of each model timed on this machine.
+    estimates = {label: estimate_run(cfg, data) for label, cfg in methods.items()}
+    log.info("estimated training time: %s (%s)", duration(sum(e.seconds for e in estimates.values())),
+             "; ".join(f"{label} {duration(e.seconds)} at {e.rows_per_s:,.0f} rows/s" for label, e in estimates.items()))
     results: dict[str, Any] = {}
     runs = {}
     for label, cfg in methods.items():
