@@ -1,4 +1,5 @@
-"""The README's run-config example runs as written, in order: simulate, train, evaluate, split, plot.
+"""The README's run-config example runs as written, in order: simulate, train, evaluate, split,
+plot, then the `inspect` / `prepare` example on the same data.
 
 The slow test runs it exactly as printed (300,000 rows, CNAN-AT at full size, 5 epochs). The
 fast one runs the same commands, in the same order, from the same README text, with fewer rows,
@@ -25,13 +26,19 @@ FAST = {
 }
 
 
+def _commands(block: str) -> list[str]:
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def _example() -> tuple[str, list[str]]:
-    """The run config YAML and the commands that follow it in the README."""
+    """The run config YAML and the commands that follow it in the README, then the `inspect` /
+    `prepare` block that reads the same data/ (later in the README)."""
     text = README.read_text(encoding="utf-8")
     m = re.search(r"A run config picks the model.*?```yaml\n(.*?)```.*?```bash\n(.*?)```", text, re.S)
     assert m, "README: the run config example (```yaml then ```bash) is missing"
-    commands = [line.split("  #")[0].strip() for line in m.group(2).splitlines() if line.strip()]
-    return m.group(1), commands
+    later = re.search(r"```bash\n(\.venv/bin/crossctr inspect data/dataset\.yaml.*?)```", text[m.end():], re.S)
+    assert later, "README: the inspect / prepare example on data/dataset.yaml is missing"
+    return m.group(1), _commands(m.group(2)) + _commands(later.group(1))
 
 
 def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> dict[str, str]:
@@ -60,6 +67,7 @@ def _check(tmp_path: Path, out: dict[str, str]) -> None:
     assert "| AUC (test) | A | C | overall |" in out["evaluate --data"] and "left out" in out["evaluate --data"]
     assert (tmp_path / "runs/cnan/heldout/test.parquet").is_file()
     assert (tmp_path / "runs/cnan/learning_curves.png").is_file()
+    assert (tmp_path / "report/inspect.md").is_file() and (tmp_path / "prepared/prepared.json").is_file()
 
 
 def test_readme_run_example_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
