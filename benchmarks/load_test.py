@@ -8,14 +8,20 @@ mix of requests:
     rank       POST /v1/rank with `--candidates` items (the figure that matters: p50/p99)
     score      POST /v1/score with 20 rows
     malformed  unknown domain, missing feature, wrong type, bad JSON, too many rows, top_k 0 (422)
+    hostile    what a hostile client sends: NaN / Infinity / 1e400 in a categorical field, as the
+               domain, as top_k, in a numeric field and in a ride-along item value, an integer
+               like 10**400 in a numeric field (422); a body that is not UTF-8, JSON nested
+               100,000 deep, a lone surrogate escape (400); a body without a JSON content type
+               (422); an unknown path (404)
     oversized  a body over the service's size limit (413)
 Every answer is checked: rank and score results against `Predictor` (the run's PyTorch
-members) on the same rows, |diff| < 1e-5, ranks sorted best first; malformed and oversized
-requests must get their 4xx. It reports requests/s, latency percentiles, the count of 5xx
-answers and of wrong answers (both must be 0), and, for the same rank request scored in this
-process without HTTP, the latency of each engine, so the service's overhead is visible.
-Prints a Markdown table and writes JSON (`--out`). Exit status 1 if any 5xx or wrong answer.
-Traffic goes to the loopback address only.
+members) on the same rows, |diff| < 1e-5, ranks sorted best first; malformed, hostile and
+oversized requests must get their 4xx with an {"error": ...} body. It reports requests/s,
+latency percentiles, the count of 5xx answers, of wrong scores (a 200 whose scores differ from
+Predictor's) and of wrong answers of any kind (all must be 0), and, for the same rank request
+scored in this process without HTTP, the latency of each engine, so the service's overhead is
+visible. Prints a Markdown table and writes JSON (`--out`). Exit status 1 if any 5xx or wrong
+answer. Traffic goes to the loopback address only.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from crossctr.training.run import Predictor
 
 TOLERANCE = 1e-5
 MAX_SECONDS = 120.0  # a bound on any run, whatever --seconds says
-MIX = {"rank": 0.70, "score": 0.10, "malformed": 0.15, "oversized": 0.05}
+MIX = {"rank": 0.60, "score": 0.10, "malformed": 0.10, "hostile": 0.15, "oversized": 0.05}
 CONTEXT_GROUPS = ("personal", "user")  # feature groups sent once per rank request (plus query_* features)
 
 
@@ -67,6 +73,7 @@ class Outcome:
     status: int  # 0: no HTTP answer (transport error)
     seconds: float
     correct: bool
+    wrong_scores: bool = False  # a scoring request answered 200 with scores other than Predictor's
 
 
 # ---- request pool ----
@@ -136,7 +143,39 @@ def build_pool(predictor: Predictor, n_rank: int, candidates: int, max_rows: int
     pool["malformed"].append(Request("malformed", "/v1/rank", json.dumps({**rank0, "top_k": 0}).encode(), 422))
     pool["malformed"].append(Request("malformed", "/v1/rank", json.dumps({**rank0, "domain": "no-such-domain"}).encode(), 422))
     pool["oversized"].append(Request("oversized", "/v1/score", b'{"rows": [' + b" " * (max_body + 1024) + b"]}", 413))
+    pool["hostile"] = hostile_requests(schema, good, rank0, max_body)
     return pool
+
+
+def hostile_requests(schema: DatasetSchema, good: dict[str, Any], rank0: dict[str, Any], max_body: int) -> list[Request]:
+    """The inputs of issue 15 that got a 5xx (or a 4xx without an "error") before: each with the 4xx it must get."""
+    dom_col = schema.domain.column
+    categorical = next((f.name for f in schema.features if f.kind is not FeatureKind.NUMERIC), None)
+    numeric = next((f.name for f in schema.features if f.kind is FeatureKind.NUMERIC), None)
+    out: list[Request] = []
+
+    def put(body: dict[str, Any], token: str) -> bytes:  # a value json.dumps will not write, put in as raw JSON text
+        return json.dumps(body).replace('"@@"', token).encode()
+
+    for token in ("NaN", "Infinity", "-Infinity", "1e400"):
+        fields = [dom_col] + [f for f in (categorical, numeric) if f]
+        out += [Request("hostile", "/v1/score", put({"rows": [{**good, f: "@@"}]}, token), 422) for f in fields]
+        out.append(Request("hostile", "/v1/rank", put({**rank0, "domain": "@@"}, token), 422))
+        out.append(Request("hostile", "/v1/rank", put({**rank0, "top_k": "@@"}, token), 422))
+        items = [dict(it) for it in rank0["items"]]
+        items[0]["ref"] = "@@"
+        out.append(Request("hostile", "/v1/rank", put({**rank0, "items": items}, token), 422))
+    if numeric:
+        out.append(Request("hostile", "/v1/score", put({"rows": [{**good, numeric: "@@"}]}, "1" + "0" * 400), 422))
+    raw = json.dumps({"rows": [good]}).encode()
+    out.append(Request("hostile", "/v1/score", raw.replace(b'"rows"', b'"r\xff\xfeows"'), 400))  # not UTF-8
+    deep = b"[" * 100_000 + b"]" * 100_000
+    if len(deep) <= max_body:
+        out.append(Request("hostile", "/v1/score", deep, 400))
+    out.append(Request("hostile", "/v1/score", put({"rows": [{**good, (categorical or dom_col): "@@"}]}, '"\\ud800"'), 400))  # lone surrogate
+    out.append(Request("hostile", "/v1/score", raw, 422, headers={"content-type": "text/plain"}))
+    out.append(Request("hostile", "/v1/nope", raw, 404))
+    return out
 
 
 # ---- checking answers ----
@@ -147,7 +186,14 @@ def check(req: Request, status: int, payload: Any) -> bool:
         return False
     if status != 200:
         return isinstance(payload, dict) and isinstance(payload.get("error"), str) and bool(payload["error"])
+    return scores_right(req, payload)
+
+
+def scores_right(req: Request, payload: Any) -> bool:
+    """A 200's scores against Predictor's on the same rows (rank: also the order)."""
     assert req.expected is not None
+    if not isinstance(payload, dict):
+        return False
     if req.kind == "score":
         got = np.asarray(payload["scores"], dtype=np.float64)
         return got.shape == req.expected.shape and bool(np.max(np.abs(got - req.expected)) < TOLERANCE)
@@ -182,7 +228,8 @@ async def client_loop(client: httpx.AsyncClient, pool: dict[str, list[Request]],
         except httpx.HTTPError:
             status, payload = 0, None
         dt = time.perf_counter() - t0
-        out.append(Outcome(req.kind, status, dt, status != 0 and check(req, status, payload)))
+        wrong_scores = status == 200 and req.expected is not None and not scores_right(req, payload)
+        out.append(Outcome(req.kind, status, dt, status != 0 and check(req, status, payload), wrong_scores))
 
 
 async def run_load(base_url: str, pool: dict[str, list[Request]], clients: int, seconds: float, max_requests: int) -> tuple[list[Outcome], float]:
@@ -315,13 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     by_kind = {k: [o for o in outcomes if o.kind == k] for k in MIX}
     n5xx = sum(o.status >= 500 for o in outcomes)
     wrong = sum(not o.correct for o in outcomes if o.status != 0)
+    wrong_scores = sum(o.wrong_scores for o in outcomes)
     transport = sum(o.status == 0 for o in outcomes)
     report = {
         "service": {"source": source.name, "engine": info.get("engine"), "model_version": info["version"]["model"], "startup_s": startup},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "client and service share the machine"},
         "load": {"seconds": wall, "clients": args.clients, "candidates": args.candidates, "requests": len(outcomes), "requests_per_s": len(outcomes) / wall},
         "by_kind": {k: {"requests": len(v), "requests_per_s": len(v) / wall, **_latency([o.seconds for o in v]), "wrong": sum(not o.correct for o in v if o.status != 0)} for k, v in by_kind.items()},
+        "hostile_share": len(by_kind["hostile"]) / max(len(outcomes), 1),
+        "hostile_cases": len(pool["hostile"]),
         "status_5xx": n5xx,
+        "wrong_scores": wrong_scores,
         "wrong_answers": wrong,
         "transport_errors": transport,
         "in_process_rank": local,
@@ -345,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| in-process rank, engine {engine} | - | - | {v['error']} | |")
         else:
             lines.append(f"| in-process rank, engine {engine}, 1 caller | {v['n']} | {v['requests_per_s']:.1f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |")
-    lines += ["", f"5xx answers: {n5xx}   wrong answers: {wrong}   transport errors: {transport}   (rank p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms)", f"json: {args.out}"]
+    hostile = report["by_kind"]["hostile"]["requests"]
+    lines += ["", f"hostile requests: {hostile} of {len(outcomes)} ({100 * report['hostile_share']:.0f} %, {len(pool['hostile'])} distinct cases)",
+              f"5xx answers: {n5xx}   wrong scores: {wrong_scores}   wrong answers: {wrong}   transport errors: {transport}   (rank p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms)", f"json: {args.out}"]
     print("\n".join(lines))
     return 1 if (n5xx or wrong or transport) else 0
 

@@ -197,3 +197,27 @@ def test_fuzz_any_json_in_any_field_is_2xx_or_4xx(client, path: str, score, rank
         i = at % len(body)
         body = body[:i] + bytes([at % 256]) + body[i + 1 :]
     _check(_post(client, path, body))
+
+
+# ---- the load test's hostile requests get the answers it expects ----
+
+
+def test_load_test_hostile_requests_get_their_4xx(client, predictor, monkeypatch) -> None:
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("load_test", path)
+    load_test = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "load_test", load_test)  # its dataclasses look their module up
+    spec.loader.exec_module(load_test)  # type: ignore[union-attr]
+    pool = load_test.build_pool(predictor, 2, 5, LIMITS.max_rows, 1 << 20, seed=0)
+    assert len(pool["hostile"]) >= 25
+    for req in pool["hostile"]:
+        if len(req.body) > LIMITS.max_body_bytes:
+            continue  # the 100k-deep body: this client's limit is 20 kB (test_deeply_nested_bodies sends it at 1 MiB)
+        r = client.post(req.path, content=req.body, headers=req.headers)
+        assert load_test.check(req, r.status_code, r.json()), (req.body[:80], r.status_code, r.text)
+    for req in pool["rank"] + pool["score"]:  # and the valid ones still score right
+        r = client.post(req.path, content=req.body, headers=req.headers)
+        assert load_test.check(req, r.status_code, r.json()), r.text
