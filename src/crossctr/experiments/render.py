@@ -232,6 +232,13 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
         if any(exp.methods[m].per_domain for m in table.methods):
             md += ["Self-train and Src-only models of a domain do not depend on the other domains present: their cells "
                    "come from one run on all domains per seed.", ""]
+        for m in table.methods:  # which model scores which domain (the run's config.json: route)
+            st = exp.methods[m].strategy
+            if st.name == "finetune":
+                src = st.source or plan.rich
+                who = "the model pretrained on it" if st.source_model == "pretrained" else "the fine-tuned model"
+                md += [f"{exp.methods[m].label}: pretrained on {src}{'' if st.source else ' (the most training rows)'}, then "
+                       f"fine-tuned on the other domains' rows; {src} is scored by {who}, the others by the fine-tuned model.", ""]
 
     if t.table4 is not None:
         md += _table4(res, report)
