@@ -73,7 +73,7 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
     run_dir, path = Path(run_dir), Path(path)
     pred = Predictor.load(run_dir)
     schema = pred.encoder.schema
-    raw = read_table(path, encoding=schema.encoding)
+    raw = read_table(path, encoding=schema.encoding, fmt=schema.format)  # the dataset's text layout (delimiter, header, ...), as training read it
     if schema.label not in raw.column_names:
         raise DataError(f"{path}: evaluation needs the label column {schema.label!r}; the file has {raw.column_names}")
     notes: list[str] = []
