@@ -65,6 +65,7 @@ _WHY = {
     "TrainConfig.device": "`auto` picks CUDA when available",
     "TrainConfig.eval_batch_size": "rows per forward pass when validating and scoring (memory only, same result)",
     "TrainConfig.progress": "progress bars on stderr (also off when stderr is not a terminal)",
+    "TrainConfig.loss_weights": "weight of each auxiliary loss a model returns: adv and domain are λ1/2 and λ2/2 of the paper's loss (not given there: chosen on validation), disc and critic the discriminator's and critics' own terms; a model loss without a weight is an error",
     "JointStrategy.name": "one model on every domain's rows (CNAN-AT, DANN, the towers)",
     "SelfTrainStrategy.name": "one model per domain, each trained on that domain's rows only",
     "SrcOnlyStrategy.name": "one model trained on the source domain, scoring every domain",
@@ -165,8 +166,8 @@ _WHY_ANY = {
 
 
 def _why(model: type[BaseModel], name: str, docs: dict[str, str]) -> str:
-    """The field's own comment, else `_WHY`, else a comment block just above it, else `_WHY_ANY`."""
-    return docs.get(name) or _WHY.get(f"{model.__name__}.{name}") or field_docs(model, inherited=True).get(name) or _WHY_ANY.get(name, "")
+    """The field's own comment, else `_WHY`, else `_WHY_ANY`, else a comment block just above it."""
+    return docs.get(name) or _WHY.get(f"{model.__name__}.{name}") or _WHY_ANY.get(name) or field_docs(model, inherited=True).get(name, "")
 
 
 def _type_name(tp: Any) -> str:
