@@ -283,3 +283,17 @@ def test_one_file_in_two_sources_with_different_domains_is_an_error(tmp_path: Pa
     path = _write(tmp_path, spec, {"x.dat": "a,1\nb,0\n"})
     with pytest.raises(DataError, match=r"x\.dat: named by two sources, with domains 'A' and 'B'"):
         resolve_input_files(DatasetSchema.from_yaml(path), tmp_path)
+
+
+@pytest.mark.parametrize("pattern", ["day=*/part-*.parquet", "**/*.csv", "**/part-?.parquet", "*.csv", "day=[12]/*", "**", "day=2/**", "**/sub/*"])
+def test_globs_match_what_python_glob_matches_without_links(tmp_path: Path, pattern: str) -> None:
+    import glob
+
+    from crossctr.data.io import _walk_glob
+
+    for name in ("day=1/part-0.parquet", "day=1/x.csv", "day=2/part-1.parquet", "day=2/sub/part-2.parquet", "a.csv", ".hid/h.csv", "day=2/.p.csv"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    mine = [p.relative_to(tmp_path) for p in _walk_glob(tmp_path, pattern, pattern)]
+    ref = sorted(Path(p).relative_to(tmp_path) for p in glob.glob(str(tmp_path / pattern), recursive=True) if Path(p).is_file())
+    assert mine == ref

@@ -645,9 +645,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     """A regex for a glob relative to its root: `*` `?` `[..]` within one path segment, `**` any
     number of segments (none included)."""
     out = []
-    for i, part in enumerate(pattern.split("/")):
+    parts = pattern.split("/")
+    for i, part in enumerate(parts):
         if part == "**":
-            out.append("(?:[^/]+/)*")
+            out.append("(?:[^/]+/)*" if i < len(parts) - 1 else "(?:[^/]+/)*[^/]+")  # a last ** matches files too
             continue
         out.append(fnmatch.translate(part).replace("(?s:", "(?:").removesuffix("\\Z").replace(".*", "[^/]*") + ("/" if i < pattern.count("/") else ""))
     return re.compile("".join(out) + "\\Z")
