@@ -494,28 +494,18 @@ def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offs
 
 def _apply_rule(col: pa.Array, rule: LabelRule, name: str, source: str, row_offset: int) -> pa.Array:
     """0/1 (int8) of a label rule over a column: numbers compared as numbers, else as text."""
+    target = _as_float(col, name, source, row_offset, what="label") if rule.numeric else _text(col, name, source, row_offset)
+    miss = target.is_null().to_numpy(zero_copy_only=False)
     if rule.numeric:
-        x = _as_float(col, name, source, row_offset, what="label").to_numpy(zero_copy_only=False)
-        miss = np.isnan(x)
-    else:
-        text = _text(col, name, source, row_offset)
-        miss = text.is_null().to_numpy(zero_copy_only=False)
-        x = np.asarray(text.to_pylist(), dtype=object) if rule.op != "in" else None
+        miss |= np.isnan(target.to_numpy(zero_copy_only=False))
     if miss.any():
         raise DataError(f"{source}: column {name!r} (label) is missing on {_rows(miss, row_offset)}")
     if rule.op == "in":
-        values = pa.array(rule.values, pa.float64() if rule.numeric else pa.string())
-        target = pa.array(x) if rule.numeric else text
-        pos = pc.is_in(target, value_set=values).to_numpy(zero_copy_only=False)
+        pos = pc.is_in(target, value_set=pa.array(rule.values, target.type))
     else:
-        v = rule.values[0]
-        ops: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-            "==": lambda a: a == v, "!=": lambda a: a != v, ">=": lambda a: a >= v,
-            "<=": lambda a: a <= v, ">": lambda a: a > v, "<": lambda a: a < v,
-        }
-        assert x is not None
-        pos = np.asarray(ops[rule.op](x), dtype=bool)
-    return pa.array(pos.astype(np.int8))
+        ops = {"==": pc.equal, "!=": pc.not_equal, ">=": pc.greater_equal, "<=": pc.less_equal, ">": pc.greater, "<": pc.less}
+        pos = ops[rule.op](target, pa.scalar(rule.values[0], target.type))
+    return pos.cast(pa.int8())
 
 
 def _text(col: pa.Array, name: str, source: str, row_offset: int = 0) -> pa.Array:
@@ -529,11 +519,6 @@ def _text(col: pa.Array, name: str, source: str, row_offset: int = 0) -> pa.Arra
 def _as_text(col: pa.Array, name: str, source: str, row_offset: int = 0) -> pa.Array:
     if pa.types.is_string(col.type):
         return col
-    if pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type):
-        try:
-            return col.cast(pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
     try:
         return col.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
