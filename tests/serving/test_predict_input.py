@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -120,3 +121,16 @@ def test_run_folder_with_an_old_encoders_json_loads_and_scores_alike(tmp_path: P
     (old / "encoders.json").write_text(json.dumps(doc))
     again = Predictor.load(old)
     np.testing.assert_allclose(again.predict(rows), predictor.predict(rows), rtol=0, atol=0)
+
+
+def test_predict_a_file_of_one_domain_without_a_domain_column(tmp_path: Path, predictor, rows) -> None:
+    one = rows.filter(pa.compute.equal(rows.column("site"), "B"))
+    pq.write_table(one.drop_columns(["site"]), tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"no domain column 'site'; if every row is of one domain, say which \(`crossctr predict --domain NAME`"):
+        predict_file("unused", tmp_path / "b.parquet", tmp_path / "out.parquet", progress=False, predictor=predictor)
+    with pytest.raises(DataError, match=r"domain 'Z' is not one the model was trained on"):
+        predict_file("unused", tmp_path / "b.parquet", tmp_path / "out.parquet", progress=False, predictor=predictor, domain="Z")
+    predict_file("unused", tmp_path / "b.parquet", tmp_path / "out.parquet", progress=False, predictor=predictor, domain="B")
+    got = pq.read_table(tmp_path / "out.parquet")
+    assert got.column_names == [*one.drop_columns(["site"]).column_names, "score"]
+    np.testing.assert_allclose(got.column("score").to_numpy(), predictor.predict(one), rtol=0, atol=1e-7)

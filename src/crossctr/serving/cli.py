@@ -17,7 +17,8 @@ __all__ = ["predict", "export", "serve"]
 @click.option("--score-column", default="score", show_default=True, help="Name of the added probability column.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar (hidden anyway when stderr is not a terminal).")
 @click.option("--encoding", default=None, help="Text encoding of a CSV INPUT (e.g. latin-1); default: the dataset's `encoding:`.")
-def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, score_column: str, no_progress: bool, encoding: str | None) -> None:
+@click.option("--domain", default=None, help="The domain of every row, for an INPUT without a domain column (one platform's file).")
+def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, score_column: str, no_progress: bool, encoding: str | None, domain: str | None) -> None:
     """Score every row of INPUT (CSV/Parquet) with RUN_DIR; write the rows plus a score column.
 
     A text INPUT is read with the run's dataset `format:` (delimiter, header, columns) and encoding.
@@ -26,7 +27,7 @@ def predict(run_dir: Path, input_path: Path, output: Path, batch_rows: int, scor
 
     from crossctr.clihelp import show_progress
 
-    res = predict_file(run_dir, input_path, output, batch_rows=batch_rows, score_column=score_column, progress=show_progress(no_progress), encoding=encoding)
+    res = predict_file(run_dir, input_path, output, batch_rows=batch_rows, score_column=score_column, progress=show_progress(no_progress), encoding=encoding, domain=domain)
     click.echo(f"scored {res.rows} rows in {res.seconds:.1f} s ({res.rows / max(res.seconds, 1e-9):,.0f} rows/s): {res.output}")
 
 

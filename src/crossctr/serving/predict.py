@@ -198,6 +198,7 @@ def predict_file(
     progress: bool = True,
     predictor: Predictor | None = None,
     encoding: str | None = None,
+    domain: str | None = None,
 ) -> PredictResult:
     """Write `input`'s rows plus a `score_column` of click probabilities to `output`.
 
@@ -205,7 +206,8 @@ def predict_file(
     is an error naming the file and the column, a row of an unknown domain an error naming the
     rows; unseen categories and missing values score (OOV and missing ids). A text input is read
     with the dataset's `format:` and encoding (as the training files were); `encoding` overrides
-    the encoding.
+    the encoding. `domain`: the domain of every row of a file without a domain column (one
+    platform's file of a dataset with `sources:`).
     """
     t0 = time.perf_counter()
     input, output = Path(input), Path(output)
@@ -219,7 +221,15 @@ def predict_file(
     arrow_schema, total, batches = _batches(input, schema, batch_rows, _input_format(schema, encoding))
     arrow_schema = _numeric_types(arrow_schema, schema)
     needed = [schema.domain.column, *schema.raw_feature_columns()]
-    missing = [c for c in needed if c not in arrow_schema.names]
+    if domain is not None:
+        if schema.domain.column in arrow_schema.names:
+            raise DataError(f"{input}: has a domain column {schema.domain.column!r}; a domain for every row applies to files without one")
+        if domain not in schema.domain.values:
+            raise DataError(f"domain {domain!r} is not one the model was trained on: {list(schema.domain.values)}")
+    missing = [c for c in needed if c not in arrow_schema.names and not (c == schema.domain.column and domain is not None)]
+    if missing == [schema.domain.column]:
+        raise DataError(f"{input}: no domain column {schema.domain.column!r}; if every row is of one domain, say which "
+                        f"(`crossctr predict --domain NAME`, one of {list(schema.domain.values)})")
     if missing:
         raise DataError(f"{input}: missing column(s) {missing}; the model needs {needed}; the file has {arrow_schema.names}")
     if score_column in arrow_schema.names:
@@ -244,10 +254,14 @@ def predict_file(
             if batch is None:
                 break
             table = pa.Table.from_batches([batch])
-            _check_domains(table, schema, str(input), rows)
+            if domain is not None:  # rows of one domain, named by the caller, not by a column
+                rows_in = table.append_column(schema.domain.column, pa.array([domain] * table.num_rows, pa.string()))
+            else:
+                rows_in = table
+            _check_domains(rows_in, schema, str(input), rows)
             try:
                 # Model columns only: a label column, if any, plays no part in scoring.
-                enc = predictor.encode(table.select(needed), str(input))
+                enc = predictor.encode(rows_in.select(needed), str(input))
             except DataError as err:
                 if rows == 0:
                     raise
