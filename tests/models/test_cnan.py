@@ -148,3 +148,39 @@ def test_padding_the_private_rows_changes_no_output_nor_gradient(monkeypatch) ->
     assert ga.keys() == gb.keys()
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_private_layers_keep_the_last_sizes_of_deep() -> None:
+    m = _model(deep=(8, 6, 4), private_layers=1)
+    assert [l.out_features for l in m.shared.deep.net if isinstance(l, torch.nn.Linear)] == [8, 6, 4]
+    assert [l.out_features for l in m.private[0].deep.net if isinstance(l, torch.nn.Linear)] == [4]
+    assert m(_batch()).logits.shape == (24,)
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="private_layers 3 is more than the 2 layers"):
+        CNANConfig(**SMALL, private_layers=3)
+
+
+def test_layer_norm_keeps_padding_harmless_and_batch_norm_runs_unpadded(monkeypatch) -> None:
+    import crossctr.models.cnan as cnan_mod
+
+    b = _batch(37)
+    for norm in ("layer", "batch"):
+        outs = []
+        for bucket in (cnan_mod._bucket, lambda n: n):
+            monkeypatch.setattr(cnan_mod, "_bucket", bucket)
+            outs.append(_model(norm=norm)(b).logits.detach())  # training mode: batch statistics for "batch"
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_cnan_plus_is_the_same_model_under_crossctrs_defaults() -> None:
+    from crossctr.models import CNANPlusConfig, build_model, parse_model_config
+
+    cfg = parse_model_config({"name": "cnan_plus", **SMALL})
+    assert isinstance(cfg, CNANPlusConfig) and cfg.norm == "layer" and cfg.private_layers == 1
+    m = build_model(cfg, CARDS, 3)
+    assert type(m) is CNAN  # export and serving treat it as CNAN-AT
+    assert any(isinstance(l, torch.nn.LayerNorm) for l in m.shared.deep.net)
+    paper = parse_model_config({"name": "cnan", **SMALL})
+    assert paper.norm is None and paper.private_layers is None  # the paper's model stays as specified

@@ -111,6 +111,8 @@ class MLP(nn.Module):
         activation: "relu" (paper), "sigmoid" or "tanh".
         dropout: dropout probability after each activation (0 disables it).
         batch_norm: insert BatchNorm1d after each Linear.
+        layer_norm: insert LayerNorm after each Linear instead (per row: no batch statistics,
+            so rows padded or grouped by domain do not change each other's output).
 
     Example:
         >>> import torch
@@ -125,8 +127,11 @@ class MLP(nn.Module):
         activation: Activation = "relu",
         dropout: float = 0.0,
         batch_norm: bool = False,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
+        if batch_norm and layer_norm:
+            raise ValueError("choose batch_norm or layer_norm, not both")
         if in_dim < 1:
             raise ValueError(f"in_dim must be >= 1, got {in_dim!r}")
         if any(int(h) < 1 for h in hidden):
@@ -140,6 +145,8 @@ class MLP(nn.Module):
             layers.append(nn.Linear(d, int(h)))
             if batch_norm:
                 layers.append(nn.BatchNorm1d(int(h)))
+            elif layer_norm:
+                layers.append(nn.LayerNorm(int(h)))
             layers.append(make_activation(activation))
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))

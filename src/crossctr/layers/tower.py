@@ -32,13 +32,14 @@ class AttentiveTower(nn.Module):
         deep: Sequence[int] = (512, 256),
         stacking: Literal["stacked", "parallel"] = "stacked",
         dropout: float = 0.0,
+        norm: Literal["none", "batch", "layer"] = "none",
     ) -> None:
         super().__init__()
         in_dim = n_fields * emb_dim
         self.attention = AttentionUnit(emb_dim, attention_hidden, attention_activation) if attention else None
         self.cross = CrossNetwork(in_dim, cross_layers) if cross_layers > 0 else None
         self.stacking = stacking
-        self.deep = MLP(in_dim, deep, dropout=dropout)
+        self.deep = MLP(in_dim, deep, dropout=dropout, batch_norm=norm == "batch", layer_norm=norm == "layer")
         self.out_dim = self.deep.out_dim + (in_dim if self.cross is not None else 0)
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:

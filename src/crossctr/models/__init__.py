@@ -2,7 +2,7 @@
 
 from crossctr.models.adasparse import AdaSparse, AdaSparseConfig
 from crossctr.models.base import REGISTRY, ModelOutput, build_model, parse_model_config
-from crossctr.models.cnan import CNAN, CNANConfig
+from crossctr.models.cnan import CNAN, CNANConfig, CNANPlusConfig
 from crossctr.models.epnet import EPNet, EPNetConfig
 from crossctr.models.m3oe import M3oE, M3oEConfig
 from crossctr.models.mmoe import MMoE, MMoEConfig
@@ -20,6 +20,7 @@ __all__ = [
     "AdaSparseConfig",
     "CNAN",
     "CNANConfig",
+    "CNANPlusConfig",
     "EPNet",
     "EPNetConfig",
     "M3oE",

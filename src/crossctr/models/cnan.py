@@ -26,7 +26,7 @@ from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from crossctr.data.dataset import Batch
@@ -40,7 +40,7 @@ from crossctr.layers.wasserstein import Critic, gradient_penalty
 from crossctr.models.base import ModelOutput, register
 from crossctr.schema import StrictModel
 
-__all__ = ["CNANConfig", "CNAN"]
+__all__ = ["CNANConfig", "CNANPlusConfig", "CNAN"]
 
 
 class CNANConfig(StrictModel):
@@ -54,6 +54,12 @@ class CNANConfig(StrictModel):
     deep: tuple[int, ...] = (512, 256)  # paper: deep network 512 × 256
     stacking: Literal["stacked", "parallel"] = "stacked"  # eq. 2 stacks the FCN on the cross output
     dropout: float = 0.0  # paper names none
+    # Normalisation after each linear map of every tower's FCN; the paper names none. "layer"
+    # (per row) leaves the private towers' row padding harmless; "batch" runs them unpadded.
+    norm: Literal["none", "batch", "layer"] | None = None  # None: "none"
+    # Depth of the private towers' FCN: the last k sizes of `deep` (so shared and private
+    # features keep one size for the one discriminator and the heads); None: all of `deep`, as the paper.
+    private_layers: int | None = Field(default=None, ge=1)
     # entropy: paper §2.3; grl: DANN-style reversal; wasserstein: the paper's introduction
     # (D_c, D_s, D_t with critics and gradient penalty); none: no adversarial term.
     adversarial: Literal["entropy", "grl", "wasserstein", "none"] = "entropy"
@@ -77,6 +83,31 @@ class CNANConfig(StrictModel):
     # None: click only.
     tasks: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="after")
+    def _private_depth(self) -> "CNANConfig":
+        if self.private_layers is not None and self.private_layers > len(self.deep):
+            raise ValueError(f"private_layers {self.private_layers} is more than the {len(self.deep)} layers of deep {list(self.deep)}")
+        return self
+
+    @property
+    def private_deep(self) -> tuple[int, ...]:
+        """FCN sizes of each private tower."""
+        return self.deep if self.private_layers is None else self.deep[-self.private_layers :]
+
+
+class CNANPlusConfig(CNANConfig):
+    """CNAN-AT+: crossctr's variant of the paper's model (the same `CNAN` class, other defaults).
+
+    What differs from the paper's CNAN-AT and why (evidence: docs/results/README.md, "CNAN-AT+"):
+    LayerNorm in the towers' FCNs (the paper's plain FCN overfits ML-1M after two or three
+    epochs), and private towers one layer deep (a data-poor domain's own 512 × 256 tower has
+    far more weights than its rows can fit).
+    """
+
+    name: Literal["cnan_plus"] = "cnan_plus"  # type: ignore[assignment]
+    norm: Literal["none", "batch", "layer"] | None = "layer"
+    private_layers: int | None = Field(default=1, ge=1)
+
 
 def _bucket(n: int) -> int:
     """The row count a private tower runs on: the next power of two up to 256, then a multiple of 256."""
@@ -89,19 +120,20 @@ class CNAN(nn.Module):
         super().__init__()
         self.config, self.n_domains = config, n_domains
         self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        tower = lambda: AttentiveTower(  # noqa: E731 - one recipe, N + 1 towers
+        tower = lambda deep: AttentiveTower(  # noqa: E731 - one recipe, N + 1 towers
             len(cardinalities),
             self.embedding.out_dim,
             attention=config.attention,
             attention_hidden=config.attention_hidden,
             attention_activation=config.attention_activation,
             cross_layers=config.cross_layers,
-            deep=config.deep,
+            deep=deep,
             stacking=config.stacking,
             dropout=config.dropout,
+            norm=config.norm or "none",
         )
-        self.shared = tower()
-        self.private = nn.ModuleList(tower() for _ in range(n_domains))
+        self.shared = tower(config.deep)
+        self.private = nn.ModuleList(tower(config.private_deep) for _ in range(n_domains))
         rep_dim = self.shared.out_dim
         self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
         self.task_heads = nn.ModuleList(DomainHeads(rep_dim, n_domains, n_inputs=2) for _ in range(config.tasks or 0))
@@ -131,7 +163,7 @@ class CNAN(nn.Module):
                 # no gradient): the matmul kernels see a few shapes, not a new one every step. A
                 # new row count per step made oneDNN build and cache new primitives and grew the
                 # process by ~0.5 GB per 100k rows on CPU.
-                pad = _bucket(n) - n
+                pad = _bucket(n) - n if self.config.norm != "batch" else 0  # copies would skew batch statistics
                 o_k, a_k, _ = tower(e[torch.cat([rows, rows[:1].expand(pad)]) if pad else rows])
                 outs.append(o_k[:n])
                 atts.append(a_k[:n] if a_k is not None else None)
@@ -185,3 +217,6 @@ class CNAN(nn.Module):
             pd, qd = p.detach(), q.detach()
             critic.append(-f.distance(pd, qd) + cfg.gp_weight * gradient_penalty(f, pd, qd))
         return torch.stack(feat).mean(), torch.stack(critic).mean()
+
+
+register("cnan_plus", CNANPlusConfig)(CNAN)  # CNAN-AT+: the same model under crossctr's defaults

@@ -27,7 +27,7 @@ class EmbeddedConfig(StrictModel):
     dropout: float = 0.0
     # BatchNorm after every hidden linear map of the network above the embeddings (as the
     # Scenario-Wise-Rec benchmark's MLPs); off by default: the models' own papers have none.
-    batch_norm: bool = False
+    batch_norm: bool | None = None  # None: off (left out of experiment fingerprints)
     sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
     embedding_init_std: float = 0.01  # as CNAN-AT
 

@@ -34,10 +34,12 @@ class TrainConfig(StrictModel):
     # "rows": one mean over all rows (a big domain dominates); "power": domain d weighs
     # ∝ n_d^weighting_power (n_d its training rows), between the two (power 0 ~ equal, 1 = rows).
     domain_weighting: Literal["equal", "rows", "power"] = "equal"
-    weighting_power: float = Field(default=0.5, ge=0.0, le=1.0)  # α of "power": a domain's weight ∝ n_d^α
+    # α of "power": a domain's weight ∝ n_d^α; None: 0.5. (Optional settings default to None
+    # where None keeps the old behaviour, so experiment records made before they existed stay valid.)
+    weighting_power: float | None = Field(default=None, ge=0.0, le=1.0)
     # Early stopping and best-weight selection on the mean of the domains' validation AUCs
     # (every domain counts the same) or on the AUC of all validation rows pooled.
-    select_on: Literal["domain_mean", "overall"] = "domain_mean"
+    select_on: Literal["domain_mean", "overall"] | None = None  # None: "domain_mean"
     loss_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     # Weight of the extra-task losses of a multi-task model (same per-domain form as the click
     # loss, over the rows that carry that label); None: 1.0, each task weighs like the click.

@@ -44,7 +44,7 @@ from crossctr.training.tracking import Tracker
 __all__ = ["Trainer", "FitResult", "resolve_device", "make_optimizers"]
 
 log = logging.getLogger(__name__)
-_SELECT_NAME = {"domain_mean": "mean", "overall": "overall"}  # train.select_on, as the log says it
+_SELECT_NAME = {None: "mean", "domain_mean": "mean", "overall": "overall"}  # train.select_on, as the log says it
 
 
 def resolve_device(name: str) -> torch.device:
@@ -186,7 +186,7 @@ class Trainer:
         self._row_scale = None
         if cfg.domain_weighting == "power":
             rows = torch.bincount(train.domain, minlength=self.n_domains)  # (N,) training rows per domain
-            self._row_scale = power_row_scale(rows, cfg.weighting_power).to(self.device)
+            self._row_scale = power_row_scale(rows, 0.5 if cfg.weighting_power is None else cfg.weighting_power).to(self.device)
         opts = make_optimizers(model, cfg)
         gen = torch.Generator().manual_seed(cfg.seed)  # batch order
         st, best_state = _FitState(), None
@@ -203,7 +203,7 @@ class Trainer:
                 gen_epoch = gen.get_state()  # the state that redraws this epoch's permutation
                 self._run_epoch(net, model, opts, gen, gen_epoch, train, st, desc, key, best_state, t0)
                 valid_metrics = self.evaluate(model, valid)
-                auc = mean_auc(valid_metrics) if cfg.select_on == "domain_mean" else valid_metrics["overall"]["auc"]
+                auc = valid_metrics["overall"]["auc"] if cfg.select_on == "overall" else mean_auc(valid_metrics)
                 record = self._epoch_record(st, train, valid_metrics, auc, info)
                 st.history.append(record)
                 if self.tracker is not None and info.is_main:
