@@ -248,8 +248,20 @@ def test_modern_experiment_searches_every_method_with_the_same_budget() -> None:
     exp = load_experiment("modern")
     plan = expand(exp, {"18-44": 600_000, "45+": 150_000, "under-18": 20_000})
     methods = ["cnan_at", "self_train", "joint_dcn", "shared_bottom", "mmoe", "ple", "star", "epnet"]
-    assert list(plan.search) == methods and exp.search is not None and exp.search.trials == 2
+    assert list(plan.search) == methods and exp.search is not None and exp.search.trials == 8
     assert {s.phase for s in plan.main} == {"table3"} and len(plan.main) == len(methods) * 3 and not plan.tune
     assert all({"train.lr", "train.weight_decay"} <= set(exp.search_space(m)) for m in methods)
     assert "train.loss_weights.adv" in exp.search_space("cnan_at")
     assert np.isclose(exp.train["lr"], 0.001) and exp.seeds == (0, 1, 2)
+
+
+def test_every_method_sees_the_same_values_of_the_shared_dimensions(tmp_path, tiny_data) -> None:
+    exp = _experiment()  # cnan_at's space has one more dimension than self_train's
+    out = tmp_path / "xp"
+    run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), render=False)
+    trials = _trials(out)
+    for n in range(6):
+        a, b = trials[("self_train", n)], trials[("cnan_at", n)]
+        assert a["train.lr"] == b["train.lr"] and a["train.weight_decay"] == b["train.weight_decay"]
+    assert len({trials[("cnan_at", n)]["train.lr"] for n in range(6)}) == 6  # but they vary over trials
+    assert len({trials[("cnan_at", n)]["train.loss_weights.adv"] for n in range(6)}) > 1  # its own dimension is searched

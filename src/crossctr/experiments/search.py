@@ -17,6 +17,12 @@ random numbers: no method is luckier in its draws); TPE's later trials follow ea
 own results. Two trials with the same settings are one run (same key): its record lists both
 trial numbers.
 
+The dimensions every method shares (`space.default`) are not left to each method's sampler:
+trial n of every method takes the same values for them, drawn from (search.seed, n) alone, and
+the sampler proposes only the method's own dimensions (`study.enqueue_trial` fixes the shared
+ones). So all methods see the same learning rates whatever else their space holds: a method
+with two more dimensions no longer draws other learning rates than the rest.
+
 The best trial (ties: the earliest) becomes the method's settings for all its table runs.
 
 Example:
@@ -35,12 +41,12 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
-from crossctr.experiments.grid import ALL, Experiment, Param, Plan, RunSpec, search_spec, select_candidate
+from crossctr.experiments.grid import ALL, DEFAULT_SPACE, Experiment, Param, Plan, RunSpec, search_spec, select_candidate
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["study_id", "recorded_trials", "run_search", "search_summary"]
+__all__ = ["study_id", "recorded_trials", "run_search", "search_summary", "shared_space", "shared_values"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,7 @@ def study_id(exp: Experiment, method: str) -> str:
     assert s is not None
     blob = {
         "space": {p: d.model_dump(mode="json") for p, d in exp.search_space(method).items()},
+        "shared": sorted(shared_space(exp, method)),  # drawn the same for every method
         "sampler": s.sampler,
         "seed": s.seed,
         "startup": s.startup if s.sampler == "tpe" else None,
@@ -111,6 +118,35 @@ def _sampler(exp: Experiment, trial: int) -> "optuna.samplers.BaseSampler":
     return TPESampler(seed=seed, n_startup_trials=s.startup)
 
 
+def shared_space(exp: Experiment, method: str) -> dict[str, Param]:
+    """The dimensions `method` shares with every other method: `space.default`, where the method does not redefine them."""
+    assert exp.search is not None
+    default = exp.search.space.get(DEFAULT_SPACE, {})
+    own = exp.search.space.get(method, {})
+    return {p: d for p, d in sorted(default.items()) if p not in own}
+
+
+def shared_values(exp: Experiment, method: str, trial: int) -> dict[str, Any]:
+    """Trial `trial`'s values of the shared dimensions: a function of (search.seed, trial) only.
+
+    Example:
+        >>> shared_values(exp, "mmoe", 3) == shared_values(exp, "cnan_at", 3)  # doctest: +SKIP
+        True
+    """
+    from optuna.samplers import RandomSampler
+
+    s = exp.search
+    assert s is not None
+    space = shared_space(exp, method)
+    if not space:
+        return {}
+    import optuna
+
+    seed = int(np.random.SeedSequence([s.seed, trial, 1]).generate_state(1)[0])
+    study = optuna.create_study(sampler=RandomSampler(seed=seed))
+    return dict(study.ask(_distributions(space)).params)
+
+
 def _value(rec: dict[str, Any]) -> float | None:
     auc = rec.get("valid_mean_auc")
     return None if auc is None or math.isnan(auc) else float(auc)
@@ -155,6 +191,7 @@ def _run_trials(exp: Experiment, plan: Plan, method: str, study: "optuna.Study",
                                          state=TrialState.COMPLETE if value is not None else TrialState.FAIL))
             continue
         study.sampler = _sampler(exp, n)
+        study.enqueue_trial(shared_values(exp, method, n))  # the shared dimensions: the same for every method
         trial = study.ask(dists)
         values = dict(trial.params)
         spec = search_spec(exp, plan, method, values, n)
