@@ -20,6 +20,7 @@ from crossctr.training.run import Predictor
 def cli_error(monkeypatch, capsys, *args: str) -> str:
     """Run `crossctr ARGS` as the console script does; it must fail with a message, not a traceback."""
     monkeypatch.setattr(sys, "argv", ["crossctr", *args])
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: pytest.fail("the service started on a folder it should refuse"))
     with pytest.raises(SystemExit) as exit_:
         main()
     err = capsys.readouterr().err
