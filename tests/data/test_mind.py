@@ -94,7 +94,8 @@ def test_mind_errors_name_the_file(tmp_path: Path) -> None:
 # Registry.
 
 def test_registry_names() -> None:
-    assert DATASETS == ("simulator", "movielens-1m", "movielens-1m-age3", "movielens-1m-time", "movielens-1m-mt",
+    assert DATASETS == ("simulator", "movielens-1m", "movielens-1m-age3", "movielens-1m-bench", "movielens-1m-age3-bench",
+                        "movielens-1m-time", "movielens-1m-mt",
                         "movielens-1m-age3-mt", "movielens-100k", "movielens-100k-age3", "mind")
     assert set(registry.describe()) == set(DATASETS)
 
