@@ -187,9 +187,6 @@ def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> N
         click.echo(f"{name}: {rows:,} rows -> {path}")
 
 
-@cli.command("config-reference")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.")
-@click.option("--check", is_flag=True, help="With --out: write nothing, exit 1 when the file differs from what the code generates.")
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="PNG to write; default RUN_DIR/learning_curves.png.")
@@ -207,6 +204,9 @@ def plot(run_dir: Path, out: Path | None) -> None:
     click.echo(f"learning curves: {png}")
 
 
+@cli.command("config-reference")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.")
+@click.option("--check", is_flag=True, help="With --out: write nothing, exit 1 when the file differs from what the code generates.")
 def config_reference(out: Path | None, check: bool) -> None:
     """Every key of a dataset YAML, run config and experiment YAML: type, default, allowed values, why."""
     from crossctr.configref import reference
