@@ -29,7 +29,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -57,10 +57,9 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def row_hashes(split: EncodedSplit) -> np.ndarray:
-    """(N,) uint64: one hash per row of its encoded features, domain and label."""
+def _hash_chunks(split: EncodedSplit) -> Iterator[np.ndarray]:
+    """Row hashes of `split`, _CHUNK rows at a time (a memory-mapped split is never loaded whole)."""
     n = len(split)
-    out = np.empty(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for start in range(0, n, _CHUNK):
             stop = min(n, start + _CHUNK)
@@ -69,18 +68,32 @@ def row_hashes(split: EncodedSplit) -> np.ndarray:
             h = _mix(h ^ (split.label[start:stop].numpy().astype(np.uint64) + _PRIME))
             for j in range(x.shape[1]):
                 h = _mix(h ^ (x[:, j] + _PRIME))
-            out[start:stop] = h
-    return out
+            yield h
+
+
+def row_hashes(split: EncodedSplit) -> np.ndarray:
+    """(N,) uint64: one hash per row of its encoded features, domain and label."""
+    parts = list(_hash_chunks(split))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
 
 def digest(hashes: np.ndarray) -> str:
+    """Order-sensitive digest of a split's row hashes."""
     return hashlib.sha256(np.ascontiguousarray(hashes, dtype="<u8").tobytes()).hexdigest()[:32]
 
 
-def _sample(hashes: np.ndarray) -> dict[str, Any]:
-    every = 1 << max(0, math.ceil(math.log2(max(len(hashes), 1) / SAMPLE_ROWS)))
-    kept = np.unique(hashes[hashes % np.uint64(every) == 0])
-    return {"every": every, "hashes": [f"{int(h):016x}" for h in kept]}
+def _every(n: int) -> int:
+    """Sampling period of a split of n rows: a power of two that keeps about SAMPLE_ROWS hashes."""
+    return 1 << max(0, math.ceil(math.log2(max(n, 1) / SAMPLE_ROWS)))
+
+
+def _summary(split: EncodedSplit, every: int) -> tuple[str, np.ndarray]:
+    """(digest, sampled hashes) of a split in one streaming pass: the digest equals digest(row_hashes(split))."""
+    sha, kept = hashlib.sha256(), []
+    for h in _hash_chunks(split):
+        sha.update(np.ascontiguousarray(h, dtype="<u8").tobytes())
+        kept.append(h[h % np.uint64(every) == 0])
+    return sha.hexdigest()[:32], np.unique(np.concatenate(kept)) if kept else np.zeros(0, dtype=np.uint64)
 
 
 def split_record(data: PreparedData) -> dict[str, Any]:
@@ -96,18 +109,18 @@ def split_record(data: PreparedData) -> dict[str, Any]:
         "about": "rows per split and domain; digest = sha256 of the split's encoded row hashes in order; "
                  "seen_sample = hashes of train / valid rows divisible by `every`; test_seen_share = share of test rows found in them (crossctr.evaluation.split)",
     }
-    hashes = {}
     for name in SPLITS:
         part = data.splits[name]
-        hashes[name] = row_hashes(part)
+        every = _every(len(part))
         record["rows"][name] = dict(zip(names, part.domain_counts(len(names))))
-        record["digest"][name] = digest(hashes[name])
+        record["digest"][name], kept = _summary(part, every)
         if name != "test":
-            record["seen_sample"][name] = _sample(hashes[name])
+            record["seen_sample"][name] = {"every": every, "hashes": [f"{int(h):016x}" for h in kept]}
     # Rows that encode alike are one row to the model, so even the test split "holds" some
     # training rows (a user, item and bucket seen with the same label): the share a file of
     # new rows may show without being a leak.
-    record["test_seen_share"] = {s: seen_rows(hashes["test"], record["seen_sample"][s]) / max(len(hashes["test"]), 1) for s in record["seen_sample"]}
+    test = data.splits["test"]
+    record["test_seen_share"] = {s: sum(seen_rows(h, sample) for h in _hash_chunks(test)) / max(len(test), 1) for s, sample in record["seen_sample"].items()}
     return record
 
 
