@@ -48,9 +48,9 @@ from crossctr.training.checkpoint import atomic_write_bytes as atomic_write
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
+from crossctr.training.tracking import make_tracker
 from crossctr.training.trainer import Trainer
 
-from crossctr.training.tracking import make_tracker
 __all__ = ["RunConfig", "RunResult", "train_run", "check_out_folder", "Predictor", "load_encoder", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
 
 log = logging.getLogger(__name__)
