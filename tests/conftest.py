@@ -66,3 +66,24 @@ def tiny_dataset_dir(tmp_path: Path) -> Path:
     pq.write_table(tiny_table(), tmp_path / "tiny.parquet")
     (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(TINY_SCHEMA))
     return tmp_path
+
+
+@pytest.fixture()
+def cli_run(monkeypatch, capsys):
+    """`cli_run(*ARGS)`: `crossctr ARGS` as the console script runs it -> (exit status, stderr); never a traceback."""
+    import sys
+
+    from crossctr.cli import main
+
+    def run(*args: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "argv", ["crossctr", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, err
+        return code, err
+
+    return run

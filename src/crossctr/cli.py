@@ -33,10 +33,10 @@ def cli(verbose: bool) -> None:
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for data, runs and results.")
 @click.option("--rows", type=int, default=150_000, show_default=True, help="Simulated rows over all three platforms.")
-@click.option("--epochs", type=int, default=3, show_default=True, help="Training epochs of each model (early stopping may end sooner).")
+@click.option("--epochs", type=int, default=None, help="Most training epochs of each model; default: the library's (train.epochs), early stopping ends sooner.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulator, the split and the models' initialisation.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
-def demo(out: Path, rows: int, epochs: int, seed: int, no_progress: bool) -> None:
+def demo(out: Path, rows: int, epochs: int | None, seed: int, no_progress: bool) -> None:
     """Simulate 3 platforms, train CNAN-AT and Self-train, print per-platform AUC, draw attention.
 
     Says before training how long it should take on this machine (timed on a few batches).

@@ -34,7 +34,7 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: str | Path, rows: int = 150_000, epochs: int = 3, seed: int = 0, progress: bool = True) -> DemoResult:
+def run_demo(out: str | Path, rows: int = 150_000, epochs: int | None = None, seed: int = 0, progress: bool = True) -> DemoResult:
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,9 @@ def run_demo(out: str | Path, rows: int = 150_000, epochs: int = 3, seed: int = 
     for split, part in data.splits.items():
         counts = ", ".join(f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains)))
         log.info("%s rows: %s", split, counts)
-    train = TrainConfig(epochs=epochs, seed=seed, progress=progress)
+    # The library's defaults (loss weighting, epoch budget with early stopping), as any run.
+    train = TrainConfig(**({} if epochs is None else {"epochs": epochs}), seed=seed, progress=progress)
+    epochs = train.epochs
     methods = {
         "CNAN-AT (joint)": RunConfig(dataset=str(yaml_path), model={"name": "cnan"}, strategy={"name": "joint"}, train=train),
         "Self-train (Deep & Cross)": RunConfig(dataset=str(yaml_path), model={"name": "tower", "nn": "dcn"}, strategy={"name": "self_train"}, train=train),

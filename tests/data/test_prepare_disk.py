@@ -23,16 +23,6 @@ from crossctr.schema import ConfigError
 OPTS = PrepareOptions(progress=False, batch_rows=500)
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["crossctr", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    return code, err
 
 
 def _dead_pid() -> int:
@@ -45,10 +35,10 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def test_no_room_is_refused_before_writing_naming_folder_and_bytes(monkeypatch, capsys, tiny_dataset_dir: Path) -> None:
+def test_no_room_is_refused_before_writing_naming_folder_and_bytes(cli_run, monkeypatch, capsys, tiny_dataset_dir: Path) -> None:
     monkeypatch.setattr(files, "free_bytes", lambda folder: 10_000)
     out = tiny_dataset_dir / "prepared"
-    code, err = cli(monkeypatch, capsys, "prepare", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(out), "--no-progress")
+    code, err = cli_run("prepare", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(out), "--no-progress")
     assert code != 0 and err.startswith(f"error: {tiny_dataset_dir}: not enough disk space for prepared's arrays (3,000 rows)")
     assert "10.0 KB free" in err and "bytes of data" in err
     assert not out.exists() and _leftovers(tiny_dataset_dir) == []
@@ -112,7 +102,7 @@ def test_prepared_arrays_are_byte_identical_to_numpy_save(tiny_dataset_dir: Path
         assert path.read_bytes() == buf.getvalue(), path.name
 
 
-def test_pickled_npy_is_refused_without_a_traceback(monkeypatch, capsys, tiny_dataset_dir: Path) -> None:
+def test_pickled_npy_is_refused_without_a_traceback(cli_run, monkeypatch, capsys, tiny_dataset_dir: Path) -> None:
     out = tiny_dataset_dir / "prepared"
     prepare_dataset(tiny_dataset_dir / "dataset.yaml", out, OPTS)
     label = (out / "train.label.npy").read_bytes()
@@ -124,5 +114,5 @@ def test_pickled_npy_is_refused_without_a_traceback(monkeypatch, capsys, tiny_da
     with pytest.raises(ConfigError, match=r"valid\.domain\.npy: not an array"):
         load_prepared(out)
     (tiny_dataset_dir / "run.yaml").write_text(f"dataset: {out.name}\nmodel: {{name: cnan}}\ntrain: {{epochs: 1, progress: false}}\n")
-    code, err = cli(monkeypatch, capsys, "train", "--config", str(tiny_dataset_dir / "run.yaml"), "--out", str(tiny_dataset_dir / "run"))
+    code, err = cli_run("train", "--config", str(tiny_dataset_dir / "run.yaml"), "--out", str(tiny_dataset_dir / "run"))
     assert code != 0 and "not an array `crossctr prepare` writes" in err

@@ -20,16 +20,6 @@ from crossctr.serving.predict import predict_file
 from crossctr.training.run import atomic_write
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["crossctr", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    return code, err
 
 
 @pytest.fixture()
@@ -47,7 +37,7 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_full_disk_is_a_clean_error_and_leaves_nothing(monkeypatch, capsys, tmp_path: Path, run_dir: Path, rows: Path, suffix: str) -> None:
+def test_full_disk_is_a_clean_error_and_leaves_nothing(cli_run, monkeypatch, capsys, tmp_path: Path, run_dir: Path, rows: Path, suffix: str) -> None:
     write = predict_module._Writer.write
     calls = {"n": 0}
 
@@ -59,7 +49,7 @@ def test_full_disk_is_a_clean_error_and_leaves_nothing(monkeypatch, capsys, tmp_
 
     monkeypatch.setattr(predict_module._Writer, "write", fills)
     out = tmp_path / "out" / f"scored{suffix}"
-    code, err = cli(monkeypatch, capsys, "predict", str(run_dir), str(rows), "--out", str(out), "--batch-rows", "500", "--no-progress")
+    code, err = cli_run("predict", str(run_dir), str(rows), "--out", str(out), "--batch-rows", "500", "--no-progress")
     assert code != 0 and err.startswith(f"error: {out.parent}: the disk filled while writing scored{suffix}: ")
     assert "for 500 rows were written" in err and "(the partial file was removed)" in err
     assert list(out.parent.iterdir()) == []

@@ -31,17 +31,6 @@ def _cfg(**train) -> RunConfig:
     return RunConfig(dataset="unused", model=SMALL, train={"epochs": 1, "progress": False, **train})
 
 
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str]:
-    """`crossctr ARGS` as the console script runs it: (exit status, stderr); never a traceback."""
-    monkeypatch.setattr(sys, "argv", ["crossctr", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    return code, err
 
 
 @pytest.fixture()
@@ -54,25 +43,25 @@ def run_yaml(tiny_dataset_dir: Path) -> Path:
 # ---- an existing run folder needs --resume or --overwrite ----
 
 
-def test_train_into_existing_run_refuses_without_overwrite(monkeypatch, capsys, run_yaml: Path, tmp_path: Path) -> None:
+def test_train_into_existing_run_refuses_without_overwrite(cli_run, monkeypatch, capsys, run_yaml: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    assert cli(monkeypatch, capsys, "train", "--config", str(run_yaml), "--out", str(out))[0] == 0
+    assert cli_run("train", "--config", str(run_yaml), "--out", str(out))[0] == 0
     before = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint").iterdir()}
-    code, err = cli(monkeypatch, capsys, "train", "--config", str(run_yaml), "--out", str(out))
+    code, err = cli_run("train", "--config", str(run_yaml), "--out", str(out))
     assert code != 0 and "already holds a run" in err and "--resume" in err and "--overwrite" in err
     assert {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint").iterdir()} == before  # untouched
-    code, err = cli(monkeypatch, capsys, "train", "--config", str(run_yaml), "--out", str(out), "--resume", "--overwrite")
+    code, err = cli_run("train", "--config", str(run_yaml), "--out", str(out), "--resume", "--overwrite")
     assert code != 0 and "pass one of them" in err
-    assert cli(monkeypatch, capsys, "train", "--config", str(run_yaml), "--out", str(out), "--overwrite")[0] == 0
+    assert cli_run("train", "--config", str(run_yaml), "--out", str(out), "--overwrite")[0] == 0
     assert (out / "weights.safetensors").is_file()
 
 
-def test_train_into_an_empty_or_new_folder_needs_no_flag(monkeypatch, capsys, run_yaml: Path, tmp_path: Path) -> None:
+def test_train_into_an_empty_or_new_folder_needs_no_flag(cli_run, monkeypatch, capsys, run_yaml: Path, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    assert cli(monkeypatch, capsys, "train", "--config", str(run_yaml), "--out", str(tmp_path / "empty"))[0] == 0
+    assert cli_run("train", "--config", str(run_yaml), "--out", str(tmp_path / "empty"))[0] == 0
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    code, err = cli(monkeypatch, capsys, "train", "--config", str(run_yaml), "--out", str(tmp_path / "other"))
+    code, err = cli_run("train", "--config", str(run_yaml), "--out", str(tmp_path / "other"))
     assert code != 0 and "already holds files (notes.txt)" in err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
