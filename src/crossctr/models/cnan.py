@@ -98,10 +98,12 @@ class CNANConfig(StrictModel):
 class CNANPlusConfig(CNANConfig):
     """CNAN-AT+: crossctr's variant of the paper's model (the same `CNAN` class, other defaults).
 
-    What differs from the paper's CNAN-AT and why (evidence: docs/results/README.md, "CNAN-AT+"):
-    LayerNorm in the towers' FCNs (the paper's plain FCN overfits ML-1M after two or three
-    epochs), and private towers one layer deep (a data-poor domain's own 512 × 256 tower has
-    far more weights than its rows can fit).
+    What differs from the paper's CNAN-AT, and why: LayerNorm after each linear map of the
+    towers' FCNs (per row, so the private towers' row padding stays harmless; the paper's plain
+    FCN overfits ML-1M after two or three epochs), and private towers one layer deep (a
+    data-poor domain's own 512 × 256 tower has far more weights than its rows can fit).
+    Measured so far (docs/results/README.md, "Issue 13"): it does not yet beat Shared-Bottom on
+    ML-1M's small domains; its under-18 private network peaks epochs before the shared one.
     """
 
     name: Literal["cnan_plus"] = "cnan_plus"  # type: ignore[assignment]
