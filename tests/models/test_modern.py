@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 
-from crossctr.data.dataset import Batch, iterate_batches
+from crossctr.data.dataset import Batch
 from crossctr.models import EPNet, MMoE, PLE, REGISTRY, STAR, SharedBottom, build_model
 
 SMALL = dict(shared_dim=4, specific_dim=2, deep=(8, 4))
@@ -140,23 +139,10 @@ def test_epnet_gate_reads_embeddings_without_gradient() -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_learns_tiny_data(name: str, tiny_data) -> None:
+def test_learns_tiny_data(name: str, tiny_data, tiny_fit_auc) -> None:
     torch.manual_seed(0)
     cfg = REGISTRY[name].config.model_validate({"name": name, "shared_dim": 8, "specific_dim": 2, "deep": (32, 16), **SMALL_EXTRA[name]})
-    m = build_model(cfg, tiny_data.encoder.cardinalities, 3)
-    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    m.train()
-    for _ in range(4):
-        for batch in iterate_batches(tiny_data.train, 128, shuffle=True, generator=g):
-            loss = F.binary_cross_entropy_with_logits(m(batch).logits, batch.label)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    m.eval()
-    with torch.no_grad():
-        p = m(tiny_data.test.as_batch()).logits.numpy()
-    auc = roc_auc_score(tiny_data.test.label.numpy(), p)
+    auc = tiny_fit_auc(build_model(cfg, tiny_data.encoder.cardinalities, 3), tiny_data)
     assert auc > 0.6, (name, auc)
 
 

@@ -133,6 +133,7 @@ def shared_values(exp: Experiment, method: str, trial: int) -> dict[str, Any]:
         >>> shared_values(exp, "mmoe", 3) == shared_values(exp, "cnan_at", 3)  # doctest: +SKIP
         True
     """
+    import optuna
     from optuna.samplers import RandomSampler
 
     s = exp.search
@@ -140,8 +141,6 @@ def shared_values(exp: Experiment, method: str, trial: int) -> dict[str, Any]:
     space = shared_space(exp, method)
     if not space:
         return {}
-    import optuna
-
     seed = int(np.random.SeedSequence([s.seed, trial, 1]).generate_state(1)[0])
     study = optuna.create_study(sampler=RandomSampler(seed=seed))
     return dict(study.ask(_distributions(space)).params)
