@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from crossctr.experiments.grid import candidate_id, expand, load_experiment
 from crossctr.experiments.render import public_command, publish_report, render_report
-from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, write_plan
+from crossctr.experiments.records import RESULTS_FILE, ResultsFile, RunRecord, write_plan
 from crossctr.schema import ConfigError
 
 SIZES = {"A": 20_000, "B": 2_000, "C": 150}
@@ -31,20 +31,28 @@ def _write(out: Path, drop: str | None = None) -> None:
         penalty = 0.0 if spec.fraction >= 1 else (0.10 if spec.method == "self_train" else 0.02)
         tune_bonus = 0.01 * [candidate_id(c) for c in exp.tune["cnan_at"]].index(spec.candidate) if spec.candidate else 0.0
         per = {d: {"auc": BASE[spec.method] + 0.01 * spec.seed + OFFSET[d] - penalty + tune_bonus} for d in spec.domains}
-        results.append({
-            "key": spec.key, "method": spec.method, "seed": spec.seed, "test": per, "valid": per,
-            "valid_mean_auc": sum(v["auc"] for v in per.values()) / len(per),
-            "attention": {"groups": ["price", "brand"], "domains": list(spec.domains),
-                          "private": [[0.2 + 0.1 * k, 0.8 - 0.1 * k] for k in range(len(spec.domains))]},
-            "crossctr_version": "0.1.0", "reused_from": None,
-            "parameters": 1000 + len(spec.method), "train_seconds": 10.0 + spec.seed, "epochs_run": {"joint": 2},
-        })
+        results.append(record(
+            spec, test=per, valid=per, valid_mean_auc=sum(v["auc"] for v in per.values()) / len(per),
+            attention={"groups": ["price", "brand"], "domains": list(spec.domains),
+                       "private": [[0.2 + 0.1 * k, 0.8 - 0.1 * k] for k in range(len(spec.domains))]},
+            crossctr_version="0.1.0", reused_from=None,
+            parameters=1000 + len(spec.method), train_seconds=10.0 + spec.seed, epochs_run={"joint": 2},
+        ))
+
+
+def record(spec, **fields) -> RunRecord:
+    """A run record of `spec` with made-up numbers (`fields`); the settings fields are placeholders."""
+    return RunRecord.model_validate({
+        "key": spec.key, "fingerprint": "-", "experiment": "smoke", "dataset": "synthetic", "method": spec.method,
+        "label": spec.method, "phase": spec.phase, "scenario": spec.scenario, "domains": list(spec.domains), "seed": spec.seed,
+        "config": {"model": {}, "strategy": {}, "train": {}}, "train_rows": {}, **fields,
+    })
 
 
 @pytest.fixture()
 def rendered(tmp_path):
     _write(tmp_path)
-    report = render_report(tmp_path)
+    report = render_report(tmp_path).to_json()
     return tmp_path, report, (tmp_path / "report.md").read_text()
 
 
@@ -94,7 +102,7 @@ def test_tuning_choice_counts_and_command(rendered) -> None:
 
 def test_missing_runs_are_dashes_and_said_plainly(tmp_path) -> None:
     _write(tmp_path, drop="dann/A+B/s1")
-    report = render_report(tmp_path)
+    report = render_report(tmp_path).to_json()
     md = (tmp_path / "report.md").read_text()
     assert report["runs"]["missing"] == ["dann/A+B/s1"]
     assert "**Missing 1 run(s)**" in md and "`dann/A+B/s1`" in md
@@ -160,8 +168,8 @@ def test_published_reference_rows_and_overall_column_beside_table3(tmp_path) -> 
     results = ResultsFile(tmp_path / RESULTS_FILE)
     for spec in plan.specs():
         per = {d: {"auc": 0.7} for d in spec.domains} | {"overall": {"auc": 0.71}}
-        results.append({"key": spec.key, "method": spec.method, "seed": spec.seed, "test": per, "valid": per, "valid_mean_auc": 0.7})
-    report = render_report(tmp_path)
+        results.append(record(spec, test=per, valid=per, valid_mean_auc=0.7))
+    report = render_report(tmp_path).to_json()
     t3 = report["table3"]["all"]
     assert t3["Public SB (published)"]["A"]["mean"] == 0.99 and t3["Public SB (published)"]["B"]["n"] == 0
     assert t3["CNAN-AT"]["overall"]["mean"] == pytest.approx(0.71)

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 from crossctr.data.dataset import prepare
 from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.experiments.grid import Experiment, candidate_id, load_experiment
-from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, _claim, _claims_held_elsewhere, run_experiment
+from crossctr.experiments.records import RESULTS_FILE, ResultsFile
+from crossctr.experiments.runner import run_experiment
+from crossctr.experiments.scheduler import Claims
 from crossctr.schema import DatasetSchema
 from crossctr.training.run import RunResult
 from crossctr.training.strategies import StrategyResult
@@ -32,6 +34,11 @@ def _subset(exp: Experiment, tables: dict, methods: list[str], tune: dict | None
             m["tune_from"] = None
     doc["tables"], doc["tune"] = tables, tune or {}
     return Experiment.model_validate(doc)
+
+
+def _latest(out: Path) -> dict[str, dict]:
+    """key -> its last record in out/results.jsonl, as the JSON written there."""
+    return {k: r.to_json() for k, r in ResultsFile(out / RESULTS_FILE).latest().items()}
 
 
 class FakeTrain:
@@ -79,7 +86,7 @@ def test_end_to_end_smoke_on_simulated_data(tmp_path, sim_yaml, sim_data, restor
     out = tmp_path / "xp"
     summary = run_experiment(exp, sim_yaml, out, only=["table3"], data=sim_data, command="crossctr experiment test")
     assert (summary.planned, summary.trained) == (2, 2)
-    records = ResultsFile(out / RESULTS_FILE).read()
+    records = [r.to_json() for r in ResultsFile(out / RESULTS_FILE).read()]
     assert [r["key"] for r in records] == ["self_train/all/s0", "cnan_at/all/s0"]
     for r in records:
         assert set(r["test"]) >= {"A", "B", "C"} and 0 < r["test"]["A"]["auc"] < 1
@@ -113,7 +120,7 @@ def test_tuning_picks_the_best_validation_auc_and_uses_it_everywhere(tmp_path, t
     report = json.loads((out / "report.json").read_text())
     assert report["tuning"]["cnan_at"]["choice"] == best
     assert report["tuning"]["cnan_at"]["used_by"] == ["cnan1", "cnan_at"]
-    records = ResultsFile(out / RESULTS_FILE).latest()
+    records = _latest(out)
     tuned = [r for r in records.values() if r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune"]
     assert tuned and all(r["config"]["train"]["loss_weights"]["adv"] == 0.05 for r in tuned)
     # the chosen candidate's run is the all-domains seed-0 run: reused, not trained again;
@@ -204,12 +211,16 @@ def test_runners_sharing_a_folder_split_the_grid(tmp_path, tiny_data) -> None:
 
 
 def test_eta_counts_the_runners_holding_claims(tmp_path) -> None:
-    other, mine, done = _claim(tmp_path, "a/all/s0"), _claim(tmp_path, "b/all/s0"), _claim(tmp_path, "c/all/s0")
-    done.close()  # a finished run's claim file stays, unlocked
-    assert _claims_held_elsewhere(tmp_path, {"b/all/s0"}) == 1
-    other.close()
-    assert _claims_held_elsewhere(tmp_path, {"b/all/s0"}) == 0 and _claims_held_elsewhere(tmp_path / "none", set()) == 0
-    mine.close()
+    others, done = Claims(tmp_path), Claims(tmp_path)
+    other, finished = others.claim("a/all/s0"), done.claim("c/all/s0")
+    finished.close()  # a finished run's claim file stays, unlocked
+    me = Claims(tmp_path)
+    with me.hold("b/all/s0") as mine:
+        assert mine and me.held == {"b/all/s0"} and not me.hold("b/all/s0").__enter__()  # a held key cannot be held twice
+        assert me.count_held_elsewhere() == 1 and me.held_elsewhere("a/all/s0") and not me.held_elsewhere("c/all/s0")
+        other.close()
+        assert me.count_held_elsewhere() == 0 and Claims(tmp_path / "none").count_held_elsewhere() == 0
+    assert me.held == set() and not me.held_elsewhere("b/all/s0")  # released at the end of the block
 
 
 def test_a_held_run_waits_and_a_dead_runners_claim_is_taken_over(tmp_path, tiny_data) -> None:
@@ -217,7 +228,7 @@ def test_a_held_run_waits_and_a_dead_runners_claim_is_taken_over(tmp_path, tiny_
     exp, out = _tuned_experiment(), tmp_path / "xp"
     plan_keys = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
     tune_key = next(line.split()[1] for line in plan_keys if line.startswith("  todo") and "/t-" in line)
-    held = _claim(out, tune_key)
+    held = Claims(out).claim(tune_key)
     assert held is not None
     dry = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
     assert f"  busy  {tune_key}" in dry
@@ -226,18 +237,17 @@ def test_a_held_run_waits_and_a_dead_runners_claim_is_taken_over(tmp_path, tiny_
                               kwargs={"data": tiny_data, "train_fn": fake, "render": False, "poll_seconds": 0.02})
     runner.start()
     try:
-        results = ResultsFile(out / RESULTS_FILE)
         untuned = {"deep_only", "dcn", "self_train"}
-        _wait_for(lambda: {r["method"] for r in results.latest().values() if r["phase"] != "tune"} >= untuned, "the untuned runs")
+        _wait_for(lambda: {r["method"] for r in _latest(out).values() if r["phase"] != "tune"} >= untuned, "the untuned runs")
         time.sleep(0.1)
-        recorded = results.latest()
+        recorded = _latest(out)
         assert tune_key not in recorded and not any(r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune" for r in recorded.values())
         assert runner.is_alive()  # waiting for the held tuning run
     finally:
         held.close()  # as when the holder dies: the lock goes with it
     runner.join(timeout=60)
     assert not runner.is_alive()
-    recorded = ResultsFile(out / RESULTS_FILE).latest()
+    recorded = _latest(out)
     assert tune_key in recorded and recorded["cnan_at/all/s0"]["tuning"]["choice"] == candidate_id(exp.tune["cnan_at"][1])
 
 
@@ -315,15 +325,15 @@ def test_runs_recorded_under_another_tuning_choice_are_stale_in_listing_and_repo
     # CNAN-AT and CNAN₁ runs were trained with the old λ and no longer describe their cells.
     results = ResultsFile(out / RESULTS_FILE)
     other = candidate_id(exp.tune["cnan_at"][2])
-    rec = next(r for r in results.latest().values() if r["phase"] == "tune" and r["candidate"] == other)
-    results.append({**rec, "valid_mean_auc": 0.99})
+    rec = next(r for r in results.latest().values() if r.phase == "tune" and r.candidate == other)
+    results.append(rec.model_copy(update={"valid_mean_auc": 0.99}))
     listing = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
     stale = {line.split()[1] for line in listing if line.startswith("  stale")}
     assert stale and {k.split("/")[0] for k in stale} == {"cnan_at", "cnan1"}
     from crossctr.experiments.render import render_report
 
     report = render_report(out)
-    assert set(report["runs"]["stale"]) == stale
-    assert set(report["runs"]["missing"]) == stale  # left out of the cells, not averaged in
+    assert set(report.runs.stale) == stale
+    assert set(report.runs.missing) == stale  # left out of the cells, not averaged in
     md = (out / "report.md").read_text()
     assert "made under other settings" in md

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from crossctr.experiments.grid import Experiment, expand, load_experiment
-from crossctr.experiments.runner import RESULTS_FILE, ResultsFile, run_experiment
+from crossctr.experiments.records import RESULTS_FILE, ResultsFile
+from crossctr.experiments.runner import run_experiment
 from crossctr.models import REGISTRY
 from crossctr.schema import ConfigError
 from crossctr.training.run import RunResult
@@ -73,9 +74,9 @@ def _trials(out: Path) -> dict[tuple[str, int], dict]:
     """(method, trial number) -> the settings it ran, from results.jsonl."""
     found = {}
     for rec in ResultsFile(out / RESULTS_FILE).latest().values():
-        if rec.get("search"):
-            for n in rec["search"]["trials"]:
-                found[(rec["method"], n)] = rec["search"]["params"]
+        if rec.search is not None:
+            for n in rec.search.trials:
+                found[(rec.method, n)] = rec.search.params
     return found
 
 
@@ -126,7 +127,7 @@ def test_every_searched_method_gets_the_same_budget(tmp_path, tiny_data) -> None
     summary = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=fake)
     trials = _trials(out)
     assert sorted(trials) == sorted((m, n) for m in ("self_train", "cnan_at") for n in range(6))
-    records = ResultsFile(out / RESULTS_FILE).latest()
+    records = {k: r.to_json() for k, r in ResultsFile(out / RESULTS_FILE).latest().items()}
     tune = [r for r in records.values() if r["phase"] == "tune"]
     assert len(tune) == 2 + 2 * 6 and all(r["seed"] == exp.tune_seed and r["domains"] == ["A", "B", "C"] for r in tune)
     # each trial's record holds its settings, in its config too
@@ -157,7 +158,7 @@ def test_a_killed_search_resumes_with_the_proposals_of_an_uninterrupted_one(tmp_
     run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=again, render=False)
     assert len(again.calls) == len(whole.calls) - 6  # only what the kill left undone
     assert _trials(out) == _trials(tmp_path / "whole")  # same settings for every trial, TPE's included
-    a, b = (ResultsFile(p / RESULTS_FILE).latest() for p in (out, tmp_path / "whole"))
+    a, b = ({k: r.to_json() for k, r in ResultsFile(p / RESULTS_FILE).latest().items()} for p in (out, tmp_path / "whole"))
     assert sorted(a) == sorted(b) and all(a[k]["fingerprint"] == b[k]["fingerprint"] for k in a)
     # another seed proposes other settings
     other = tmp_path / "other"
@@ -169,7 +170,7 @@ def test_the_best_trial_is_chosen_and_used_by_every_table_run(tmp_path, tiny_dat
     exp = _experiment()
     out = tmp_path / "xp"
     run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain())
-    records = ResultsFile(out / RESULTS_FILE).latest()
+    records = {k: r.to_json() for k, r in ResultsFile(out / RESULTS_FILE).latest().items()}
     report = json.loads((out / "report.json").read_text())
     for method, users in (("self_train", ["self_train"]), ("cnan_at", ["cnan1", "cnan_at"])):
         trials = [r for r in records.values() if r["phase"] == "tune" and r["method"] == method]
@@ -214,7 +215,7 @@ def test_the_report_lists_space_budget_and_every_trial(tmp_path, tiny_data) -> N
     from crossctr.experiments.render import render_report
 
     report = render_report(partial)
-    assert report["search"]["self_train"]["done"] == 2 and report["search"]["self_train"]["choice"] is None
+    assert report.search is not None and report.search["self_train"].done == 2 and report.search["self_train"].choice is None
     assert "2 of 6 trials have finished: no choice yet." in (partial / "report.md").read_text()
 
 

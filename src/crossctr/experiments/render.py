@@ -23,16 +23,18 @@ import math
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 
 from crossctr.evaluation.report import attention_heatmap, markdown_table
-from crossctr.experiments.grid import ALL, TABLES, Experiment, Plan, cell_key, expand
-from crossctr.experiments.runner import PLAN_FILE, RESULTS_FILE, ResultsFile, stale_keys, tuning_choices
+from crossctr.experiments.choice import stale_keys, tuning_choices
+from crossctr.experiments.grid import ALL, TABLES, Experiment, Plan, cell_key
+from crossctr.experiments.records import (PLAN_FILE, RESULTS_FILE, AttentionBlock, CellStats, CostRow, Figure4Report, PlanFile, Report,
+                                          ResultsFile, RunCounts, RunRecord, SearchSummary, Table4Report, TableCount, read_plan)
 from crossctr.experiments.search import search_summary
+from crossctr.inference import atomic_write
 from crossctr.schema import ConfigError
-from crossctr.training.run import atomic_write
 
 __all__ = ["Cell", "render_report"]
 
@@ -65,20 +67,23 @@ class Cell:
             s += f" (n={len(self.values)})"
         return f"**{s}**" if bold else s
 
-    def to_json(self) -> dict[str, Any]:
+    def stats(self) -> CellStats:
         nan = lambda v: None if math.isnan(v) else v  # noqa: E731
-        return {"mean": nan(self.mean), "std": nan(self.std), "n": len(self.values), "seeds": self.seeds, "values": self.values}
+        return CellStats(mean=nan(self.mean), std=nan(self.std), n=len(self.values), seeds=self.seeds, values=self.values)
+
+
+Rows = dict[str, dict[str, CellStats]]
 
 
 class _Results:
-    def __init__(self, exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, exp: Experiment, plan: Plan, records: dict[str, RunRecord]) -> None:
         self.exp, self.plan, self.records = exp, plan, records
 
-    def cell(self, method: str, scenario: str, domain: str, fraction: float = 1.0, split: str = "test") -> Cell:
+    def cell(self, method: str, scenario: str, domain: str, fraction: float = 1.0, split: Literal["valid", "test"] = "test") -> Cell:
         values, seeds = [], []
         for s in self.plan.seeds:
             rec = self.records.get(cell_key(self.exp, method, scenario, s, fraction))
-            auc = ((rec or {}).get(split) or {}).get(domain, {}).get("auc")
+            auc = rec.auc(split, domain) if rec else None
             if auc is not None:
                 values.append(float(auc))
                 seeds.append(s)
@@ -115,22 +120,17 @@ def _winners(rows: dict[str, dict[str, Cell]], columns: Sequence[str]) -> tuple[
     return ("Best mean test AUC per domain — " + "; ".join(parts) + ".") if parts else "", best
 
 
-def _json_rows(rows: dict[str, dict[str, Cell]]) -> dict[str, Any]:
-    return {label: {c: cell.to_json() for c, cell in r.items()} for label, r in rows.items()}
+def _json_rows(rows: dict[str, dict[str, Cell]]) -> Rows:
+    return {label: {c: cell.stats() for c, cell in r.items()} for label, r in rows.items()}
 
 
-def _load(out: Path) -> tuple[dict[str, Any], Experiment, Plan]:
-    path = out / PLAN_FILE
-    if not path.is_file():
+def _load(out: Path) -> tuple[PlanFile, Experiment, Plan]:
+    doc = read_plan(out)
+    if doc is None:
         raise ConfigError(f"{out}: no {PLAN_FILE}; run the experiment into this folder first (a --dry-run writes nothing)")
-    doc = json.loads(path.read_text())
-    exp = Experiment.model_validate(doc["experiment"])
-    p = doc["plan"]
-    plan = Plan(tuple(p["domains"]), p["sizes"], p["rich"], p["smallest"], {k: tuple(v) for k, v in p["scenarios"].items()}, tuple(p["seeds"]))
     # Tuning specs and searched methods are rebuilt so the choice is read exactly as the runner read it;
     # the main runs too, to check each record's settings against what the plan asks now.
-    full = expand(exp, plan.sizes, plan.seeds)
-    plan.tune, plan.search, plan.main = full.tune, full.search, full.main
+    exp, plan = doc.rebuild()
     return doc, exp, plan
 
 
@@ -156,9 +156,9 @@ def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
     """
     out, dest = Path(out), Path(dest)
     report = render_report(out)
-    cmd = report.get("command")
+    cmd = report.command
     public = public_command(cmd) if cmd else cmd
-    report["command"] = public
+    report.command = public
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name in PUBLISHED:
@@ -168,7 +168,7 @@ def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
         if name == "report.md":
             data = src.read_text().replace(cmd, public).encode() if cmd else src.read_bytes()
         elif name == "report.json":
-            data = json.dumps(report, indent=2, allow_nan=False).encode()
+            data = _report_json(report)
         else:
             data = src.read_bytes()
         atomic_write(dest / name, data)
@@ -176,21 +176,26 @@ def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
     return written
 
 
-def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]:
-    """Write report.md, report.json and figure4.png into `out`; return the report's JSON."""
+def _report_json(report: Report) -> bytes:
+    return json.dumps(report.to_json(), indent=2, allow_nan=False).encode()
+
+
+def render_report(out: str | Path, command: str | None = None) -> Report:
+    """Write report.md, report.json and figure4.png into `out`; return the report."""
     out = Path(out)
     doc, exp, plan = _load(out)
     records = ResultsFile(out / RESULTS_FILE).latest()
     # Records made under other settings (a changed config or tuning choice) are not this
     # experiment's numbers: left out of every cell and listed, until the runner redoes them.
-    stale = sorted(stale_keys(exp, plan, records, doc["dataset_id"])) if doc.get("dataset_id") else []
+    stale = sorted(stale_keys(exp, plan, records, doc.dataset_id)) if doc.dataset_id else []
     records = {k: v for k, v in records.items() if k not in stale}
     res = _Results(exp, plan, records)
     t = exp.tables
-    report: dict[str, Any] = {"experiment": exp.name, "description": exp.description, "dataset": doc["dataset"],
+    # report.json's parts as they are made; validated as a Report at the end
+    report: dict[str, Any] = {"experiment": exp.name, "description": exp.description, "dataset": doc.dataset,
                               "domains": list(plan.domains), "train_rows": plan.sizes, "seeds": list(plan.seeds),
                               "scenarios": {k: list(v) for k, v in plan.scenarios.items()}}
-    md = [f"# Experiment `{exp.name}` on `{doc['dataset']}`", ""]
+    md = [f"# Experiment `{exp.name}` on `{doc.dataset}`", ""]
     if exp.description:
         md += [exp.description.strip(), ""]
     md += [
@@ -216,7 +221,7 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
         report[name] = {}
         for scen in scenarios:
             doms = list(plan.scenarios[scen])
-            ref = exp.reference.get(doc["dataset"], {}) if name == "table3" else {}
+            ref = exp.reference.get(doc.dataset, {}) if name == "table3" else {}
             cols = [*doms, "overall"] if ref else doms
             rows = {exp.methods[m].label: {d: res.cell(m, scen, d) for d in cols} for m in table.methods}
             for label, aucs in ref.items():
@@ -247,17 +252,18 @@ def render_report(out: str | Path, command: str | None = None) -> dict[str, Any]
     md += _cost(res, report)
     md += _tuning(exp, plan, records, report)
     md += _search(exp, plan, records, report)
-    md += _counts(doc, plan, records, report, report.get("search", {}), stale)
-    cmd = doc.get("command")
+    md += _counts(doc, records, report, report.get("search", {}), stale)
+    cmd = doc.command
     md += ["## Provenance", "", f"Results produced by: `{cmd}`" if cmd else "Results produced by: (command not recorded)"]
     if command and command != cmd:
         md.append(f"This report rendered by: `{command}`")
     report["command"] = cmd
     report["rendered_by"] = command
-    md += [f"crossctr version of the runs: {', '.join(sorted({str(r.get('crossctr_version')) for r in records.values()})) or DASH}", ""]
+    md += [f"crossctr version of the runs: {', '.join(sorted({str(r.crossctr_version) for r in records.values()})) or DASH}", ""]
+    typed = Report.model_validate(report)
     atomic_write(out / "report.md", "\n".join(md).encode())
-    atomic_write(out / "report.json", json.dumps(report, indent=2, allow_nan=False).encode())
-    return report
+    atomic_write(out / "report.json", _report_json(typed))
+    return typed
 
 
 def _cost(res: _Results, report: dict[str, Any]) -> list[str]:
@@ -274,15 +280,15 @@ def _cost(res: _Results, report: dict[str, Any]) -> list[str]:
         for r in recs:
             # Epochs the fits ran (per-domain fits count once); a record without `epochs_run` (older
             # runs) divides by the configured maximum: a lower bound if early stopping ended it sooner.
-            epochs = max((r.get("epochs_run") or {}).values(), default=0)
+            epochs = max((r.epochs_run or {}).values(), default=0)
             if not epochs:
-                epochs, bound = int(((r.get("config") or {}).get("train") or {}).get("epochs", 0)), True
-            if epochs and r.get("train_seconds"):
-                per_epoch.append(r["train_seconds"] / epochs)
+                epochs, bound = int(r.config.train.get("epochs", 0)), True
+            if epochs and r.train_seconds:
+                per_epoch.append(r.train_seconds / epochs)
         label = res.exp.methods[m].label
-        params = recs[0].get("parameters")
+        params = recs[0].parameters
         sec = float(np.mean(per_epoch)) if per_epoch else math.nan
-        out[label] = {"parameters": params, "train_seconds_per_epoch": None if math.isnan(sec) else sec, "runs": len(per_epoch)}
+        out[label] = CostRow(parameters=params, train_seconds_per_epoch=None if math.isnan(sec) else sec, runs=len(per_epoch))
         rows.append([label, f"{params:,}" if params else DASH, DASH if math.isnan(sec) else ("≥ " if bound else "") + f"{sec:.0f}", str(len(per_epoch))])
     if not rows:
         return []
@@ -305,8 +311,8 @@ def _table4(res: _Results, report: dict[str, Any]) -> list[str]:
     gain = {c: (ours[c].mean - base[c].mean) / base[c].mean * 100 for c in cols}
     text = _table(rows, cols, f"AUC (test, {target})").splitlines()
     text.append("| Improvement | " + " | ".join(DASH if math.isnan(g) else f"{g:+.1f}%" for g in gain.values()) + " |")
-    report["table4"] = {"scenario": scen, "target": target, "rows": _json_rows(rows),
-                        "improvement_percent": {c: None if math.isnan(g) else g for c, g in gain.items()}}
+    report["table4"] = Table4Report(scenario=scen, target=target, rows=_json_rows(rows),
+                                    improvement_percent={c: None if math.isnan(g) else g for c, g in gain.items()})
     return [
         f"## Table 4: share of {target}'s training rows (scenario {scen})", "",
         f"{target}'s training rows are subsampled (seeded, nested across fractions); validation and test rows and the "
@@ -325,19 +331,20 @@ def _figure4(res: _Results, out: Path, report: dict[str, Any]) -> list[str]:
         mats = []
         for s in plan.seeds:
             rec = res.records.get(cell_key(exp, fig.method, scen, s))
-            att = (rec or {}).get("attention") or {}
-            if att.get(kind) is None:
+            att = rec.attention if rec else None
+            weights = getattr(att, kind) if att else None
+            if att is None or weights is None:
                 continue
-            groups = groups or att["groups"]
-            mats.append(np.array(att[kind], dtype=float))  # (n_domains of scen, n_groups); null -> nan
+            groups = groups or att.groups
+            mats.append(np.array(weights, dtype=float))  # (n_domains of scen, n_groups); null -> nan
         if not mats:
             continue
         mean = np.nanmean(np.stack(mats), axis=0)  # (n_domains, n_groups), averaged over seeds
         doms = plan.scenarios[scen]
         labels += [f"{scen}: {d}" for d in doms]
         blocks.append(mean)
-        per_scen[scen] = {"domains": list(doms), "seeds": len(mats), "weights": mean.tolist()}
-    report["figure4"] = {"method": fig.method, "attention": kind, "groups": groups, "scenarios": per_scen}
+        per_scen[scen] = AttentionBlock(domains=list(doms), seeds=len(mats), weights=mean.tolist())
+    report["figure4"] = Figure4Report(method=fig.method, attention=kind, groups=groups, scenarios=per_scen)
     head = [f"## Figure 4: {exp.methods[fig.method].label} {kind} attention per feature group", ""]
     if not blocks:
         return [*head, f"No finished {fig.method} run with attention yet: figure4.png not drawn.", ""]
@@ -347,7 +354,7 @@ def _figure4(res: _Results, out: Path, report: dict[str, Any]) -> list[str]:
             "group's features, averaged over seeds.", "", "![Figure 4](figure4.png)", ""]
 
 
-def _tuning(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
+def _tuning(exp: Experiment, plan: Plan, records: dict[str, RunRecord], report: dict[str, Any]) -> list[str]:
     info = tuning_choices(exp, records, plan)
     report["tuning"] = info
     if not info:
@@ -357,16 +364,16 @@ def _tuning(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], rep
           "wins and is used for every run of that method.", ""]
     for method, entry in info.items():
         rows = []
-        for c in entry["candidates"]:
-            auc = DASH if c["valid_mean_auc"] is None else f"{c['valid_mean_auc']:.4f}"
-            rows.append([c["id"], f"`{json.dumps(c['params'], sort_keys=True)}`", auc, "chosen" if c["id"] == entry["choice"] else ""])
+        for c in entry.candidates:
+            auc = DASH if c.valid_mean_auc is None else f"{c.valid_mean_auc:.4f}"
+            rows.append([c.id, f"`{json.dumps(c.params, sort_keys=True)}`", auc, "chosen" if c.id == entry.choice else ""])
         md += [f"### {exp.methods[method].label} (`{method}`)", "", markdown_table(["candidate", "overrides", "valid mean AUC", ""], rows), ""]
-        if entry["choice"] is None:
+        if entry.choice is None:
             md += ["Not all candidates have finished: no choice yet.", ""]
     return md
 
 
-def _search(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any]) -> list[str]:
+def _search(exp: Experiment, plan: Plan, records: dict[str, RunRecord], report: dict[str, Any]) -> list[str]:
     info = search_summary(exp, records, plan)
     if not info or exp.search is None:
         return []
@@ -380,20 +387,20 @@ def _search(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], rep
           "Random draws depend on the seed and the trial number only, so methods with the same space get the same random "
           "trials; later TPE trials follow each method's own results.", ""]
     for method, entry in info.items():
-        paths = list(entry["space"])
+        paths = list(entry.space)
         md += [f"### {exp.methods[method].label} (`{method}`)", "",
-               markdown_table(["setting", "searched over"], [[f"`{p}`", _describe(entry["space"][p])] for p in paths]), ""]
-        others = [m for m in entry["used_by"] if m != method]
+               markdown_table(["setting", "searched over"], [[f"`{p}`", _describe(entry.space[p])] for p in paths]), ""]
+        others = [m for m in entry.used_by if m != method]
         if others:
             md += [f"Its choice is also used by: {', '.join(f'`{m}`' for m in others)}.", ""]
         rows = []
-        for c in entry["candidates"]:
-            auc = DASH if c["valid_mean_auc"] is None else f"{c['valid_mean_auc']:.4f}"
-            rows.append([str(c["trial"]), c["id"], *[_value(c["params"].get(p)) for p in paths], auc, "chosen" if c["id"] == entry["choice"] else ""])
+        for c in entry.candidates:
+            auc = DASH if c.valid_mean_auc is None else f"{c.valid_mean_auc:.4f}"
+            rows.append([str(c.trial), c.id, *[_value(c.params.get(p)) for p in paths], auc, "chosen" if c.id == entry.choice else ""])
         if rows:
             md += [markdown_table(["trial", "candidate", *[f"`{p}`" for p in paths], "valid mean AUC", ""], rows), ""]
-        if entry["choice"] is None:
-            md += [f"{entry['done']} of {entry['trials']} trials have finished: no choice yet.", ""]
+        if entry.choice is None:
+            md += [f"{entry.done} of {entry.trials} trials have finished: no choice yet.", ""]
     return md
 
 
@@ -412,22 +419,23 @@ def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else DASH if v is None else str(v)
 
 
-def _counts(doc: dict[str, Any], plan: Plan, records: dict[str, dict[str, Any]], report: dict[str, Any], search: dict[str, Any], stale: Sequence[str] = ()) -> list[str]:
-    runs = doc["plan"]["runs"]
-    missing = [r["key"] for r in runs if r["key"] not in records]
+def _counts(doc: PlanFile, records: dict[str, RunRecord], report: dict[str, Any], search: dict[str, SearchSummary],
+            stale: Sequence[str] = ()) -> list[str]:
+    runs = doc.plan.runs
+    missing = [r.key for r in runs if r.key not in records]
     per_table = {}
     for name in TABLES:
-        keys = [r["key"] for r in runs if name in r["tables"]]
+        keys = [r.key for r in runs if name in r.tables]
         if keys:
-            per_table[name] = {"planned": len(keys), "done": sum(k in records for k in keys)}
-    reused = sum(1 for r in runs if (records.get(r["key"]) or {}).get("reused_from"))
-    report["runs"] = {"planned": len(runs), "done": len(runs) - len(missing), "reused": reused, "missing": missing, "per_table": per_table, "stale": list(stale)}
+            per_table[name] = TableCount(planned=len(keys), done=sum(k in records for k in keys))
+    reused = sum(1 for r in runs if r.key in records and records[r.key].reused_from)
+    counts = RunCounts(planned=len(runs), done=len(runs) - len(missing), reused=reused, missing=missing, per_table=per_table, stale=list(stale))
     md = ["## Runs", "", f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record)."]
-    md += [f"- {k}: {v['done']} / {v['planned']}" for k, v in per_table.items()]
+    md += [f"- {k}: {v.done} / {v.planned}" for k, v in per_table.items()]
     if search:
-        trials = {m: {"planned": e["trials"], "done": e["done"]} for m, e in search.items()}
-        report["runs"]["search_trials"] = trials
-        md += [f"- search trials of {m}: {v['done']} / {v['planned']}" for m, v in trials.items()]
+        counts.search_trials = {m: TableCount(planned=e.trials, done=e.done) for m, e in search.items()}
+        md += [f"- search trials of {m}: {v.done} / {v.planned}" for m, v in counts.search_trials.items()]
+    report["runs"] = counts
     if stale:
         md += ["", f"{len(stale)} recorded run(s) were made under other settings than the plan now asks for "
                "(a changed config or tuning choice); they count as missing until the runner trains them again: "

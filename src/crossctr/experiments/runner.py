@@ -13,11 +13,10 @@ copied under the new key with `reused_from`.
 Each line is written whole, flushed and fsynced before the next run starts; a line cut short
 by a crash is ignored when the file is read back.
 
-Several runners may work on one folder at once (on one machine, or on machines sharing a
-file system with working `flock`): each run is claimed by an exclusive lock on
-`<out>/claims/<key>.lock` before it trains, so the runners split the grid between them. A run
-whose tuning another runner is still doing waits for it. A killed runner's locks go with its
-process, so its runs are picked up again.
+Several runners may work on one folder at once: each run is claimed first (scheduler.py), so
+the runners split the grid between them. A run whose tuning another runner is still doing
+waits for it. The records are typed (records.py); the choice of a tuned method's settings is
+read from them by choice.py, the same way render reads it.
 
 Example:
     >>> run_experiment(load_experiment("smoke"), Path("data/dataset.yaml"), Path("runs/smoke"))  # doctest: +SKIP
@@ -26,78 +25,31 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import json
 import logging
-import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
-
-import numpy as np
+from typing import Any, Callable, Iterable
 
 import crossctr
 from crossctr.data.dataset import PreparedData, prepare
 from crossctr.evaluation.metrics import mean_auc
-from crossctr.experiments.grid import ALL, Experiment, Override, Plan, RunSpec, candidate_id, expand, override_from, select_candidate, subsample_domain
-from crossctr.experiments.search import recorded_trials, run_search, search_summary
-from crossctr.jsonsafe import finite, json_default
+from crossctr.experiments.choice import choice_note, chosen_settings, stale_keys
+from crossctr.experiments.grid import Experiment, Override, Plan, RunSpec, expand, subsample_domain
+from crossctr.experiments.records import RESULTS_FILE, ResultsFile, RunRecord, SearchInfo, write_plan
+from crossctr.experiments.scheduler import Claims, Progress, drain
+from crossctr.experiments.search import recorded_trials, run_search
+from crossctr.jsonsafe import finite
 from crossctr.schema import DatasetSchema
-from crossctr.training.run import RunConfig, RunResult, atomic_write, train_run
+from crossctr.training.run import RunConfig, RunResult, train_run
 
-__all__ = ["RESULTS_FILE", "PLAN_FILE", "ResultsFile", "RunnerSummary", "run_experiment", "tuning_choices", "search_summary", "dataset_identity", "write_plan", "plan_for", "stale_keys"]
+__all__ = ["RunnerSummary", "run_experiment", "dataset_identity", "plan_for"]
 
 log = logging.getLogger(__name__)
 
-RESULTS_FILE = "results.jsonl"
-PLAN_FILE = "plan.json"
-
 TrainFn = Callable[[RunConfig, Path, PreparedData], RunResult]
-
-
-class ResultsFile:
-    """Append-only JSON-lines file of finished runs; the last record of a key wins."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
-            return []
-        records = []
-        for i, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                log.warning("%s line %d is not valid JSON (a run cut short?); ignored", self.path, i)
-        return records
-
-    def latest(self) -> dict[str, dict[str, Any]]:
-        """key -> its last record."""
-        return {r["key"]: r for r in self.read() if "key" in r}
-
-    def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, allow_nan=False, default=json_default) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # runners sharing the folder append whole lines, one at a time
-            if f.tell() > 0 and not _ends_with_newline(self.path):
-                f.write(b"\n")  # a half-written line from a crash stays on its own line
-            f.write(line.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with open(path, "rb") as f:
-        f.seek(-1, os.SEEK_END)
-        return f.read(1) == b"\n"
 
 
 def dataset_identity(data: PreparedData) -> dict[str, Any]:
@@ -110,22 +62,6 @@ def dataset_identity(data: PreparedData) -> dict[str, Any]:
         "schema": data.schema.model_dump(mode="json", exclude={"path"}, exclude_none=True),
         "rows": {k: v.domain_counts(n) for k, v in data.splits.items()},
     }
-
-
-def tuning_choices(exp: Experiment, records: dict[str, dict[str, Any]], plan: Plan) -> dict[str, dict[str, Any]]:
-    """method -> {candidates: [{id, params, valid_mean_auc}], choice: id or None} from finished tuning runs."""
-    out: dict[str, dict[str, Any]] = {}
-    for spec in plan.tune:
-        users = [m for m in exp.methods if exp.tuned_by(m) == spec.method]
-        entry = out.setdefault(spec.method, {"seed": spec.seed, "scenario": ALL, "used_by": users, "candidates": [], "choice": None})
-        rec = records.get(spec.key)
-        auc = rec.get("valid_mean_auc") if rec else None
-        assert spec.params is not None
-        entry["candidates"].append({"id": spec.candidate, "params": spec.params.model_dump(mode="json"), "valid_mean_auc": auc, "done": rec is not None})
-    for method, entry in out.items():
-        if all(c["done"] for c in entry["candidates"]):
-            entry["choice"] = select_candidate({c["id"]: c["valid_mean_auc"] for c in entry["candidates"]})
-    return out
 
 
 @dataclass
@@ -156,9 +92,8 @@ def _attention(att: dict[str, Any]) -> dict[str, Any] | None:
     return finite({"groups": att.get("groups"), "domains": att.get("domains"), **kinds})
 
 
-def _eta(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -172,11 +107,12 @@ class _Context:
     keep_runs: bool
     progress: bool
     train_fn: TrainFn
-    # tuned method -> its search space, each candidate's validation AUC and the choice
+    claims: Claims
+    # tuned method -> the choice and every candidate, as its table runs record them
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
     chosen: dict[str, Override] = field(default_factory=dict)  # tuned or searched method -> the settings chosen
-    tally: "_Progress | None" = None  # counts and durations of this invocation
-    held: set[str] = field(default_factory=set)  # the claims this runner holds now
+    tally: Progress | None = None  # counts and durations of this invocation
+    finished: Callable[[dict[str, RunRecord]], int] = lambda records: 0  # planned runs and trials the records hold
 
     def tuning(self, spec: RunSpec) -> dict[str, Any] | None:
         """What a tuned method's run records about the choice of its settings."""
@@ -193,23 +129,15 @@ class _Context:
         return {"method": by, **self.choices[by]}
 
 
-@dataclass
-class _Progress:
-    total: int  # runs and search trials planned
-    finished: Callable[[dict[str, dict[str, Any]]], int]  # of them, how many the records hold (by any runner)
-    counts: dict[str, int] = field(default_factory=lambda: {"done": 0, "trained": 0, "reused": 0})  # this runner's
-    durations: list[float] = field(default_factory=list)  # this runner's training seconds per run
-
-
 def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seconds: float, train_rows: dict[str, int],
-            search: dict[str, Any] | None = None) -> dict[str, Any]:
+            search: SearchInfo | None = None) -> RunRecord:
     m = dict(res.metrics)
     if spec.target_only:
         # The target's own model also scored the other domain; those numbers belong to no method.
         m.update({split: {spec.target: m[split][spec.target]} for split in ("valid", "test") if m.get(split) and spec.target in m[split]})
     cfg = spec.run_config(ctx.exp, "")
-    extra = {"search": search} if search is not None else {}  # a search trial: its study, number(s) and settings
-    return finite({
+    extra = {"search": search.to_json()} if search is not None else {}  # a search trial: its study, number(s) and settings
+    return RunRecord.model_validate(finite({
         "key": spec.key,
         "fingerprint": fingerprint,
         "experiment": ctx.exp.name,
@@ -237,14 +165,14 @@ def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seco
         "epochs_run": {k: len(f.history) for k, f in (res.result.fits.items() if res.result is not None else [])},
         "seconds": seconds,
         "crossctr_version": crossctr.__version__,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": _now(),
         "tuning": ctx.tuning(spec),
         **extra,
         "reused_from": None,
-    })
+    }))
 
 
-def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: dict[str, Any] | None = None) -> dict[str, Any]:
+def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: SearchInfo | None = None) -> RunRecord:
     data = ctx.data
     if spec.fraction < 1:
         assert spec.target is not None
@@ -265,59 +193,6 @@ def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: dict[str,
     return record
 
 
-CLAIMS_DIR = "claims"
-
-
-def _claim_path(out: Path, key: str) -> Path:
-    return out / CLAIMS_DIR / (key.replace("/", "__") + ".lock")
-
-
-def _claim(out: Path, key: str) -> Any:
-    """An exclusive lock on `key` for this runner (the open file; close it to release), or None if another holds it.
-
-    Claim files are never deleted: they stay one inode per key, so two runners can never both
-    hold a key. What a runner does after claiming must be decided from results.jsonl read then.
-    """
-    path = _claim_path(out, key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _lock_file(path)
-
-
-def _lock_file(path: Path) -> Any:
-    f = open(path, "a")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        return None
-    return f
-
-
-def _locked(path: Path) -> bool:
-    """Whether a runner (another one, or this one under another open file) holds the claim file `path` now."""
-    if not path.exists():
-        return False
-    f = _lock_file(path)
-    if f is None:
-        return True
-    f.close()
-    return False
-
-
-def _held_elsewhere(out: Path, key: str) -> bool:
-    """Whether another runner is on `key` now (the dry run's `busy`); creates no folder."""
-    return _locked(_claim_path(out, key))
-
-
-def _claims_held_elsewhere(out: Path, mine: set[str]) -> int:
-    """How many runs or searches other runners are on now (the ETA shares what is left among the runners)."""
-    folder = out / CLAIMS_DIR
-    if not folder.is_dir():
-        return 0
-    own = {_claim_path(out, k) for k in mine}
-    return sum(_locked(p) for p in folder.glob("*.lock") if p not in own)
-
-
 def _load_data(dataset_yaml: Path) -> PreparedData:
     schema = DatasetSchema.from_yaml(dataset_yaml)
     t0 = time.perf_counter()
@@ -325,24 +200,6 @@ def _load_data(dataset_yaml: Path) -> PreparedData:
     log.info("dataset %s prepared in %.1f s: train rows per domain %s", schema.name, time.perf_counter() - t0,
              dict(zip(schema.domain.values, data.train.domain_counts(schema.n_domains))))
     return data
-
-
-def write_plan(out: Path, exp: Experiment, plan: Plan, dataset: str, only: Iterable[str] | None = None, command: str | None = None,
-               dataset_id: Mapping[str, Any] | None = None) -> None:
-    """`<out>/plan.json`: what render needs besides the results (the experiment, domains, every planned run).
-
-    `dataset_id` (the data's identity in run fingerprints) lets the report leave out runs
-    recorded under other settings.
-    """
-    atomic_write(Path(out) / PLAN_FILE, json.dumps({
-        "experiment": exp.model_dump(mode="json"),
-        "dataset": dataset,
-        "dataset_id": None if dataset_id is None else dict(dataset_id),
-        "plan": plan.to_json(),
-        "only": None if only is None else sorted(only),
-        "command": command,
-        "crossctr_version": crossctr.__version__,
-    }, indent=2).encode())
 
 
 def plan_for(exp: Experiment, data: PreparedData, seeds: Iterable[int] | None) -> Plan:
@@ -385,31 +242,30 @@ def run_experiment(
     full = plan_for(exp, data, seeds)
     plan = full.select(None if only is None else list(only), None if methods is None else list(methods), exp)
     results = ResultsFile(out / RESULTS_FILE)
-    ctx = _Context(exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn)
+    ctx = _Context(exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn, Claims(out))
     records = results.latest()
     specs = plan.specs()
+    n_trials = _search_budget(exp, plan)
     log.info("experiment %s on %s: %d runs planned (%d tuning)%s, scenarios %s, seeds %s",
              exp.name, ctx.dataset_id["name"], len(specs), len(plan.tune),
-             f" and {_search_budget(exp, plan)} search trials ({len(plan.search)} methods)" if plan.search else "",
+             f" and {n_trials} search trials ({len(plan.search)} methods)" if plan.search else "",
              list(full.scenarios), list(full.seeds))
 
     if dry_run:
         listing = _listing(ctx, plan, records)
         done = sum(line.startswith("  done") for line in listing)
-        return RunnerSummary(len(specs) + _search_budget(exp, plan), done, 0, 0, time.perf_counter() - t_start, out, listing)
+        return RunnerSummary(len(specs) + n_trials, done, 0, 0, time.perf_counter() - t_start, out, listing)
 
     out.mkdir(parents=True, exist_ok=True)
     write_plan(out, exp, full, ctx.dataset_id["name"], only=only, command=command, dataset_id=ctx.dataset_id)
-    n_trials = _search_budget(exp, plan)
     keys = {s.key for s in specs}
-
-    def finished(recs: dict[str, dict[str, Any]]) -> int:
-        return len(keys & recs.keys()) + sum(len(recorded_trials(exp, m, recs)) for m in plan.search)
-
-    ctx.tally = prog = _Progress(len(specs) + n_trials, finished)
-    _work(ctx, plan, poll_seconds)
+    ctx.finished = lambda recs: len(keys & recs.keys()) + sum(len(recorded_trials(exp, m, recs)) for m in plan.search)
+    ctx.tally = prog = Progress(len(specs) + n_trials)
+    # Tuning runs, then searches (a str: a searched method), then every other run, in plan order.
+    drain([*plan.tune, *plan.search, *plan.main], lambda item: _search(ctx, plan, item) if isinstance(item, str) else _run(ctx, plan, item),
+          poll_seconds)
     if render:
-        from crossctr.experiments.render import render_report
+        from crossctr.experiments.render import render_report  # the runner's last step; render never imports the runner
 
         render_report(out, command=command)
     return RunnerSummary(prog.total, prog.counts["done"], prog.counts["trained"], prog.counts["reused"], time.perf_counter() - t_start, out)
@@ -420,93 +276,65 @@ def _search_budget(exp: Experiment, plan: Plan) -> int:
     return exp.search.trials * len(plan.search) if exp.search is not None else 0
 
 
-def _execute(ctx: _Context, spec: RunSpec, search: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """Train `spec` unless results.jsonl holds it (or an identical run); return its record there.
+def _run(ctx: _Context, plan: Plan, spec: RunSpec) -> bool:
+    """Train `spec` (with its method's chosen settings) unless recorded; False while another runner holds it or its tuning."""
+    chosen = _with_choice(ctx, plan, spec)
+    if chosen is None:
+        return False
+    with ctx.claims.hold(chosen.key) as mine:
+        if mine:
+            _execute_claimed(ctx, chosen, chosen.fingerprint(ctx.exp, ctx.dataset_id), None)
+        return mine
 
-    None: another runner holds the run. `search`: a search trial's study, number(s) and
-    settings, kept in its record.
+
+def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: SearchInfo | None) -> RunRecord:
+    """Train `spec` unless results.jsonl holds it (or an identical run), under this runner's claim; return its record.
+
+    `search`: a search trial's study, number(s) and settings, kept in its record.
     """
-    claim = _claim(ctx.out, spec.key)
-    if claim is None:
-        return None  # another runner is on it
-    ctx.held.add(spec.key)
-    try:
-        return _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), search)
-    finally:
-        ctx.held.discard(spec.key)
-        claim.close()
-
-
-def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: dict[str, Any] | None) -> dict[str, Any]:
     prog, exp, results = ctx.tally, ctx.exp, ctx.results
     assert prog is not None
     records = results.latest()  # read under the claim: another runner may have just finished it
-    i, total = min(prog.finished(records) + 1, prog.total), prog.total
+    i, total = prog.position(ctx.finished(records))
     old = records.get(spec.key)
-    if old is not None and old.get("fingerprint") == fp:
+    if old is not None and old.fingerprint == fp:
         prog.counts["done"] += 1
         return old
     if old is not None:
-        log.warning("%s: its settings changed since it was run (fingerprint %s -> %s); running it again", spec.key, old.get("fingerprint"), fp)
-    same = next((r for r in records.values() if r.get("fingerprint") == fp), None)
+        log.warning("%s: its settings changed since it was run (fingerprint %s -> %s); running it again", spec.key, old.fingerprint, fp)
+    same = next((r for r in records.values() if r.fingerprint == fp), None)
     if same is not None:
-        rec = {k: v for k, v in same.items() if k != "search"}
-        rec.update({"key": spec.key, "method": spec.method, "label": exp.methods[spec.method].label, "phase": spec.phase,
-                    "scenario": spec.scenario, "candidate": spec.candidate, "tuning": ctx.tuning(spec), "reused_from": same["key"],
-                    "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        doc = {k: v for k, v in same.to_json().items() if k != "search"}  # a search trial's record is its own
+        doc.update({"key": spec.key, "method": spec.method, "label": exp.methods[spec.method].label, "phase": spec.phase,
+                    "scenario": spec.scenario, "candidate": spec.candidate, "tuning": ctx.tuning(spec), "reused_from": same.key,
+                    "finished_at": _now()})
         if search is not None:
-            rec["search"] = search
+            doc["search"] = search.to_json()
+        rec = RunRecord.model_validate(doc)
         results.append(rec)
         prog.counts["reused"] += 1
-        log.info("[%d/%d] %s: same run as %s, record reused", i, total, spec.key, same["key"])
+        log.info("[%d/%d] %s: same run as %s, record reused", i, total, spec.key, same.key)
         return rec
     # the runs no one has finished, shared among this runner and those holding a claim now
-    runners = 1 + _claims_held_elsewhere(ctx.out, ctx.held)
-    eta = (f", ETA {_eta(np.mean(prog.durations) * (total - i + 1) / runners)} at {np.mean(prog.durations):.0f} s/run"
-           + (f" with {runners} runners" if runners > 1 else "")) if prog.durations else ""
+    eta = prog.eta(i, 1 + ctx.claims.count_held_elsewhere())
     log.info("[%d/%d] %s: training (%s, seed %d%s)%s", i, total, spec.key, "+".join(spec.domains), spec.seed,
              f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "", eta)
     record = _train_one(ctx, spec, fp, search)
     results.append(record)
-    prog.durations.append(record["seconds"])
+    prog.durations.append(record.seconds)
     prog.counts["trained"] += 1
-    log.info("[%d/%d] %s: done in %.0f s, valid mean AUC %s", i, total, spec.key, record["seconds"],
-             "–" if record["valid_mean_auc"] is None else f"{record['valid_mean_auc']:.4f}")
+    log.info("[%d/%d] %s: done in %.0f s, valid mean AUC %s", i, total, spec.key, record.seconds,
+             "–" if record.valid_mean_auc is None else f"{record.valid_mean_auc:.4f}")
     return record
-
-
-def _work(ctx: _Context, plan: Plan, poll_seconds: float) -> None:
-    """Tuning runs, then searches, then every other run, in plan order; what another runner holds is retried later."""
-    queue: list[RunSpec | str] = [*plan.tune, *plan.search, *plan.main]  # a str: a searched method
-    while queue:
-        left: list[RunSpec | str] = []
-        for item in queue:
-            if isinstance(item, str):
-                done = _search(ctx, plan, item)
-            else:
-                spec = _with_choice(ctx, plan, item)
-                done = spec is not None and _execute(ctx, spec) is not None
-            if not done:
-                left.append(item)
-        if len(left) == len(queue):
-            log.info("%d run(s) held by other runners (or waiting for their tuning); checking again in %.0f s", len(left), poll_seconds)
-            time.sleep(poll_seconds)
-        queue = left
 
 
 def _search(ctx: _Context, plan: Plan, method: str) -> bool:
     """Run `method`'s search unless another runner is running it (False)."""
-    claim = _claim(ctx.out, f"search/{method}")
-    if claim is None:
-        return False
-    ctx.held.add(f"search/{method}")
-    try:
-        run_search(ctx.exp, plan, method, ctx.results.latest, lambda spec, info: _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), info),
-                   ctx.results.append)
-    finally:
-        ctx.held.discard(f"search/{method}")
-        claim.close()
-    return True
+    with ctx.claims.hold(f"search/{method}") as mine:
+        if mine:
+            run_search(ctx.exp, plan, method, ctx.results.latest,
+                       lambda spec, info: _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), info), ctx.results.append)
+        return mine
 
 
 def _with_choice(ctx: _Context, plan: Plan, spec: RunSpec) -> RunSpec | None:
@@ -523,13 +351,13 @@ def _with_choice(ctx: _Context, plan: Plan, spec: RunSpec) -> RunSpec | None:
             what = ("no tuning candidate finished with a validation AUC" if by in ctx.exp.tune
                     else "its search has not run all its trials, or none finished with a validation AUC")
             raise RuntimeError(f"{by}: {what}; cannot choose its settings")
-        ctx.choices[by] = {"choice": info["choice"], "candidates": info["candidates"]}
+        ctx.choices[by] = choice_note(info)
         ctx.chosen[by] = params
-        log.info("%s: chose candidate %s %s on validation AUC", by, info["choice"], params.model_dump(mode="json"))
+        log.info("%s: chose candidate %s %s on validation AUC", by, info.choice, params.model_dump(mode="json"))
     return dataclasses.replace(spec, params=ctx.chosen[by])
 
 
-def _tuning_unfinished(ctx: _Context, plan: Plan, by: str, records: dict[str, dict[str, Any]]) -> bool:
+def _tuning_unfinished(ctx: _Context, plan: Plan, by: str, records: dict[str, RunRecord]) -> bool:
     """Whether some of `by`'s planned tuning runs or search trials are not recorded yet (another runner holds them, or
     this one retries them); once all are, an undecided choice is an error."""
     if by in ctx.exp.tune:
@@ -538,45 +366,7 @@ def _tuning_unfinished(ctx: _Context, plan: Plan, by: str, records: dict[str, di
     return by in plan.search and len(recorded_trials(ctx.exp, by, records)) < ctx.exp.search.trials
 
 
-def chosen_settings(exp: Experiment, records: dict[str, dict[str, Any]], plan: Plan, by: str) -> tuple[dict[str, Any] | None, Override | None]:
-    """Method `by`'s tuning or search choice as the records stand: (its summary, its settings); settings None while undecided."""
-    info = tuning_choices(exp, records, plan).get(by) if by in exp.tune else search_summary(exp, records, plan).get(by)
-    cid = info["choice"] if info else None
-    if cid is None:
-        return info, None
-    return info, (_params(exp, by, cid) if by in exp.tune else override_from(info["chosen_params"]))
-
-
-def stale_keys(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]], dataset_id: Mapping[str, Any]) -> set[str]:
-    """Keys of the plan's recorded runs whose settings differ from what the plan now asks for.
-
-    A changed config, or a tuned method whose choice moved, leaves records that no longer
-    describe their cell: the runner trains them again, the report must not average them in.
-    Runs of a method whose tuning or search is undecided cannot be checked and are kept.
-    """
-    chosen: dict[str, Override | None] = {}
-    stale = set()
-    for spec in plan.specs():
-        rec = records.get(spec.key)
-        if rec is None:
-            continue
-        by = exp.tuned_by(spec.method)
-        if spec.phase != "tune" and by is not None:
-            if by not in chosen:
-                chosen[by] = chosen_settings(exp, records, plan, by)[1]
-            if chosen[by] is None:
-                continue
-            spec = dataclasses.replace(spec, params=chosen[by])
-        if rec.get("fingerprint") != spec.fingerprint(exp, dataset_id):
-            stale.add(spec.key)
-    return stale
-
-
-def _params(exp: Experiment, method: str, cid: str) -> Override:
-    return next(c for c in exp.tune[method] if candidate_id(c) == cid)
-
-
-def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
+def _listing(ctx: _Context, plan: Plan, records: dict[str, RunRecord]) -> list[str]:
     """The dry run's plan: per phase, each run's key and whether results.jsonl has it (`stale`: its settings changed;
     `busy`: another runner is training it)."""
 
@@ -584,7 +374,7 @@ def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> l
 
     def status(spec: RunSpec) -> str:
         if spec.key not in records:
-            return "busy" if _held_elsewhere(ctx.out, spec.key) else "todo"
+            return "busy" if ctx.claims.held_elsewhere(spec.key) else "todo"
         return "stale" if spec.key in stale else "done"
 
     lines: list[str] = []
@@ -601,13 +391,13 @@ def _listing(ctx: _Context, plan: Plan, records: dict[str, dict[str, Any]]) -> l
     return lines
 
 
-def _search_listing(exp: Experiment, plan: Plan, records: dict[str, dict[str, Any]]) -> list[str]:
+def _search_listing(exp: Experiment, plan: Plan, records: dict[str, RunRecord]) -> list[str]:
     """The dry run's search trials: recorded ones by key, missing ones by number (Optuna proposes them when they run)."""
     lines: list[str] = []
     for method in plan.search:
         assert exp.search is not None
         trials = recorded_trials(exp, method, records)
         lines.append(f"search {method}: {exp.search.trials} trials ({exp.search.sampler}, seed {exp.search.seed}), {len(trials)} already in {RESULTS_FILE}")
-        lines += [f"  done  {trials[n]['key']} (trial {n})" if n in trials else f"  todo  {method} trial {n} (settings proposed when it runs)"
+        lines += [f"  done  {trials[n].key} (trial {n})" if n in trials else f"  todo  {method} trial {n} (settings proposed when it runs)"
                   for n in range(exp.search.trials)]
     return lines

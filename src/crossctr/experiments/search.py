@@ -27,7 +27,7 @@ The best trial (ties: the earliest) becomes the method's settings for all its ta
 
 Example:
     >>> summary = search_summary(exp, ResultsFile(out / RESULTS_FILE).latest(), plan)  # doctest: +SKIP
-    >>> summary["mmoe"]["choice"], summary["mmoe"]["chosen_params"]  # doctest: +SKIP
+    >>> summary["mmoe"].choice, summary["mmoe"].chosen_params  # doctest: +SKIP
     ('3f2a1c', {'train.lr': 0.0012, 'train.weight_decay': 1e-06})
 """
 
@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 
 from crossctr.experiments.grid import ALL, DEFAULT_SPACE, Experiment, Param, Plan, RunSpec, search_spec, select_candidate
+from crossctr.experiments.records import RunRecord, SearchCandidate, SearchInfo, SearchSummary
 
 if TYPE_CHECKING:
     import optuna
@@ -51,7 +52,7 @@ __all__ = ["study_id", "recorded_trials", "run_search", "search_summary", "share
 log = logging.getLogger(__name__)
 
 # Runs a trial's spec (or finds its finished record) and returns the record in results.jsonl.
-Execute = Callable[[RunSpec, dict[str, Any]], dict[str, Any]]
+Execute = Callable[[RunSpec, SearchInfo], RunRecord]
 
 
 def study_id(exp: Experiment, method: str) -> str:
@@ -71,15 +72,15 @@ def study_id(exp: Experiment, method: str) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def recorded_trials(exp: Experiment, method: str, records: Mapping[str, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+def recorded_trials(exp: Experiment, method: str, records: Mapping[str, RunRecord]) -> dict[int, RunRecord]:
     """Trial number -> its record, for `method`'s current study (trials beyond the budget left out)."""
     sid, budget = study_id(exp, method), _budget(exp)
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[int, RunRecord] = {}
     for rec in records.values():
-        info = rec.get("search")
-        if rec.get("phase") != "tune" or rec.get("method") != method or not info or info.get("study") != sid:
+        info = rec.search
+        if rec.phase != "tune" or rec.method != method or info is None or info.study != sid:
             continue
-        for n in info["trials"]:
+        for n in info.trials:
             if n < budget:
                 out[n] = rec
     return dict(sorted(out.items()))
@@ -146,13 +147,13 @@ def shared_values(exp: Experiment, method: str, trial: int) -> dict[str, Any]:
     return dict(study.ask(_distributions(space)).params)
 
 
-def _value(rec: dict[str, Any]) -> float | None:
-    auc = rec.get("valid_mean_auc")
+def _value(rec: RunRecord) -> float | None:
+    auc = rec.valid_mean_auc
     return None if auc is None or math.isnan(auc) else float(auc)
 
 
-def run_search(exp: Experiment, plan: Plan, method: str, records: Callable[[], dict[str, dict[str, Any]]],
-               execute: Execute, append: Callable[[dict[str, Any]], None]) -> None:
+def run_search(exp: Experiment, plan: Plan, method: str, records: Callable[[], Mapping[str, RunRecord]],
+               execute: Execute, append: Callable[[RunRecord], None]) -> None:
     """Run `method`'s missing trials; recorded ones are added to the study as they are.
 
     `records` reads results.jsonl (key -> last record); `execute(spec, search_info)` trains the
@@ -175,14 +176,15 @@ def run_search(exp: Experiment, plan: Plan, method: str, records: Callable[[], d
 
 
 def _run_trials(exp: Experiment, plan: Plan, method: str, study: "optuna.Study", dists: dict[str, Any],
-                done: dict[int, dict[str, Any]], execute: Execute, append: Callable[[dict[str, Any]], None]) -> None:
+                done: dict[int, RunRecord], execute: Execute, append: Callable[[RunRecord], None]) -> None:
     from optuna.trial import TrialState, create_trial
 
     sid, budget = study_id(exp, method), _budget(exp)
     for n in range(budget):
         rec = done.get(n)
         if rec is not None:
-            values = rec["search"]["params"]
+            assert rec.search is not None
+            values = rec.search.params
             # its settings may have changed since (epochs, ...): execute reruns a stale record
             rec = _trial_record(execute(search_spec(exp, plan, method, values, n), _info(sid, [n], values)), sid, n, values, append)
             value = _value(rec)
@@ -203,47 +205,46 @@ def _run_trials(exp: Experiment, plan: Plan, method: str, study: "optuna.Study",
             study.tell(trial, value)
 
 
-def _info(sid: str, trials: list[int], values: Mapping[str, Any]) -> dict[str, Any]:
-    return {"study": sid, "trials": trials, "params": dict(values)}
+def _info(sid: str, trials: list[int], values: Mapping[str, Any]) -> SearchInfo:
+    return SearchInfo(study=sid, trials=trials, params=dict(values))
 
 
-def _trial_record(rec: dict[str, Any], sid: str, n: int, values: Mapping[str, Any],
-                  append: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def _trial_record(rec: RunRecord, sid: str, n: int, values: Mapping[str, Any], append: Callable[[RunRecord], None]) -> RunRecord:
     """Make sure the record of trial `n` says so: a repeated setting is one run listing every trial that asked for it."""
-    info = rec.get("search") or {}
-    if info.get("study") == sid and n in info.get("trials", []):
+    info = rec.search
+    if info is not None and info.study == sid and n in info.trials:
         return rec
-    trials = sorted({*info.get("trials", []), n}) if info.get("study") == sid else [n]
-    rec = {**rec, "search": _info(sid, trials, values)}
+    trials = sorted({*info.trials, n}) if info is not None and info.study == sid else [n]
+    rec = rec.model_copy(update={"search": _info(sid, trials, values)})
     append(rec)
     return rec
 
 
-def search_summary(exp: Experiment, records: Mapping[str, dict[str, Any]], plan: Plan) -> dict[str, dict[str, Any]]:
+def search_summary(exp: Experiment, records: Mapping[str, RunRecord], plan: Plan) -> dict[str, SearchSummary]:
     """method -> the space, budget, sampler, seed, every recorded trial and the choice (None until all trials ran)."""
     s = exp.search
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, SearchSummary] = {}
     if s is None:
         return out
     for method in plan.search:
         trials = recorded_trials(exp, method, records)
-        cands = [{"trial": n, "id": r["candidate"], "params": r["search"]["params"], "valid_mean_auc": r.get("valid_mean_auc")}
+        cands = [SearchCandidate(trial=n, id=r.candidate or "", params=r.search.params if r.search else {}, valid_mean_auc=r.valid_mean_auc)
                  for n, r in trials.items()]
         complete = len(trials) == s.trials
-        choice = select_candidate({c["id"]: c["valid_mean_auc"] for c in cands}) if complete else None
-        out[method] = {
-            "space": {p: d.model_dump(mode="json", exclude_defaults=True) for p, d in exp.search_space(method).items()},
-            "trials": s.trials,
-            "sampler": s.sampler,
-            "seed": s.seed,
-            "startup_trials": s.startup if s.sampler == "tpe" else None,
-            "study": study_id(exp, method),
-            "tune_seed": exp.tune_seed,
-            "scenario": ALL,
-            "used_by": [m for m in exp.methods if exp.tuned_by(m) == method],
-            "done": len(trials),
-            "candidates": cands,
-            "choice": choice,
-            "chosen_params": next((c["params"] for c in cands if c["id"] == choice), None),
-        }
+        choice = select_candidate({c.id: c.valid_mean_auc for c in cands}) if complete else None
+        out[method] = SearchSummary(
+            space={p: d.model_dump(mode="json", exclude_defaults=True) for p, d in exp.search_space(method).items()},
+            trials=s.trials,
+            sampler=s.sampler,
+            seed=s.seed,
+            startup_trials=s.startup if s.sampler == "tpe" else None,
+            study=study_id(exp, method),
+            tune_seed=exp.tune_seed,
+            scenario=ALL,
+            used_by=[m for m in exp.methods if exp.tuned_by(m) == method],
+            done=len(trials),
+            candidates=cands,
+            choice=choice,
+            chosen_params=next((c.params for c in cands if c.id == choice), None),
+        )
     return out
