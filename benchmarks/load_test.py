@@ -49,7 +49,7 @@ from crossctr.data.encoders import CategoricalEncoder
 from crossctr.schema import DatasetSchema, FeatureKind
 from crossctr.serving.app import rows_to_table
 from crossctr.serving.export import load_serving_model
-from crossctr.training.run import Predictor
+from crossctr.inference import Predictor
 
 TOLERANCE = 1e-5
 MAX_SECONDS = 120.0  # a bound on any run, whatever --seconds says

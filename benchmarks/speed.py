@@ -210,7 +210,7 @@ class CrossctrRunner:
     Same loss (`click_loss` + the model's weighted auxiliary losses), same optimizers
     (`make_optimizers`: fused Adam on dense parameters, SparseAdam on the sparse tables), batches
     sliced from pre-encoded tensors (one gather per epoch for the shuffle), scoring through
-    `crossctr.evaluation.predict.score` (inference mode). Validation, checkpoints and progress
+    `crossctr.inference.score.score` (inference mode). Validation, checkpoints and progress
     bars are left out: the trainer's per-epoch extras, not its per-row cost.
     """
 
@@ -282,7 +282,7 @@ class CrossctrRunner:
         return time.perf_counter() - t0
 
     def score(self) -> tuple[float, np.ndarray]:
-        from crossctr.evaluation.predict import score
+        from crossctr.inference.score import score
 
         t0 = time.perf_counter()
         # fp32 scoring, as `crossctr predict` and the trainer's validation (bf16 is a training

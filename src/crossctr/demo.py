@@ -16,10 +16,11 @@ import numpy as np
 from crossctr.data.dataset import prepare
 from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.evaluation.report import attention_heatmap, auc_table
+from crossctr.inference import atomic_write
 from crossctr.schema import DatasetSchema
 from crossctr.training.config import TrainConfig
 from crossctr.training.eta import duration, estimate_run
-from crossctr.training.run import RunConfig, atomic_write, train_run
+from crossctr.training.run import RunConfig, train_run
 
 __all__ = ["DemoResult", "run_demo"]
 

@@ -178,7 +178,8 @@ def test_multi_valued_slots_are_mean_pooled_in_one_batched_op() -> None:
 
 
 def test_training_runs_from_a_prepared_folder(tmp_path: Path) -> None:
-    from crossctr.training.run import Predictor, RunConfig, train_run
+    from crossctr.inference import Predictor
+    from crossctr.training.run import RunConfig, train_run
 
     yml = _kinds_dataset(tmp_path)
     prepare_dataset(yml, tmp_path / "prep", QUIET)

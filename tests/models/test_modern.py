@@ -153,7 +153,8 @@ def test_classes_are_exported() -> None:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_trains_through_train_run_and_reloads(name: str, tiny_data, tmp_path) -> None:
-    from crossctr.training.run import Predictor, RunConfig, train_run
+    from crossctr.inference import Predictor
+    from crossctr.training.run import RunConfig, train_run
 
     model = {"name": name, "shared_dim": 8, "specific_dim": 2, "deep": [16, 8]}
     res = train_run(RunConfig(dataset="unused", model=model, train={"epochs": 1, "progress": False}), tmp_path, tiny_data)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from crossctr.training.run import Predictor, RunConfig, train_run
+from crossctr.inference import Predictor
+from crossctr.training.run import RunConfig, train_run
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
 

@@ -14,8 +14,8 @@ with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2 for its Test
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from crossctr.inference import Predictor
 from crossctr.serving.app import ServeLimits, create_app
-from crossctr.training.run import Predictor
 
 LIMITS = ServeLimits(max_body_bytes=20_000, max_rows=50)
 ROW = {"site": "B", "brand": "b3", "price": 0.25, "user": "u17"}

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from crossctr.cli import main
+from crossctr.inference import Predictor
 from crossctr.schema import ConfigError
 from crossctr.serving.export import load_serving_model
-from crossctr.training.run import Predictor
 
 
 def cli_error(monkeypatch, capsys, *args: str) -> str:

@@ -13,10 +13,11 @@ from click.testing import CliRunner
 
 from crossctr.cli import cli
 from crossctr.data.dataset import EncodedSplit
+from crossctr.inference import Predictor
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError
 from crossctr.serving.export import InferenceGraph, OnnxEngine, TorchEngine, _ort_session, export_run, load_serving_model, onnx_bytes, random_rows
-from crossctr.training.run import Predictor, RunConfig, train_run
+from crossctr.training.run import RunConfig, train_run
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
 

@@ -17,10 +17,11 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from crossctr.data.prepare import load_dataset
+from crossctr.inference import Predictor, route_scores
 from crossctr.serving.app import create_app
 from crossctr.serving.export import export_run
 from crossctr.serving.predict import predict_file
-from crossctr.training.run import Predictor, RunConfig, route_scores, train_run
+from crossctr.training.run import RunConfig, train_run
 
 SPEC = {
     "name": "kinds", "path": "kinds.parquet", "label": "click", "domain": {"column": "site", "values": ["A", "B"]},

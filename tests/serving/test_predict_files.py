@@ -15,9 +15,9 @@ import pytest
 
 from crossctr.cli import main
 from crossctr.files import DiskFullError
+from crossctr.inference import atomic_write
 from crossctr.serving import predict as predict_module
 from crossctr.serving.predict import predict_file
-from crossctr.training.run import atomic_write
 
 
 

@@ -23,10 +23,10 @@ with warnings.catch_warnings():  # starlette prefers httpx2 for its TestClient; 
 from crossctr.cli import cli
 from crossctr.data.encoders import FeatureEncoder
 from crossctr.data.io import DataError
+from crossctr.inference import Predictor
 from crossctr.serving.app import ServeLimits, create_app
 from crossctr.schema import FormatSpec
 from crossctr.serving.predict import predict_file
-from crossctr.training.run import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from crossctr.inference import route_scores
 from crossctr.models import build_model, parse_model_config
 from crossctr.training.config import TrainConfig
-from crossctr.training.run import route_scores
 from crossctr.training.strategies import FineTuneStrategy, run_strategy
 from crossctr.training.trainer import Trainer
 

@@ -107,7 +107,7 @@ def test_task_heads_must_match_the_dataset(tmp_path: Path, tiny_data) -> None:
 
 def test_predict_writes_a_score_column_per_task(tmp_path: Path, mt_schema: dict, mt_table: pa.Table) -> None:
     from crossctr.serving.predict import predict_file
-    from crossctr.training.run import Predictor
+    from crossctr.inference import Predictor
 
     data = prepare(DatasetSchema.model_validate(mt_schema), tmp_path, mt_table)
     cfg = RunConfig.model_validate({"dataset": "unused", "model": {"name": "cnan", **SMALL, "tasks": 1},

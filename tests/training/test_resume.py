@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-import crossctr.training.checkpoint as checkpoint_mod
+import crossctr.inference.runfolder as runfolder_mod
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, CheckpointError
@@ -144,7 +144,7 @@ def test_self_train_resumes_per_member(tmp_path: Path, tiny_data, monkeypatch) -
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: Path, tiny_data, monkeypatch) -> None:
     cfg = _cfg(checkpoint_every=3)
     writes = {"n": 0}
-    write_all = checkpoint_mod._write_all
+    write_all = runfolder_mod._write_all
 
     def full_disk(f, data):
         writes["n"] += 1
@@ -153,7 +153,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: P
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         write_all(f, data)
 
-    monkeypatch.setattr(checkpoint_mod, "_write_all", full_disk)
+    monkeypatch.setattr(runfolder_mod, "_write_all", full_disk)
     with pytest.raises(CheckpointError, match=r"disk full.*previous checkpoint .* is intact"):
         train_run(cfg, tmp_path, tiny_data)
     folder = tmp_path / "checkpoint"
@@ -162,7 +162,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: P
     assert cur["global_step"] == 6  # the second checkpoint, whole
     assert all(torch.isfinite(v).all() for k, v in load_file(folder / "state.safetensors").items() if v.is_floating_point())
 
-    monkeypatch.setattr(checkpoint_mod, "_write_all", write_all)
+    monkeypatch.setattr(runfolder_mod, "_write_all", write_all)
     train_run(cfg, tmp_path, tiny_data, resume=True)
     train_run(cfg, tmp_path / "whole", tiny_data)
     assert _same(_weights(tmp_path), _weights(tmp_path / "whole"))

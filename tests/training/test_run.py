@@ -10,8 +10,9 @@ import pyarrow as pa
 import pytest
 
 from crossctr.data.io import DataError
+from crossctr.inference import Predictor, route_scores
 from crossctr.schema import ConfigError
-from crossctr.training.run import Predictor, RunConfig, route_scores, train_run
+from crossctr.training.run import RunConfig, train_run
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [32, 16]}
 

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from crossctr.cli import main
 from crossctr.files import DiskFullError
 from crossctr.schema import ConfigError
 from crossctr.training import checkpoint as ckpt_module
-from crossctr.training import run as run_module
+from crossctr.inference import runfolder as runfolder_module
 from crossctr.training.checkpoint import CheckpointError
 from crossctr.training.run import RunConfig, train_run
 
@@ -91,7 +90,7 @@ def test_full_disk_before_any_checkpoint_does_not_claim_one_is_intact(monkeypatc
     def full(f, data):  # noqa: ANN001
         raise ENOSPC
 
-    monkeypatch.setattr(ckpt_module, "_write_all", full)
+    monkeypatch.setattr(runfolder_module, "_write_all", full)
     with pytest.raises(CheckpointError) as err:
         train_run(_cfg(checkpoint_every=2), tmp_path / "run", tiny_data)
     msg = str(err.value)
@@ -101,7 +100,7 @@ def test_full_disk_before_any_checkpoint_does_not_claim_one_is_intact(monkeypatc
 
 def test_full_disk_after_a_checkpoint_says_it_is_intact(monkeypatch, tmp_path: Path, tiny_data) -> None:
     writes = {"n": 0}
-    write_all = ckpt_module._write_all
+    write_all = runfolder_module._write_all
 
     def full_after_one(f, data):  # noqa: ANN001
         writes["n"] += 1
@@ -109,7 +108,7 @@ def test_full_disk_after_a_checkpoint_says_it_is_intact(monkeypatch, tmp_path: P
             raise ENOSPC
         write_all(f, data)
 
-    monkeypatch.setattr(ckpt_module, "_write_all", full_after_one)
+    monkeypatch.setattr(runfolder_module, "_write_all", full_after_one)
     with pytest.raises(CheckpointError, match=r"the previous checkpoint in .* is intact: free space, then resume from it with --resume"):
         train_run(_cfg(checkpoint_every=2), tmp_path / "run", tiny_data)
 
@@ -119,11 +118,11 @@ def test_full_disk_while_writing_weights_is_a_clean_error(monkeypatch, capsys, t
         Path(path).write_bytes(b"partial")
         raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")  # as safetensors says it
 
-    monkeypatch.setattr(run_module, "save_file", full)
+    monkeypatch.setattr(runfolder_module, "save_file", full)
     with pytest.raises(DiskFullError, match=r"the disk filled while the run folder was written .* --resume"):
         train_run(_cfg(), tmp_path / "run", tiny_data)
-    assert not (tmp_path / "run" / ".weights.safetensors.tmp").exists() and not (tmp_path / "run" / "weights.safetensors").exists()
-    monkeypatch.setattr(run_module, "save_file", save_file)
+    assert not list((tmp_path / "run").glob(".weights.safetensors*.tmp")) and not (tmp_path / "run" / "weights.safetensors").exists()
+    monkeypatch.setattr(runfolder_module, "save_file", save_file)
     res = train_run(_cfg(), tmp_path / "run", tiny_data, resume=True)  # the finished training is reused
     assert (tmp_path / "run" / "weights.safetensors").is_file() and res.metrics["test"]
 

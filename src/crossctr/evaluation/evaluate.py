@@ -27,8 +27,8 @@ from crossctr.data.io import DataError, load_dataset_table, read_table
 from crossctr.data.prepare import is_prepared
 from crossctr.evaluation.metrics import domain_metrics
 from crossctr.evaluation.split import digest, keep_domains, load_split_record, locate_rows, row_hashes
+from crossctr.inference import Predictor
 from crossctr.schema import ConfigError, DatasetSchema
-from crossctr.training.run import Predictor
 
 __all__ = ["FileEvaluation", "evaluate_file", "stored_test", "write_run_splits"]
 

@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 
 from crossctr.data.dataset import SPLITS, EncodedSplit, PreparedData, split_table
 from crossctr.data.io import DataError
+from crossctr.inference import atomic_write
 
 __all__ = ["SPLIT_FILE", "row_hashes", "digest", "seen_rows", "split_record", "write_split_record", "load_split_record", "Located", "locate_rows", "keep_domains"]
 
@@ -133,9 +134,7 @@ def seen_rows(hashes: np.ndarray, sample: dict[str, Any]) -> int:
 
 def write_split_record(out: str | Path, data: PreparedData) -> Path:
     path = Path(out) / SPLIT_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(split_record(data), indent=1), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(split_record(data), indent=1).encode())
     return path
 
 

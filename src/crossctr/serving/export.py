@@ -54,10 +54,10 @@ import crossctr
 from crossctr.data.dataset import Batch, EncodedSplit
 from crossctr.data.encoders import FeatureEncoder, N_RESERVED
 from crossctr.files import file_in
+from crossctr.inference import Predictor, atomic_write, load_encoder
 from crossctr.models.cnan import CNAN
 from crossctr.models.tower import TowerModel
 from crossctr.schema import ConfigError
-from crossctr.training.run import Predictor, atomic_write, load_encoder
 
 __all__ = [
     "ExportError",

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import codecs
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +31,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from crossctr.data.io import DataError, check_file, open_text_batches, parse_numbers
-from crossctr.files import DiskFullError, disk_full, human_bytes, remove_stale, set_new_file_mode
+from crossctr.files import DiskFullError, disk_full, human_bytes, remove_stale
+from crossctr.inference import Predictor
+from crossctr.inference.runfolder import commit_temp_file, temp_file_beside
 from crossctr.schema import DatasetSchema, FormatSpec
-from crossctr.training.run import Predictor
 
 __all__ = ["PredictResult", "predict_file", "SCORE_COLUMN"]
 
@@ -147,12 +146,7 @@ class _Writer:
         self.path, self.kind = path, _kind(path, "output")
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(path.parent, f".{path.name}.", suffix=".tmp")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
-        try:
-            set_new_file_mode(fd)  # mkstemp makes 0600; the output gets the mode the user's umask gives
-        finally:
-            os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_file_beside(path)  # the mode the user's umask gives any new file
         if self.kind == "parquet":
             self.writer: Any = pq.ParquetWriter(self.tmp, schema)
         else:
@@ -163,7 +157,7 @@ class _Writer:
 
     def commit(self) -> None:
         self.writer.close()
-        os.replace(self.tmp, self.path)
+        commit_temp_file(self.tmp, self.path)  # fsynced, renamed into place, folder fsynced
 
     def abort(self) -> None:
         try:

@@ -1,1 +1,1 @@
-"""Fit loop, training strategies and the run folder."""
+"""Fit loop, training strategies, checkpoints, and a training run from config to run folder."""

@@ -8,18 +8,16 @@ A run folder's `checkpoint/` holds
     fit-<i>.safetensors one per finished fit (a strategy member or a stage of one): its final
                         weights, and its FitResult as JSON in the metadata
 
-Every file is written to a temporary file in the same folder, fsynced, and renamed over the
-old one (then the folder is fsynced), so a crash or a full disk at any moment leaves the
-previous checkpoint whole. A finished fit's file is written before the state that names it.
+Every file goes through the one atomic write (crossctr.inference.runfolder.atomic_write), so a
+crash or a full disk at any moment leaves the previous checkpoint whole. A finished fit's file is
+written before the state that names it. The JSON keeps NaN and infinity as they were
+(crossctr.jsonsafe.dumps: a best score of -inf before the first epoch reads back as -inf).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,85 +26,22 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from crossctr.files import disk_full, file_in, human_bytes, set_new_file_mode
+from crossctr.files import disk_full, file_in, human_bytes
+from crossctr.inference.runfolder import atomic_write
+from crossctr.jsonsafe import dumps, loads
 from crossctr.schema import ConfigError
 
-__all__ = ["Checkpointer", "CheckpointError", "SavedFit", "flatten_optimizer", "restore_optimizer", "atomic_write_bytes"]
+__all__ = ["Checkpointer", "CheckpointError", "SavedFit", "flatten_optimizer", "restore_optimizer"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "crossctr-checkpoint"
 VERSION = 1
 STATE = "state.safetensors"
-_CHUNK = 1 << 20  # bytes per write() call
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message says which file and why."""
-
-
-def _write_all(f: Any, data: bytes) -> None:
-    """Write `data` in chunks (one place a test can make a write fail midway)."""
-    view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        f.write(view[start : start + _CHUNK])
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder + fsync + os.replace + folder fsync: `path` is old or new, never half."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        set_new_file_mode(fd)  # mkstemp makes 0600; the file gets the mode the user's umask gives any new file
-        with os.fdopen(fd, "wb") as f:
-            _write_all(f, data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # some file systems do not open folders; the rename itself is atomic
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
-
-
-# JSON has no NaN or infinity (an AUC that cannot be computed, a best score not yet set):
-# they are written as {"$float": "nan" | "inf" | "-inf"} and read back as floats.
-def _encode(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return {"$float": repr(obj)}
-    if isinstance(obj, dict):
-        return {str(k): _encode(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_encode(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / 0-d torch scalars
-        return _encode(obj.item())
-    return obj
-
-
-def _decode(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {"$float"}:
-            return float(obj["$float"])
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v) for v in obj]
-    return obj
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(_encode(obj), allow_nan=False, sort_keys=True)
-
-
-def loads(text: str) -> Any:
-    return _decode(json.loads(text))
 
 
 def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -153,7 +88,7 @@ class Checkpointer:
 
     def __init__(self, folder: str | Path, fingerprint: dict[str, Any], write: bool = True) -> None:
         self.folder = Path(folder)
-        self.fingerprint = _decode(json.loads(dumps(fingerprint)))  # as it will read back
+        self.fingerprint = loads(dumps(fingerprint))  # as it will read back
         self.write = write
         self.finished: dict[str, str] = {}  # fit key -> file name
         self._progress: SavedFit | None = None
@@ -238,7 +173,7 @@ class Checkpointer:
         had_state = self.path.is_file()  # a checkpoint to resume from existed before this write
         blob = st_save(tensors, metadata=metadata)
         try:
-            atomic_write_bytes(path, blob)
+            atomic_write(path, blob)
         except OSError as err:
             full = f" (disk full: {human_bytes(len(blob))} needed)" if disk_full(err) else ""
             if had_state:

@@ -1,57 +1,43 @@
-"""A training run from config to a self-contained run folder, and the predictor that loads it.
+"""A training run from config to a self-contained run folder.
 
-Run folder (everything a predictor needs, nothing pickled):
-    config.json          run config, model config, cardinalities, members and routing, version
-    encoders.json        fitted vocabularies and buckets, with the dataset schema
-    weights.safetensors  every member's weights, keys prefixed "<member>."
-    metrics.json         per-domain validation and test AUC / log loss (and per task, multi-task)
-    history.json         per-epoch losses and validation metrics
-    attention.json       mean attention weight per feature and per feature group, per domain
-    split.json           rows per split and domain, digests of the encoded splits (evaluation.split)
-    checkpoint/          training state for `--resume` after a crash (see training.checkpoint)
+The folder's files and how they are written and read back: crossctr.inference.runfolder;
+loading it to score rows: crossctr.inference.Predictor (no training code).
 
 Under torchrun every rank trains; rank 0 alone evaluates and writes the folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, save_file
-from torch import nn
 
 import crossctr
-from crossctr.data.dataset import EncodedSplit, PreparedData, prepare
+from crossctr.data.dataset import EncodedSplit, PreparedData
 from crossctr.data.encoders import FeatureEncoder
-from crossctr.data.io import DataError, validate_table
 from crossctr.data.prepare import load_dataset
 from crossctr.evaluation.metrics import domain_metrics
-from crossctr.evaluation.predict import score
 from crossctr.evaluation.split import write_split_record
-from crossctr.files import DiskFullError, check_space, disk_full, set_new_file_mode
-from crossctr.jsonsafe import finite, json_default
+from crossctr.files import DiskFullError, disk_full
+from crossctr.inference.runfolder import write_run_folder
+from crossctr.inference.score import route_scores
 from crossctr.models import build_model, parse_model_config
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
 from crossctr.training.checkpoint import CheckpointError, Checkpointer
-from crossctr.training.checkpoint import atomic_write_bytes as atomic_write
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
 from crossctr.training.tracking import make_tracker
 from crossctr.training.trainer import Trainer
 
-__all__ = ["RunConfig", "RunResult", "train_run", "check_out_folder", "Predictor", "load_encoder", "restrict_domains", "atomic_write", "evaluate_members", "route_scores", "task_metrics"]
+__all__ = ["RunConfig", "RunResult", "train_run", "check_out_folder", "restrict_domains", "evaluate_members", "task_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +59,6 @@ class RunConfig(StrictModel):
         return cfg
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, json.dumps(obj, indent=2, default=json_default, allow_nan=False).encode())
-
-
 def restrict_domains(data: PreparedData, names: tuple[str, ...]) -> PreparedData:
     """Keep the rows of `names` only and renumber their domain ids 0..len(names)-1."""
     allv = list(data.schema.domain.values)
@@ -94,33 +76,6 @@ def restrict_domains(data: PreparedData, names: tuple[str, ...]) -> PreparedData
     encoder = FeatureEncoder(schema)
     encoder.encoders_ = data.encoder.encoders_
     return PreparedData(schema, encoder, splits)
-
-
-def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: EncodedSplit, names: list[str], batch_size: int = 8192, device: Any = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
-    """Score each domain's rows with the member its route names.
-
-    Returns click probabilities (N,), attention (n_domains, F) per key, and the extra-task
-    probabilities (N, T) of multi-task members (None when the members have no task heads).
-    """
-    prob = np.zeros(len(data), dtype=np.float64)
-    tasks: np.ndarray | None = None
-    attention: dict[str, np.ndarray] = {}
-    dom = data.domain.numpy()
-    for member, model in members.items():
-        ks = [k for k, n in enumerate(names) if route[n] == member]
-        rows = np.flatnonzero(np.isin(dom, ks))
-        if len(rows) == 0:
-            continue
-        s = score(model, data.select(torch.from_numpy(rows)), len(names), batch_size, device)
-        prob[rows] = s.prob
-        if s.tasks is not None:
-            if tasks is None:
-                tasks = np.full((len(data), s.tasks.shape[1]), np.nan)
-            tasks[rows] = s.tasks
-        for key, att in s.attention.items():
-            acc = attention.setdefault(key, np.full_like(att, np.nan))
-            acc[ks] = att[ks]
-    return prob, attention, tasks
 
 
 def task_metrics(data: EncodedSplit, task_prob: np.ndarray | None, task_names: list[str], names: list[str]) -> dict[str, Any]:
@@ -258,18 +213,7 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
         metrics["tasks"] = {t: {"valid": valid_tasks[t], "test": test_tasks[t]} for t in valid_tasks}
     attention = _group_attention(att, data.schema)
 
-    data.encoder.save(out / "encoders.json")
-    state = {f"{m}.{k}": v.detach().cpu().contiguous() for m, model in result.members.items() for k, v in model.state_dict().items()}
-    check_space(out, sum(v.numel() * v.element_size() for v in state.values()), "the run's weights")
-    tmp = out / ".weights.safetensors.tmp"
-    try:
-        save_file(state, str(tmp), metadata={"format": "crossctr"})
-        set_new_file_mode(tmp)  # safetensors writes 0600; every file of the folder follows the umask
-        os.replace(tmp, out / "weights.safetensors")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _write_json(out / "config.json", {
+    config = {
         "crossctr_version": crossctr.__version__,
         "run": cfg.model_dump(mode="json"),
         "model": model_cfg.model_dump(mode="json"),
@@ -277,112 +221,8 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
         "domains": names,
         "members": list(result.members),
         "route": result.route,
-    })
-    _write_json(out / "metrics.json", finite(metrics))
-    _write_json(out / "history.json", finite({k: f.history for k, f in result.fits.items()}))
-    _write_json(out / "attention.json", finite(attention))
+    }
+    history = {k: f.history for k, f in result.fits.items()}
+    write_run_folder(out, data.encoder, result.members, config, {"metrics": metrics, "history": history, "attention": attention})
     write_split_record(out, data)  # lets `crossctr evaluate --data` and `crossctr split` find the test rows
     return RunResult(out, metrics, attention, result)
-
-
-_DAMAGED = "the run folder is damaged or was edited: train again, or restore the folder from a copy"
-
-
-def load_encoder(path: Path) -> FeatureEncoder:
-    """A run or export folder's encoders.json; a damaged file is a ConfigError naming it."""
-    try:
-        return FeatureEncoder.load(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: missing; {_DAMAGED}") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:  # not JSON, or not what `save` writes
-        raise ConfigError(f"{path}: cannot be read as fitted encoders ({type(err).__name__}: {err}); {_DAMAGED}") from None
-
-
-def _check_config(config: Any, encoder: FeatureEncoder, source: str) -> Any:
-    """config.json's keys a predictor relies on, checked once; returns the parsed model config."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"{source}: holds a JSON {type(config).__name__}, not an object; {_DAMAGED}")
-    missing = [k for k in ("model", "cardinalities", "domains", "members", "route") if k not in config]
-    if missing:
-        raise ConfigError(f"{source}: missing key(s) {missing}; {_DAMAGED}")
-    model_cfg = parse_model_config(config["model"], f"{source}: model")
-    domains, members, route = config["domains"], config["members"], config["route"]
-    if domains != list(encoder.schema.domain.values):
-        raise ConfigError(f"{source}: domains {domains!r} differ from encoders.json's {list(encoder.schema.domain.values)}; {_DAMAGED}")
-    if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
-        raise ConfigError(f"{source}: members must be a non-empty list of names, got {members!r}; {_DAMAGED}")
-    if not (isinstance(route, dict) and set(route) == set(domains) and set(route.values()) <= set(members)):
-        raise ConfigError(f"{source}: route {route!r} must send each domain {domains} to one of the members {members}; {_DAMAGED}")
-    cards = config["cardinalities"]
-    if not (isinstance(cards, list) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cards)):
-        raise ConfigError(f"{source}: cardinalities must be a list of positive integers, got {cards!r}; {_DAMAGED}")
-    return model_cfg
-
-
-class Predictor:
-    """Scores raw rows with a run folder: no training code, no unpickling."""
-
-    def __init__(self, encoder: FeatureEncoder, members: dict[str, nn.Module], route: dict[str, str], config: dict[str, Any]) -> None:
-        self.encoder, self.members, self.route, self.config = encoder, members, route, config
-        # the extra labels the model scores: empty unless it was trained with `tasks`
-        self.task_names = encoder.schema.task_names if getattr(parse_model_config(config["model"]), "tasks", None) else []
-        self.domains = list(encoder.schema.domain.values)
-
-    @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
-        """Read a run folder; a missing, damaged or edited file is a ConfigError naming it (no traceback)."""
-        run_dir = Path(run_dir)
-        for name in ("config.json", "encoders.json", "weights.safetensors"):
-            if not (run_dir / name).is_file():
-                raise ConfigError(f"{run_dir}: not a run folder (missing {name})")
-        source = str(run_dir / "config.json")
-        try:
-            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
-            raise ConfigError(f"{source}: cannot be read as JSON ({err}); {_DAMAGED}") from None
-        encoder = load_encoder(run_dir / "encoders.json")
-        model_cfg = _check_config(config, encoder, source)
-        wpath = run_dir / "weights.safetensors"
-        try:
-            weights = load_file(str(wpath), device=device)
-        except Exception as err:  # SafetensorError (truncated, empty, not safetensors) derives from Exception only
-            raise ConfigError(f"{wpath}: cannot be read as safetensors ({err}; {wpath.stat().st_size} bytes); {_DAMAGED}") from None
-        members = {}
-        for m in config["members"]:
-            prefix = f"{m}."
-            try:
-                model = build_model(model_cfg, config["cardinalities"], len(config["domains"]))
-                model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
-            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as err:  # a model config or member that the weights do not fit
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ConfigError(f"{source}: member {m!r} does not match {wpath.name} ({first}); {_DAMAGED}") from None
-            members[m] = model.to(device).eval()
-        return cls(encoder, members, config["route"], config)
-
-    def encode(self, table: pa.Table, source: str = "input") -> EncodedSplit:
-        schema = self.encoder.schema
-        needed = [schema.domain.column, *schema.raw_feature_columns()]
-        missing = [c for c in needed if c not in table.column_names]
-        if missing:
-            raise DataError(f"{source}: missing column(s) {missing}; the model needs {needed}")
-        has_label = schema.label in table.column_names
-        if not has_label:
-            table = table.append_column(schema.label, pa.array(np.zeros(table.num_rows, dtype=np.int8)))
-        valid = validate_table(table.select([schema.label, *needed]), schema, source, scoring=True)
-        y = valid.column(schema.label).to_numpy(zero_copy_only=False).astype(np.float32)
-        return EncodedSplit.from_numpy(self.encoder.transform(valid), self.encoder.domain_ids(valid), y)
-
-    def predict_encoded(self, data: EncodedSplit, batch_size: int = 8192) -> np.ndarray:
-        return route_scores(self.members, self.route, data, self.domains, batch_size)[0]  # click only
-
-    def predict_encoded_all(self, data: EncodedSplit, batch_size: int = 8192) -> dict[str, np.ndarray]:
-        """Click probabilities and, for a multi-task model, each extra label's: {"click": (N,), task: (N,)}."""
-        prob, _, tasks = route_scores(self.members, self.route, data, self.domains, batch_size)
-        out = {"click": prob}
-        if tasks is not None:
-            out.update({t: tasks[:, k] for k, t in enumerate(self.task_names)})
-        return out
-
-    def predict(self, table: pa.Table, source: str = "input") -> np.ndarray:
-        """Click probabilities for raw rows (a label column, if present, is ignored)."""
-        return self.predict_encoded(self.encode(table, source))

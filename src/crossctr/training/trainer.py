@@ -25,14 +25,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from crossctr.data.dataset import Batch, EncodedSplit
 from crossctr.evaluation.metrics import domain_metrics, mean_auc
-from crossctr.evaluation.predict import score
+from crossctr.inference.score import score
 from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig
@@ -369,7 +368,3 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 def _finite(g: torch.Tensor) -> bool:
     g = g.coalesce().values() if g.is_sparse else g
     return bool(torch.isfinite(g).all())
-
-
-def to_numpy_metrics(m: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {k: {kk: (None if isinstance(vv, float) and np.isnan(vv) else vv) for kk, vv in v.items()} for k, v in m.items()}

@@ -1,8 +1,12 @@
-"""Score encoded rows without autograd, and collect per-domain attention weights."""
+"""Score encoded rows without autograd: one model (`score`), or a run's members by route (`route_scores`).
+
+Attention weights a model returns in `extras` are averaged per domain on the way.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +14,7 @@ from torch import nn
 
 from crossctr.data.dataset import EncodedSplit, iterate_batches
 
-__all__ = ["Scores", "score"]
+__all__ = ["Scores", "score", "route_scores"]
 
 
 @dataclass
@@ -42,3 +46,30 @@ def score(model: nn.Module, data: EncodedSplit, n_domains: int, batch_size: int 
     prob = torch.cat(probs).numpy() if probs else np.zeros(0, dtype=np.float32)
     tasks = torch.cat(task_probs).numpy() if task_probs else None
     return Scores(prob, attention, tasks)
+
+
+def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: EncodedSplit, names: list[str], batch_size: int = 8192, device: Any = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+    """Score each domain's rows with the member its route names.
+
+    Returns click probabilities (N,), attention (n_domains, F) per key, and the extra-task
+    probabilities (N, T) of multi-task members (None when the members have no task heads).
+    """
+    prob = np.zeros(len(data), dtype=np.float64)
+    tasks: np.ndarray | None = None
+    attention: dict[str, np.ndarray] = {}
+    dom = data.domain.numpy()
+    for member, model in members.items():
+        ks = [k for k, n in enumerate(names) if route[n] == member]
+        rows = np.flatnonzero(np.isin(dom, ks))
+        if len(rows) == 0:
+            continue
+        s = score(model, data.select(torch.from_numpy(rows)), len(names), batch_size, device)
+        prob[rows] = s.prob
+        if s.tasks is not None:
+            if tasks is None:
+                tasks = np.full((len(data), s.tasks.shape[1]), np.nan)
+            tasks[rows] = s.tasks
+        for key, att in s.attention.items():
+            acc = attention.setdefault(key, np.full_like(att, np.nan))
+            acc[ks] = att[ks]
+    return prob, attention, tasks
