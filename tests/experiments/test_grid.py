@@ -142,6 +142,10 @@ def test_invalid_experiments_say_what_is_wrong(tmp_path) -> None:
         load_experiment(path)
     with pytest.raises(ConfigError, match="packaged"):
         load_experiment("no-such-experiment")
+    # which methods and fractions Table 4 and Figure 4 show is the experiment file's to say: no default names a method
+    for table, given in (("table4", {"fractions": [0.5, 1.0]}), ("figure4", {"attention": "private"})):
+        with pytest.raises(Exception, match="method"):
+            Experiment.model_validate({**doc, "methods": {"m": {"label": "M", "model": {"name": "cnan"}}}, "tables": {table: given}})
 
 
 def test_select_candidate_takes_the_best_validation_auc() -> None:

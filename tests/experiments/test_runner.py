@@ -81,7 +81,7 @@ def restore_threads():
 
 
 def test_end_to_end_smoke_on_simulated_data(tmp_path, sim_yaml, sim_data, restore_threads) -> None:
-    exp = _subset(load_experiment("smoke"), {"table3": {"methods": ["self_train", "cnan_at"]}, "figure4": {"method": "cnan_at"}},
+    exp = _subset(load_experiment("smoke"), {"table3": {"methods": ["self_train", "cnan_at"]}, "figure4": {"method": "cnan_at", "attention": "private"}},
                   ["self_train", "cnan_at"])
     out = tmp_path / "xp"
     summary = run_experiment(exp, sim_yaml, out, only=["table3"], data=sim_data, command="crossctr experiment test")
@@ -105,7 +105,7 @@ def _tuned_experiment() -> Experiment:
     cands = [{"train": {"loss_weights": {"adv": a}}} for a in (0.01, 0.05, 0.2)]
     return _subset(
         load_experiment("smoke"),
-        {"table1": {"methods": ["deep_only", "dcn"]}, "table3": {"methods": ["self_train", "cnan1", "cnan_at"]}, "table4": {"fractions": [0.5, 1.0]}},
+        {"table1": {"methods": ["deep_only", "dcn"]}, "table3": {"methods": ["self_train", "cnan1", "cnan_at"]}, "table4": {"baseline": "self_train", "method": "cnan_at", "fractions": [0.5, 1.0]}},
         ["deep_only", "dcn", "self_train", "cnan1", "cnan_at"],
         tune={"cnan_at": cands},
     )

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import crossctr
-from crossctr.experiments.grid import Experiment, Override, Plan
+from crossctr.experiments.grid import Experiment, Override, Plan, expand
 from crossctr.inference import atomic_write
 from crossctr.jsonsafe import json_default
 
@@ -233,8 +233,6 @@ class PlanFile(_Record):
 
     def rebuild(self) -> tuple[Experiment, Plan]:
         """The experiment and its plan as the runner had them: tuning, search and main runs expanded afresh."""
-        from crossctr.experiments.grid import expand
-
         exp = Experiment.model_validate(self.experiment)
         p = self.plan
         full = expand(exp, p.sizes, tuple(p.seeds))
