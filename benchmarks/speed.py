@@ -57,21 +57,43 @@ BATCH = 4096
 LR = 1e-3
 N_DOMAINS = 3
 DOMAIN_SHARE = (0.7, 0.2, 0.1)  # one rich domain, two smaller ones (the paper's setting)
+SMALL_ROWS, SMALL_BATCH, SMALL_VOCAB = 133_000, 1024, [5000, 200]  # --small: a two-feature, two-platform dataset
 EVAL_BATCH = 8192  # crossctr's default; every library scores with the same batch size
 
-MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16", "cnan_sparseadam", "dcn_sparseadam", "deepctr", "rechub", "fuxictr")
-# crossctr's tables train with row-wise Adagrad (`train.sparse_optimizer: rowwise_adagrad`,
-# one float of state per row). `_bf16`: the same model trained with `train.precision: bf16`
-# (bfloat16 autocast on the matmuls, fp32 weights and optimizer; scoring stays fp32).
-# `_sparseadam`: the tables on SparseAdam (the default optimizer), side by side.
-CROSSCTR_MODELS = ("cnan", "dcn", "cnan_bf16", "dcn_bf16", "cnan_sparseadam", "dcn_sparseadam")
+# crossctr's rows, each trained by `Trainer.fit` and scored by `inference.score`, as
+# `crossctr train` / `crossctr predict` do. "cnan" and "dcn" are the library defaults (dense
+# tables, Adam on everything, fp32); each faster option is its own row:
+#   _bf16      train.precision: bf16 (bfloat16 autocast in training; scoring stays fp32)
+#   _rowwise   sparse tables (model sparse_embeddings: true) + train.sparse_optimizer: rowwise_adagrad
+#   _compile   torch.compile of the model handed to Trainer.fit (not in the default list: slow to build)
+DCN_CONFIG = {"name": "tower", "nn": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel"}
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {  # name -> (model config, train config, compile)
+    "cnan": ({"name": "cnan"}, {}, False),
+    "cnan_bf16": ({"name": "cnan"}, {"precision": "bf16"}, False),
+    "cnan_rowwise": ({"name": "cnan", "sparse_embeddings": True}, {"sparse_optimizer": "rowwise_adagrad"}, False),
+    "cnan_bf16_rowwise": ({"name": "cnan", "sparse_embeddings": True}, {"sparse_optimizer": "rowwise_adagrad", "precision": "bf16"}, False),
+    "cnan_compile": ({"name": "cnan"}, {}, True),
+    "dcn": (DCN_CONFIG, {}, False),
+    "dcn_bf16": (DCN_CONFIG, {"precision": "bf16"}, False),
+    "dcn_rowwise": ({**DCN_CONFIG, "sparse_embeddings": True}, {"sparse_optimizer": "rowwise_adagrad"}, False),
+    # small-data mode (--small): two features, batch 1024
+    "small_cnan": ({"name": "cnan"}, {}, False),
+    "small_shared_bottom": ({"name": "shared_bottom"}, {}, False),
+}
+CROSSCTR_MODELS = tuple(VARIANTS)
+PEERS = ("deepctr", "rechub", "fuxictr")
+MODELS = ("cnan", "cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise", "dcn", "dcn_bf16", "dcn_rowwise", *PEERS)
 LABELS = {
     "cnan": "crossctr CNAN-AT",
-    "dcn": "crossctr DCN",
     "cnan_bf16": "crossctr CNAN-AT bf16",
+    "cnan_rowwise": "crossctr CNAN-AT rowwise",
+    "cnan_bf16_rowwise": "crossctr CNAN-AT bf16+rw",
+    "cnan_compile": "crossctr CNAN-AT compile",
+    "dcn": "crossctr DCN",
     "dcn_bf16": "crossctr DCN bf16",
-    "cnan_sparseadam": "crossctr CNAN-AT SpAdam",
-    "dcn_sparseadam": "crossctr DCN SpAdam",
+    "dcn_rowwise": "crossctr DCN rowwise",
+    "small_cnan": "crossctr CNAN-AT (small)",
+    "small_shared_bottom": "crossctr Shared-Bottom (small)",
     "deepctr": "DeepCTR-Torch DCN",
     "rechub": "torch-rechub DCN",
     "fuxictr": "FuxiCTR DCN",
@@ -160,7 +182,9 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
 
 def base_model(model: str) -> str:
     """cnan, dcn or a peer: the model without its training variant."""
-    return model.removesuffix("_bf16").removesuffix("_sparseadam")
+    for suffix in ("_rowwise", "_compile", "_bf16"):
+        model = model.removesuffix(suffix)
+    return model
 
 
 def table_bytes(model: str, total_ids: int) -> float:
@@ -168,8 +192,8 @@ def table_bytes(model: str, total_ids: int) -> float:
     base = base_model(model)
     if base in ("cnan", "dcn"):  # cnan: shared 64 + 3 domains x 8
         width = EMB_DIM + N_DOMAINS * 8 if base == "cnan" else EMB_DIM
-        # SparseAdam: weight + 2 moments; row-wise Adagrad: weight + one float per row
-        return total_ids * width * 4 * 3 if model.endswith("_sparseadam") else total_ids * (width + 2) * 4
+        # row-wise Adagrad: weight + one float per row; the default dense tables: as the peers
+        return total_ids * (width + 2) * 4 if model.endswith("_rowwise") else total_ids * width * 4 * 4
     return total_ids * EMB_DIM * 4 * 4  # dense Adam: weight, dense grad, 2 moments
 
 
@@ -205,13 +229,14 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 class CrossctrRunner:
-    """crossctr's models through a lean loop that mirrors `Trainer.fit` step for step.
+    """crossctr's models on the user's path: `EncodedSplit.from_numpy` + `Trainer.fit`, `inference.score`.
 
-    Same loss (`click_loss` + the model's weighted auxiliary losses), same optimizers
-    (`make_optimizers`: fused Adam on dense parameters, SparseAdam on the sparse tables), batches
-    sliced from pre-encoded tensors (one gather per epoch for the shuffle), scoring through
-    `crossctr.inference.score.score` (inference mode). Validation, checkpoints and progress
-    bars are left out: the trainer's per-epoch extras, not its per-row cost.
+    One `train_rows` call is one `Trainer.fit` with `epochs: 1` over the rows, as `crossctr train`
+    runs it: the library's defaults (loss weighting, optimizers, finite checks, validation after
+    the epoch, best-weight copy) plus the variant's own settings (`VARIANTS`). The wall time of the
+    whole call is what is reported; the trainer's own rows/s (its epoch without validation) is
+    kept beside it. Only `progress` is off (a display setting; bars are hidden anyway when
+    stderr is not a terminal).
     """
 
     def __init__(self, name: str, tr: dict, te: dict, vocab: list[int], spec: RunSpec) -> None:
@@ -219,76 +244,47 @@ class CrossctrRunner:
 
         from crossctr.data.dataset import EncodedSplit
         from crossctr.models import build_model, parse_model_config
-        from crossctr.training.config import DEFAULT_LOSS_WEIGHTS, TrainConfig
-        from crossctr.training.trainer import make_optimizers
 
-        self.torch = torch
-        self.bf16 = spec.bf16 or name.endswith("_bf16")  # the trainer's `precision: bf16`
-        table_opt = "adam" if name.endswith("_sparseadam") else "rowwise_adagrad"  # the trainer's `sparse_optimizer`
-        name = base_model(name)
-        self.spec = spec
-        self.device = torch.device(spec.device)
-        if name == "cnan":
-            cfg = {"name": "cnan", "sparse_embeddings": True}
-        else:  # the plain Deep & Cross: no attention, no domain-specific embeddings; cross and
-            # FCN side by side as in Wang et al. 2017 and the peers (same cost as "stacked")
-            cfg = {"name": "tower", "nn": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel", "sparse_embeddings": True}
-        self.model_config = cfg
-        # The click loss: CNAN-AT's own Σ_d mean BCE of domain d (paper §2.2); the plain DCN gets
-        # one mean over all rows, the peers' loss (train.domain_weighting: rows).
-        self.weighting = "equal" if name == "cnan" else "rows"
+        self.torch, self.spec, self.name = torch, spec, name
+        model_cfg, self.train_cfg, compile_ = VARIANTS[name]
+        self.model_config = model_cfg
+        self.n_domains = int(max(tr["d"].max(), te["d"].max())) + 1
+        self.domains = [f"d{i}" for i in range(self.n_domains)]
         torch.manual_seed(spec.seed)
-        self.model = build_model(parse_model_config(cfg), vocab, N_DOMAINS).to(self.device)
-        self.opts = make_optimizers(self.model, TrainConfig(lr=LR, device=spec.device, sparse_optimizer=table_opt))
-        self.weights = dict(DEFAULT_LOSS_WEIGHTS)
-        # Training rows on the device once (a few hundred MB at most for this benchmark's sizes).
+        self.model = build_model(parse_model_config(model_cfg), vocab, self.n_domains)
+        self.net = torch.compile(self.model) if (compile_ or spec.compile) else self.model
         self.train = EncodedSplit.from_numpy(tr["x"], tr["d"], tr["y"])
-        self.train = EncodedSplit(*(t.to(self.device) for t in (self.train.features, self.train.domain, self.train.label)))
-        # Scored from host memory: `score` moves each batch to the device itself (and keeps its
-        # attention sums on the host, which a split living on a GPU would not match).
         self.test = EncodedSplit.from_numpy(te["x"], te["d"], te["y"])
-        self.gen = torch.Generator(device=self.device).manual_seed(spec.seed)
-        self.forward = torch.compile(self.model) if spec.compile else self.model
+        # Validation after each epoch (part of every fit): the first rows of the test split, 1 %
+        # of the training rows (at least 1,000).
+        self.valid = EncodedSplit.from_numpy(*(a[: max(1000, len(tr["y"]) // 100)] for a in (te["x"], te["d"], te["y"])))
+        self.fits = 0
+        self.trainer_rows_per_s: list[float] = []
 
-    def _autocast(self) -> Any:
-        return self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.bf16)
+    def config(self) -> Any:
+        from crossctr.training.config import TrainConfig
+
+        # threads 0: the library's default (None), chosen by the trainer from the CPUs and the load
+        return TrainConfig(epochs=1, batch_size=self.spec.batch, lr=LR, device=self.spec.device, threads=self.spec.threads or None,
+                           seed=self.spec.seed + self.fits, eval_batch_size=self.spec.eval_batch, progress=False,
+                           **{**self.train_cfg, **({"precision": "bf16"} if self.spec.bf16 else {})})
 
     def train_rows(self, start: int, stop: int) -> float:
-        torch = self.torch
-        from crossctr.data.dataset import Batch
-        from crossctr.training.losses import click_loss
+        from crossctr.training.trainer import Trainer
 
+        part = self.train if (start, stop) == (0, len(self.train)) else self.train.select(self.torch.arange(start, stop))
         t0 = time.perf_counter()
-        self.model.train()
-        n = stop - start
-        order = start + torch.randperm(n, generator=self.gen, device=self.device)
-        x, d, y = self.train.features[order], self.train.domain[order], self.train.label[order]
-        bs, total = self.spec.batch, torch.zeros((), device=self.device)
-        for s in range(0, n, bs):
-            b = Batch(x[s : s + bs], d[s : s + bs], y[s : s + bs])  # views: no per-row work
-            with self._autocast():
-                out = self.forward(b)
-            loss = click_loss(out.logits, b.label, b.domain, N_DOMAINS, self.weighting)
-            for k, v in out.aux_losses.items():
-                loss = loss + self.weights[k] * v
-            for opt in self.opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in self.opts:
-                opt.step()
-            total += loss.detach()
-        if not math.isfinite(float(total)):  # one check (and one device sync) per call
-            raise FloatingPointError(f"non-finite loss training rows {start}..{stop}")
-        return time.perf_counter() - t0
+        res = Trainer(self.config(), self.domains).fit(self.net, part, self.valid)
+        secs = time.perf_counter() - t0
+        self.fits += 1  # the next epoch draws another permutation
+        self.trainer_rows_per_s.append(res.history[-1]["train_rows_per_s"])
+        return secs
 
     def score(self) -> tuple[float, np.ndarray]:
-        from crossctr.inference.score import score
+        from crossctr.inference import score
 
         t0 = time.perf_counter()
-        # fp32 scoring, as `crossctr predict` and the trainer's validation (bf16 is a training
-        # setting), unless --bf16 asks for bf16 everywhere
-        with self.torch.autocast(self.device.type, dtype=self.torch.bfloat16, enabled=self.spec.bf16):
-            s = score(self.forward, self.test, N_DOMAINS, self.spec.eval_batch, self.device)
+        s = score(self.net, self.test, self.n_domains, self.spec.eval_batch, self.spec.device)
         return time.perf_counter() - t0, s.prob
 
 
@@ -469,7 +465,8 @@ def worker(name: str, folder: str, spec_d: dict, conn: Any) -> None:
 
         spec = RunSpec(**spec_d)
         malloc_tuned = tune_malloc() if spec.malloc_tuning else False
-        torch.set_num_threads(spec.threads)
+        if spec.threads:  # 0: the library's default (crossctr's trainer picks it)
+            torch.set_num_threads(spec.threads)
         tr, te, vocab = load_data(Path(folder))
         with contextlib.redirect_stdout(quiet):  # the peers print from their loops
             runner = RUNNERS[name](name, tr, te, vocab, spec)
@@ -483,7 +480,8 @@ def worker(name: str, folder: str, spec_d: dict, conn: Any) -> None:
                 if cmd == "train":
                     secs = runner.train_rows(*arg)
                     _sync(spec.device)
-                    conn.send(("ok", {"seconds": secs}))
+                    own = getattr(runner, "trainer_rows_per_s", None)
+                    conn.send(("ok", {"seconds": secs, "threads": torch.get_num_threads(), "trainer_rows_per_s": own[-1] if own else None}))
                 elif cmd == "score":
                     secs, p = runner.score()
                     conn.send(("ok", {"seconds": secs, "auc": _auc(te["y"], p)}))
@@ -551,6 +549,8 @@ class Row:
     predict_rows_per_s_reps: list[float] = field(default_factory=list)
     auc_by_epoch: list[float] = field(default_factory=list)
     train_gflops: float = float("nan")  # achieved matmul FLOP rate while training
+    # crossctr only: rows/s the trainer itself reports for the epoch (without validation)
+    trainer_rows_per_s_reps: list[float] = field(default_factory=list)
 
 
 def package_version(name: str) -> str | None:
@@ -624,9 +624,12 @@ def _compare(models: list[str], workers: dict, rows: dict, ctx: Any, folder: Pat
         calib.append(calibrate_matmul(spec.threads, spec.device))
         order = models[r % len(models) :] + models[: r % len(models)]  # rotate who goes first
         for m in order:
-            t = workers[m].call("train", (0, n_train))["seconds"]
+            tr = workers[m].call("train", (0, n_train))
+            t = tr["seconds"]
             s = workers[m].call("score")
             rows[m].train_rows_per_s_reps.append(n_train / t)
+            if tr.get("trainer_rows_per_s"):
+                rows[m].trainer_rows_per_s_reps.append(tr["trainer_rows_per_s"])
             rows[m].predict_rows_per_s_reps.append(n_test / s["seconds"])
             rows[m].auc_by_epoch.append(s["auc"])
             log(f"  rep {r + 1}/{reps} {LABELS[m]:<24} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}")
@@ -636,7 +639,7 @@ def _compare(models: list[str], workers: dict, rows: dict, ctx: Any, folder: Pat
         row.train_rows_per_s = statistics.median(row.train_rows_per_s_reps)
         row.predict_rows_per_s = statistics.median(row.predict_rows_per_s_reps)
         row.test_auc = row.auc_by_epoch[0]
-        row.train_gflops = row.train_rows_per_s * flops_per_train_row(m) / 1e9
+        row.train_gflops = float("nan") if m.startswith("small_") else row.train_rows_per_s * flops_per_train_row(m) / 1e9
     return [rows[m] for m in models], calib
 
 
@@ -731,7 +734,8 @@ def print_table(rows: list[Row], log: Callable[[str], None]) -> None:
         log(f"{r.label:<24} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}")
 
 
-def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None]:
+def ratios(rows: list[Row], sc: dict[str, Any] | None, contention: dict[str, Any] | None = None) -> dict[str, float | None]:
+    """The issue's ratios: crossctr's rows against the fastest peer's DCN (train, score) and lowest peer RSS."""
     by = {r.model: r for r in rows}
     peers = [r for r in rows if r.model not in CROSSCTR_MODELS]
     best_train = max((r.train_rows_per_s for r in peers), default=None)
@@ -742,52 +746,166 @@ def ratios(rows: list[Row], sc: dict[str, Any] | None) -> dict[str, float | None
         return None if a is None or not b else round(a / b, 3)
 
     get = lambda m, k: getattr(by[m], k) if m in by else None  # noqa: E731
-    out = {
+    auc_diff = lambda a, b: None if a not in by or b not in by else round(by[a].test_auc - by[b].test_auc, 4)  # noqa: E731
+    out: dict[str, float | None] = {
+        # the library defaults (fp32, dense tables) against the fastest peer's DCN
         "cnan_train_vs_best_peer_dcn": ratio(get("cnan", "train_rows_per_s"), best_train),
+        "cnan_bf16_train_vs_best_peer_dcn": ratio(get("cnan_bf16", "train_rows_per_s"), best_train),
+        "cnan_predict_vs_best_peer_dcn": ratio(get("cnan", "predict_rows_per_s"), best_pred),
         "dcn_train_vs_best_peer_dcn": ratio(get("dcn", "train_rows_per_s"), best_train),
         # like for like: crossctr's DCN scoring against the fastest peer's DCN scoring
         "predict_vs_best_peer": ratio(get("dcn", "predict_rows_per_s"), best_pred),
-        "cnan_predict_vs_best_peer": ratio(get("cnan", "predict_rows_per_s"), best_pred),
         "cnan_rss_vs_lowest_peer": ratio(get("cnan", "peak_rss_mb"), low_rss),
-        # with `train.precision: bf16` (bfloat16 matmuls; AUC in the table beside fp32's)
-        "cnan_bf16_train_vs_best_peer_dcn": ratio(get("cnan_bf16", "train_rows_per_s"), best_train),
-        "dcn_bf16_train_vs_best_peer_dcn": ratio(get("dcn_bf16", "train_rows_per_s"), best_train),
-        "cnan_bf16_auc_minus_fp32": None if "cnan_bf16" not in by or "cnan" not in by else round(by["cnan_bf16"].test_auc - by["cnan"].test_auc, 4),
         "dcn_rss_vs_lowest_peer": ratio(get("dcn", "peak_rss_mb"), low_rss),
-        # the tables' optimizer: row-wise Adagrad (the crossctr rows) against SparseAdam
-        **{f"{m}_rowwise_auc_minus_sparseadam": None if f"{m}_sparseadam" not in by or m not in by else round(by[m].test_auc - by[f"{m}_sparseadam"].test_auc, 4) for m in ("cnan", "dcn")},
-        **{f"{m}_rowwise_train_vs_sparseadam": ratio(get(m, "train_rows_per_s"), get(f"{m}_sparseadam", "train_rows_per_s")) for m in ("cnan", "dcn")},
-        **{f"{m}_rowwise_rss_vs_sparseadam": ratio(get(m, "peak_rss_mb"), get(f"{m}_sparseadam", "peak_rss_mb")) for m in ("cnan", "dcn")},
-        # fractional drop of crossctr CNAN-AT's training rows/s at 100x the vocabulary
+        "contention_2jobs_slowdown": None if not contention else contention.get("slowdown"),
+        # fractional drop of crossctr CNAN-AT's training rows/s at 100x the vocabulary (its
+        # row-wise variant: the dense default's tables and Adam moments do not fit at 100x)
         "vocab100x_slowdown": None,
+        # the faster options, each against the fastest peer's DCN or its default
+        **{f"{m}_train_vs_best_peer_dcn": ratio(get(m, "train_rows_per_s"), best_train) for m in ("cnan_rowwise", "cnan_bf16_rowwise", "cnan_compile", "dcn_bf16", "dcn_rowwise")},
+        **{f"{m}_predict_vs_best_peer_dcn": ratio(get(m, "predict_rows_per_s"), best_pred) for m in ("cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise")},
+        **{f"{m}_rss_vs_lowest_peer": ratio(get(m, "peak_rss_mb"), low_rss) for m in ("cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise", "dcn_rowwise")},
+        "cnan_bf16_auc_minus_fp32": auc_diff("cnan_bf16", "cnan"),
+        "cnan_rowwise_auc_minus_default": auc_diff("cnan_rowwise", "cnan"),
+        "dcn_rowwise_auc_minus_default": auc_diff("dcn_rowwise", "dcn"),
         "dcn_vocab100x_slowdown": None,
         "cnan_vocab10x_slowdown": None,
         "dcn_vocab10x_slowdown": None,
     }
     if sc:
-        for m in ("cnan", "dcn"):
+        for m, key in (("cnan_rowwise", "cnan"), ("dcn_rowwise", "dcn"), ("cnan", "cnan"), ("dcn", "dcn")):
             for s in (10, 100):
                 v = slowdown(sc, m, s)
-                key = "vocab100x_slowdown" if (m, s) == ("cnan", 100) else f"{m}_vocab{s}x_slowdown"
-                out[key] = None if v is None else round(v, 3)
+                k = "vocab100x_slowdown" if (key, s) == ("cnan", 100) else f"{key}_vocab{s}x_slowdown"
+                if v is not None and out.get(k) is None:  # the row-wise variant first, the default if it alone ran
+                    out[k] = round(v, 3)
     return out
 
 
-def profile(model: str, rows: int, spec: RunSpec, seed: int) -> None:
-    """torch.profiler over a few training steps of a crossctr model: where the time goes."""
+def contention(model: str, folder: Path, spec: RunSpec, n_rows: int, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Two identical jobs at once against one alone: the slowdown of a job when two share the cores.
+
+    Both jobs run `model` through `Trainer.fit` with the library's thread default (`threads: None`)
+    and the process settings of `crossctr train` (OMP_WAIT_POLICY=PASSIVE unless set otherwise).
+    Alone: job A trains `n_rows`, B idles. Together: A and B train `n_rows` each, started at once.
+    slowdown = median over reps of (mean seconds of A and B together) / (seconds of A alone); two jobs
+    sharing the cores fairly take at most 2x.
+    """
+    ctx = mp.get_context("spawn")
+    job_spec = RunSpec(**{**asdict(spec), "threads": 0})
+    jobs = [Worker(ctx, model, folder, job_spec) for _ in range(2)]
+    try:
+        for w in jobs:
+            w.call("train", (0, min(2 * spec.batch, n_rows)))  # warm-up, untimed
+        alone, together, threads = [], [], []
+        for r in range(reps):
+            a = jobs[0].call("train", (0, n_rows))
+            alone.append(a["seconds"])
+            threads.append(a["threads"])
+            for w in jobs:  # both at once
+                w.conn.send(("train", (0, n_rows)))
+            both = [w._recv() for w in jobs]
+            together.append(statistics.mean(b["seconds"] for b in both))
+            log(f"  contention rep {r + 1}/{reps}: one job {alone[-1]:.1f} s, two jobs {together[-1]:.1f} s each ({together[-1] / alone[-1]:.2f}x), {a['threads']} threads")
+        for w in jobs:
+            w.stop()
+    finally:
+        for w in jobs:
+            w.kill()
+    ratios_ = [t / a for t, a in zip(together, alone)]
+    return {"model": model, "rows": n_rows, "reps": reps, "alone_seconds": alone, "together_seconds": together,
+            "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "slowdown": round(statistics.median(ratios_), 3)}
+
+
+def generate_small(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Two categorical features, two domains (80 / 20 %): the shape of a small two-platform dataset."""
+    rng = np.random.default_rng(seed)
+    vocab = SMALL_VOCAB
+    x = np.stack([np.floor(v * rng.random(n) ** 2) for v in vocab], axis=1).astype(np.int64)  # (n, 2)
+    d = rng.choice(2, size=n, p=(0.8, 0.2)).astype(np.int64)
+    logit = -1.0 + _hash_unit(0, x[:, 0]) + 0.7 * _hash_unit(1, x[:, 1]) + 0.6 * _hash_unit(300 + d, x[:, 1])
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    return {"x": x.astype(np.int32), "d": d, "y": y}
+
+
+def small_data(folder: Path, n_train: int, n_test: int, seed: int) -> None:
+    for name, n, s in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        for k, v in generate_small(n, s).items():
+            np.save(folder / f"{name}_{k}.npy", v)
+    (folder / "vocab.json").write_text(json.dumps(SMALL_VOCAB))
+
+
+def lean_fit(model: Any, train: Any, cfg: Any, domains: list[str], steps: int | None = None) -> list[float]:
+    """The least a training epoch needs, for `--profile` and the trainer's tests: the trainer's loss
+    (`Trainer._loss`) and optimizers (`make_optimizers`), its batch order, and nothing else (no
+    finite checks, no per-step loss read-back, no validation). Returns the per-step click losses."""
+    import torch
+
+    from crossctr.data.dataset import Batch
+    from crossctr.training.trainer import Trainer, make_optimizers
+
+    trainer = Trainer(cfg, domains)
+    opts = make_optimizers(model, cfg)
+    model.train()
+    torch.manual_seed(cfg.seed)  # as `fit` seeds the global RNG (dropout)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))
+    x, d, y = train.features[order], train.domain[order], train.label[order]  # one gather per epoch
+    losses = []
+    for i, s in enumerate(range(0, len(train), cfg.batch_size)):
+        if steps is not None and i >= steps:
+            break
+        b = Batch(x[s : s + cfg.batch_size], d[s : s + cfg.batch_size], y[s : s + cfg.batch_size])
+        loss, terms = trainer._loss(model, b)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        losses.append(terms["click"])
+    return [float(v) for v in losses]
+
+
+def profile(model: str, rows: int, spec: RunSpec, seed: int, top: int = 15) -> dict[str, Any]:
+    """Where a training step's time goes: `Trainer.fit` against `lean_fit` on the same model and rows.
+
+    One thread. CPU seconds (`time.process_time`, which other jobs on the machine do not inflate)
+    per step of each, then torch.profiler's top ops by self CPU time for each, with their share
+    of the step.
+    """
     import torch
     from torch.profiler import ProfilerActivity, profile as tprofile
 
-    torch.set_num_threads(spec.threads)
-    vocab = vocabularies(1)
-    tr, te = generate(rows, vocab, seed), generate(1000, vocab, seed + 1)
-    runner = CrossctrRunner(model, tr, te, vocab, spec)
-    runner.train_rows(0, 2 * spec.batch)
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if spec.device.startswith("cuda") else [])
-    with tprofile(activities=acts) as prof:
-        secs = runner.train_rows(0, rows)
-    print(f"{LABELS[model]}: {rows / secs:,.0f} rows/s under the profiler ({rows // spec.batch} steps)")
-    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50))
+    torch.set_num_threads(1)
+    spec = RunSpec(**{**asdict(spec), "threads": 1})
+    small = model.startswith("small_")
+    vocab = SMALL_VOCAB if small else vocabularies(1)
+    gen = generate_small if small else (lambda n, s: generate(n, vocab, s))
+    tr, te = gen(rows, seed), gen(1000, seed + 1)
+    out: dict[str, Any] = {"model": model, "rows": rows, "batch": spec.batch}
+    for kind in ("Trainer.fit", "lean loop"):
+        runner = CrossctrRunner(model, tr, te, vocab, spec)
+        cfg = runner.config()
+        warm = runner.train.select(torch.arange(min(2 * spec.batch, rows)))
+        if kind == "Trainer.fit":
+            runner.train_rows(0, min(2 * spec.batch, rows))
+            run = lambda: runner.train_rows(0, rows)  # noqa: E731
+        else:
+            lean_fit(runner.net, warm, cfg, runner.domains)
+            run = lambda: lean_fit(runner.net, runner.train, cfg, runner.domains)  # noqa: E731
+        steps = math.ceil(rows / spec.batch)
+        c0 = time.process_time()
+        run()
+        cpu_ms = (time.process_time() - c0) * 1000 / steps
+        with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+            run()
+        ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in ops) or 1.0
+        table = [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2), "share": round(e.self_cpu_time_total / total, 4), "calls_per_step": round(e.count / steps, 1)} for e in ops[:top]]
+        out[kind] = {"cpu_ms_per_step": round(cpu_ms, 1), "top_ops": table}
+        print(f"{LABELS[model]} under {kind}: {cpu_ms:.1f} CPU ms per step of {spec.batch} rows (one thread)")
+        for t in table:
+            print(f"  {t['op'][:48]:<48} {t['ms_per_step']:>9.2f} ms/step {100 * t['share']:>6.1f} %  {t['calls_per_step']:>7.1f} calls/step")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -795,15 +913,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=400_000, help="training rows (test rows = rows / 4); default 400000")
     p.add_argument("--vocab-scale", type=float, default=1.0, help="multiply every vocabulary for the main table; default 1")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch intra-op threads in every worker; default: all cores")
-    p.add_argument("--quick", action="store_true", help="smoke run: 20000 rows, 1 repetition, scaling at 1x and 10x on 8192 rows")
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads in every worker; default 2 (the issue's shape); 0: each library's default")
+    p.add_argument("--quick", action="store_true", help="smoke run: 20000 rows, 1 repetition, scaling at 1x and 10x on 8192 rows, small data 20000 rows")
+    p.add_argument("--parts", default="main,small,contention,scaling",
+                   help="what to run: main (the table), small (two features, 133k rows, batch 1024), contention (2 jobs at once), scaling")
+    p.add_argument("--small", action="store_true", help="only the small-data part (--parts small)")
+    p.add_argument("--contention", action="store_true", help="only the 2-jobs part (--parts contention)")
+    p.add_argument("--contention-rows", type=int, default=32_768, help="training rows per contention job; default 32768")
+    p.add_argument("--contention-model", default="cnan", choices=CROSSCTR_MODELS)
     p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (epochs) per model; medians are reported")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--batch-size", type=int, default=BATCH)
     p.add_argument("--scaling-scales", default="1,10,100", help="vocabulary scales of the figure; empty to skip it")
     p.add_argument("--scaling-rows", type=int, default=81_920, help="timed training rows per scaling point")
     p.add_argument("--scaling-reps", type=int, default=2)
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for crossctr's models (peers stay fp32)")
+    p.add_argument("--bf16", action="store_true", help="train every crossctr row with precision: bf16 (peers stay fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile crossctr's models")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc settings alone in the workers")
     p.add_argument("--omp-wait-policy", choices=["passive", "active", "default"], default="passive",
@@ -812,14 +936,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "results.json"), help="results JSON ('' to skip)")
     p.add_argument("--figure", default=str(HERE / "scaling.png"), help="scaling figure PNG ('' to skip)")
-    p.add_argument("--profile", choices=CROSSCTR_MODELS, help="only profile a crossctr model's training steps and exit")
+    p.add_argument("--profile", choices=CROSSCTR_MODELS, help="only profile a crossctr model: Trainer.fit against a lean loop, one thread; then exit")
     args = p.parse_args(argv)
 
     if args.omp_wait_policy != "default":  # before torch starts its OpenMP runtime here or in a worker
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
+    parts = {"small"} if args.small else {"contention"} if args.contention else {x.strip() for x in args.parts.split(",") if x.strip()}
+    small_rows = SMALL_ROWS
     if args.quick:
         args.rows, args.reps, args.scaling_rows, args.scaling_reps = 20_000, 1, 8192, 1
         args.scaling_scales = "1,10" if args.scaling_scales == "1,10,100" else args.scaling_scales
+        args.contention_rows, small_rows = min(args.contention_rows, 8192), 20_000
+    if "scaling" not in parts:
+        args.scaling_scales = ""
     spec = RunSpec(args.device, args.threads, args.seed, args.bf16, args.compile, args.batch_size, EVAL_BATCH, not args.no_malloc_tuning)
     if args.device.startswith("cuda"):
         import torch
@@ -828,7 +957,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--device {args.device}: no CUDA device is available; use --device cpu", file=sys.stderr)
             return 2
     if args.profile:
-        profile(args.profile, min(args.rows, 20 * args.batch_size), spec, args.seed)
+        small = args.profile.startswith("small_")
+        batch = SMALL_BATCH if small and args.batch_size == BATCH else args.batch_size
+        res = profile(args.profile, min(args.rows, 20 * batch), RunSpec(**{**asdict(spec), "batch": batch}), args.seed)
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
         return 0
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(MODELS))
@@ -858,15 +991,28 @@ def main(argv: list[str] | None = None) -> int:
         main_dir = root / "main"
         main_dir.mkdir()
         write_data(main_dir, n_train, n_test, vocabularies(args.vocab_scale), args.seed)
-        rows, calib = compare(models, main_dir, spec, n_train, n_test, args.reps, log)
+        rows, calib = compare(models, main_dir, spec, n_train, n_test, args.reps, log) if "main" in parts else ([], [])
+        small_rows_out: list[Row] = []
+        if "small" in parts:
+            small_dir = root / "small"
+            small_dir.mkdir()
+            small_data(small_dir, small_rows, max(small_rows // 4, 1000), args.seed)
+            log(f"small data: 2 features, 2 domains, {small_rows:,} train rows, batch {SMALL_BATCH}:")
+            small_spec = RunSpec(**{**asdict(spec), "batch": SMALL_BATCH})
+            small_rows_out, _ = compare(["small_cnan", "small_shared_bottom"], small_dir, small_spec, small_rows, max(small_rows // 4, 1000), args.reps, log)
+        cont = None
+        if "contention" in parts:
+            log(f"contention: {LABELS[args.contention_model]}, {args.contention_rows:,} rows per job, one job alone against two at once "
+                f"(each with the library's thread default) on {len(os.sched_getaffinity(0))} CPUs:")
+            cont = contention(args.contention_model, main_dir, spec, args.contention_rows, max(1, min(args.reps, 2)), log)
         scales = [float(s) for s in args.scaling_scales.split(",") if s.strip()]
         sc = None
         if scales:
             log(f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:")
-            sc = scaling([m for m in models if base_model(m) == m], root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
+            sc = scaling([m for m in models if m in ("cnan", "dcn", "cnan_rowwise", "dcn_rowwise", *PEERS)], root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
     log("")
-    print_table(rows, log)
-    rat = ratios(rows, sc)
+    print_table(rows + small_rows_out, log)
+    rat = ratios(rows, sc, cont)
     log("")
     log("ratios (crossctr / best peer): " + ", ".join(f"{k} {v}" for k, v in rat.items() if v is not None))
     if sc and sc["skipped"]:
@@ -874,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
             for s, why in pts.items():
                 log(f"  scaling point skipped: {LABELS[m]} at {s}x ({why})")
     load1 = os.getloadavg()
-    log(f"torch.mm fp32 on the FCN's product during the run: {statistics.median(calib):.0f} GFLOP/s (median of {len(calib)}); "
+    log(f"torch.mm fp32 on the FCN's product during the run: {statistics.median(calib) if calib else float('nan'):.0f} GFLOP/s (median of {len(calib)}); "
         f"load average {load1[0]:.1f} at end; {time.time() - t_start:.0f} s in all")
     if sc and args.figure:
         plot_scaling(sc, Path(args.figure), f"{platform.machine()}, {args.threads} threads, shared machine; points missing = did not fit in memory")
@@ -901,7 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "left_out": missing,
             "results": [asdict(r) for r in rows],
-            "flops_per_train_row": {m: flops_per_train_row(m) for m in models},
+            "small": [asdict(r) for r in small_rows_out],
+            "contention": cont,
+            "flops_per_train_row": {m: flops_per_train_row(m) for m in models if not m.startswith("small_")},
             "ratios": rat,
             "scaling": sc,
             "seconds": round(time.time() - t_start, 1),

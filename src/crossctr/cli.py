@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -244,6 +245,10 @@ cli.add_command(inspect_command)
 
 def main() -> None:
     """Entry point: user errors print one clear line, not a traceback."""
+    # OpenMP threads wait passively (sleep at a barrier instead of spinning): with several jobs on
+    # the cores, spinning made one job 28x slower than alone. Read when torch loads its OpenMP
+    # runtime, so set here, before any command imports torch; a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         cli(standalone_mode=True)
     except (ConfigError, DataError, DiskFullError) as err:

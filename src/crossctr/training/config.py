@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Literal
 
 from pydantic import Field
 
 from crossctr.schema import StrictModel
 
-__all__ = ["TrainConfig", "DEFAULT_LOSS_WEIGHTS", "ROWWISE_ADAGRAD_LR"]
+__all__ = ["TrainConfig", "DEFAULT_LOSS_WEIGHTS", "ROWWISE_ADAGRAD_LR", "default_threads"]
 
 # λ's are not in the paper (docs/design.md: pick by validation and record). These are the
 # trainer's weights on the model's named auxiliary losses, i.e. λ1/2 for "adv", λ2/2 for
@@ -19,6 +21,28 @@ DEFAULT_LOSS_WEIGHTS = {"adv": 0.05, "domain": 0.05, "disc": 1.0, "critic": 1.0}
 # starts larger than Adam's 1e-3); from a sweep of 0.01, 0.03 and 0.1 on the speed benchmark's data
 # (benchmarks/README.md).
 ROWWISE_ADAGRAD_LR = 0.01
+
+
+@functools.cache
+def default_threads() -> int:
+    """Intra-op threads for `threads: None`: the CPUs this process may run on, less the whole
+    cores other work keeps busy (the 1-minute load average) when the process starts training; at least 1.
+
+    Several jobs on one machine then split the cores instead of each starting one thread per
+    core (threads that share a core wait for each other at every barrier). Chosen once per process,
+    so every fit of a run uses the same count (results do not depend on the load of the moment).
+    OpenMP threads should also wait passively (OMP_WAIT_POLICY=PASSIVE, set before torch is
+    imported; the `crossctr` command sets it): spinning threads slow the other jobs down too.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))  # a container or taskset may allow fewer than cpu_count
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        busy = int(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cpus, cpus - busy))
 
 
 class TrainConfig(StrictModel):
@@ -32,7 +56,8 @@ class TrainConfig(StrictModel):
     patience: int = Field(default=3, ge=1)  # epochs without a better validation AUC (select_on) before stopping
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch intra-op threads; None keeps torch's default (all cores)
+    # torch intra-op threads; None (or 0): `default_threads()`, the CPUs available less those busy at the start
+    threads: int | None = None
     # "equal": Σ_d mean BCE of domain d (paper's Loss_d, each domain weighs the same);
     # "rows": one mean over all rows (a big domain dominates); "power": domain d weighs
     # ∝ n_d^weighting_power (n_d its training rows), between the two (power 0 ~ equal, 1 = rows).

@@ -34,7 +34,7 @@ from crossctr.evaluation.metrics import domain_metrics, mean_auc
 from crossctr.inference.score import score
 from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
-from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig
+from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig, default_threads
 from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, sharded_click_loss, unwrap, wrap_ddp
 from crossctr.training.losses import click_loss, power_row_scale, task_counts, task_loss
 from crossctr.training.optim import RowWiseAdagrad
@@ -112,8 +112,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         if self.dist.world > 1 and self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per rank
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        torch.set_num_threads(config.threads or default_threads())  # None: the CPUs free at the start
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
         self._row_scale: torch.Tensor | None = None  # (N,) of domain_weighting "power", set by `fit`

@@ -1,0 +1,145 @@
+"""The speed benchmark times the user's path: its crossctr rows go through `Trainer.fit`, and the
+trainer's loss trajectory equals the lean loop's step for step (same seed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SPEED_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
+
+
+@pytest.fixture(scope="module")
+def speed():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("bench_speed_user_path", SPEED_PY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_speed_user_path"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Steps:
+    """A Tracker stand-in that keeps every step's loss terms."""
+
+    def __init__(self) -> None:
+        self.click: list[float] = []
+
+    def log_step(self, key: str, step: int, values: dict[str, float]) -> None:
+        self.click.append(values["click"])
+
+    def log_epoch(self, *args: object) -> None:
+        pass
+
+
+def _tiny(speed):  # type: ignore[no-untyped-def]
+    vocab = [5, 7, 11] + [13] * 21
+    return vocab, speed.generate(600, vocab, 0), speed.generate(200, vocab, 1)
+
+
+def test_crossctr_rows_train_through_trainer_fit(speed, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from crossctr.training import trainer as trainer_mod
+
+    calls = []
+    real_fit = trainer_mod.Trainer.fit
+
+    def spy(self, model, train, valid, *a, **k):  # type: ignore[no-untyped-def]
+        calls.append((self.config, len(train), len(valid)))
+        return real_fit(self, model, train, valid, *a, **k)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "fit", spy)
+    vocab, tr, te = _tiny(speed)
+    runner = speed.CrossctrRunner("cnan_bf16_rowwise", tr, te, vocab, speed.RunSpec("cpu", 1, 0, batch=256, eval_batch=128))
+    assert runner.train_rows(0, 600) > 0 and runner.train_rows(100, 400) > 0
+    cfg, n_train, n_valid = calls[0]
+    # the library's defaults except what the row names, and one epoch per call
+    assert (n_train, n_valid) == (600, 200) and len(calls) == 2 and calls[1][1] == 300
+    assert cfg.epochs == 1 and cfg.precision == "bf16" and cfg.sparse_optimizer == "rowwise_adagrad" and cfg.batch_size == 256
+    assert cfg.domain_weighting == "rows" and cfg.weight_decay == 0.0 and cfg.fused_adam
+    assert runner.model.embedding is not None and calls[0][0].seed != calls[1][0].seed  # each epoch its own order
+    assert len(runner.trainer_rows_per_s) == 2 and all(r > 0 for r in runner.trainer_rows_per_s)
+    secs, prob = runner.score()
+    assert secs > 0 and prob.shape == (200,) and ((prob > 0) & (prob < 1)).all()
+
+
+def test_default_rows_are_the_library_defaults(speed) -> None:  # type: ignore[no-untyped-def]
+    assert speed.VARIANTS["cnan"] == ({"name": "cnan"}, {}, False)
+    assert speed.VARIANTS["dcn"][1] == {} and "sparse_embeddings" not in speed.VARIANTS["dcn"][0]
+    assert {"cnan", "cnan_bf16", "dcn", "deepctr", "rechub", "fuxictr"} <= set(speed.MODELS)
+
+
+@pytest.mark.parametrize("model", ["cnan", "small_shared_bottom"])
+def test_trainer_fit_follows_the_lean_loop_step_for_step(speed, model) -> None:  # type: ignore[no-untyped-def]
+    """Whatever the trainer does per step besides the lean loop's work changes no loss."""
+    from crossctr.data.dataset import EncodedSplit
+    from crossctr.models import build_model, parse_model_config
+    from crossctr.training.config import TrainConfig
+    from crossctr.training.trainer import Trainer
+
+    small = model.startswith("small_")
+    vocab = speed.SMALL_VOCAB if small else [5, 7, 11] + [13] * 21
+    data = speed.generate_small(700, 0) if small else speed.generate(700, vocab, 0)
+    n_domains = int(data["d"].max()) + 1
+    train = EncodedSplit.from_numpy(data["x"], data["d"], data["y"])
+    domains = [f"d{i}" for i in range(n_domains)]
+    cfg = TrainConfig(epochs=1, batch_size=128, threads=1, progress=False, device="cpu", seed=3)
+
+    def fresh():  # type: ignore[no-untyped-def]
+        torch.manual_seed(0)
+        return build_model(parse_model_config(speed.VARIANTS[model][0]), vocab, n_domains)
+
+    steps = _Steps()
+    Trainer(cfg, domains, tracker=steps).fit(fresh(), train, train)  # type: ignore[arg-type]
+    lean = speed.lean_fit(fresh(), train, cfg, domains)
+    assert len(steps.click) == len(lean) == 6
+    assert steps.click == pytest.approx(lean, rel=1e-6, abs=0)
+    assert len(set(lean)) > 1  # the loss moves: a trajectory, not one value repeated
+
+
+def test_small_data_has_two_features_and_two_domains(speed) -> None:  # type: ignore[no-untyped-def]
+    a, b = speed.generate_small(4000, 1), speed.generate_small(4000, 1)
+    assert a["x"].shape == (4000, 2) and (a["x"] == b["x"]).all()
+    assert (a["x"] < speed.SMALL_VOCAB).all() and set(a["d"].tolist()) == {0, 1} and 0.1 < a["y"].mean() < 0.6
+
+
+def test_ratios_carry_the_issue_names(speed) -> None:  # type: ignore[no-untyped-def]
+    R = speed.Row
+    rows = [
+        R("cnan", "", "", "", train_rows_per_s=8.0, predict_rows_per_s=40.0, peak_rss_mb=900),
+        R("cnan_bf16", "", "", "", train_rows_per_s=16.0, predict_rows_per_s=30.0, peak_rss_mb=900),
+        R("dcn", "", "", "", train_rows_per_s=30.0, predict_rows_per_s=100.0, peak_rss_mb=800),
+        R("deepctr", "", "", "", train_rows_per_s=16.0, predict_rows_per_s=50.0, peak_rss_mb=1000),
+    ]
+    sc = {"train_rows_per_s": {"cnan_rowwise": {"1": 10.0, "100": 9.0}, "cnan": {"1": 8.0, "100": None}}}
+    r = speed.ratios(rows, sc, {"slowdown": 2.1})
+    assert r["cnan_train_vs_best_peer_dcn"] == 0.5 and r["cnan_bf16_train_vs_best_peer_dcn"] == 1.0
+    assert r["cnan_predict_vs_best_peer_dcn"] == 0.8 and r["predict_vs_best_peer"] == 2.0 and r["dcn_train_vs_best_peer_dcn"] == 1.875
+    assert r["contention_2jobs_slowdown"] == 2.1 and r["vocab100x_slowdown"] == pytest.approx(0.1)
+    assert r["cnan_rss_vs_lowest_peer"] == 0.9
+
+
+def test_default_threads_leave_busy_cores(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from crossctr.training import config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    for load, want in ((0.6, 4), (1.5, 3), (3.99, 1), (9.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        config.default_threads.cache_clear()
+        assert config.default_threads() == want
+    config.default_threads.cache_clear()
+
+
+def test_cli_entry_point_sets_passive_openmp_waiting(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from crossctr import cli
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.setattr(cli, "cli", lambda **k: None)
+    cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own setting is kept
+    cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
