@@ -162,30 +162,38 @@ def bench_big(work: Path, rows: int, max_memory: str) -> None:
 
 
 def bench_data_wait(prepared: Path, steps: int, batch_size: int) -> None:
+    """The library's training step (`Trainer`'s optimizers and `crossctr.losses.Objective`, the
+    default config's loss weights), timed apart from the batch fetch."""
     import torch
 
-    from crossctr.data.dataset import Batch
     from crossctr.data.prepare import load_prepared
+    from crossctr.losses import Objective
     from crossctr.models import build_model, parse_model_config
+    from crossctr.training.config import TrainConfig
+    from crossctr.training.trainer import make_optimizers
 
     data = load_prepared(prepared)
     train = data.train
-    model = build_model(parse_model_config({"name": "cnan"}), data.encoder.cardinalities, data.schema.n_domains)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    cfg = TrainConfig(batch_size=batch_size, progress=False)
+    n_domains = data.schema.n_domains
+    model = build_model(parse_model_config({"name": "cnan"}), data.encoder.cardinalities, n_domains)
+    objective = Objective.from_config(cfg, n_domains, train.domain)
+    opts = make_optimizers(model, cfg)
     gen = torch.Generator().manual_seed(0)
     order = torch.randperm(len(train), generator=gen)
     fetch = step = 0.0
     model.train()
     for i in range(steps + 5):
         t0 = time.perf_counter()
-        idx = order[(i * batch_size) % (len(train) - batch_size):][:batch_size]
-        batch = Batch(train.features[idx], train.domain[idx], train.label[idx])
+        idx = order[(i * batch_size) % max(len(train) - batch_size, 1):][:batch_size]
+        batch = train.batch(idx)
         t1 = time.perf_counter()
-        out = model(batch)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(out.logits, batch.label) + sum(out.aux_losses.values())
-        opt.zero_grad(set_to_none=True)
+        loss, _ = objective(model(batch), batch)
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
+        for opt in opts:
+            opt.step()
         t2 = time.perf_counter()
         if i >= 5:  # warm-up steps excluded
             fetch += t1 - t0

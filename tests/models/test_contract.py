@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from crossctr.data.dataset import Batch
+from crossctr.losses import click_loss
 from crossctr.models import REGISTRY, build_model
 from crossctr.training.config import TrainConfig
-from crossctr.training.losses import click_loss
 from crossctr.training.trainer import make_optimizers
 
 SMALL = {"shared_dim": 4, "specific_dim": 2, "attention_hidden": (4, 2), "deep": (8, 4)}

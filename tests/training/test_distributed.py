@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
-from crossctr.training.distributed import EmbeddingLookup, replace_embedding, shard_mask, sharded_click_loss
-from crossctr.training.losses import click_loss
+from crossctr.data.batch import Shard
+from crossctr.losses import click_loss, per_domain_mean
+from crossctr.training.distributed import EmbeddingLookup, replace_embedding, shard_mask
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [32, 16]}
 
@@ -38,14 +39,14 @@ def test_rank_losses_average_to_the_global_batch_loss(weighting: str) -> None:
     dom = torch.randint(0, 3, (37,), generator=g)
     counts = torch.bincount(dom, minlength=3)
     ranks = [shard_mask(dom, 3, r, 2) for r in range(2)]
-    per_rank = [sharded_click_loss(logits[m], label[m], dom[m], counts, 37, 2, weighting) for m in ranks]
+    shard = Shard(2, 37, counts)
+    # each rank's row-mean form times W·B_r/B (losses.shard_share)
+    per_rank = [click_loss(logits[m], label[m], dom[m], 3, weighting, shard=shard) * (2 * int(m.sum()) / 37) for m in ranks]
     assert torch.allclose(sum(per_rank) / 2, click_loss(logits, label, dom, 3, weighting), atol=1e-6)
 
 
 def test_per_domain_means_of_shards_scaled_like_a_row_mean_add_up_to_the_global_value() -> None:
     """What CNAN's L_d relies on under DDP: Σ_r (W·B_r/B)·t_r / W equals the one-process value."""
-    from crossctr.layers.domain_ops import per_domain_mean
-
     g = torch.Generator().manual_seed(2)
     values, dom = torch.rand(41, generator=g), torch.randint(0, 3, (41,), generator=g)
     dom[:2] = 2  # domain 2's rows do not split evenly over the ranks
@@ -55,7 +56,7 @@ def test_per_domain_means_of_shards_scaled_like_a_row_mean_add_up_to_the_global_
     shares = []
     for r in range(world):
         m = shard_mask(dom, 3, r, world)
-        t_r = per_domain_mean(values[m], dom[m], 3, counts).sum()
+        t_r = per_domain_mean(values[m], dom[m], 3, Shard(world, 41, counts)).sum()
         shares.append(world * int(m.sum()) / 41 * t_r)  # the trainer's row-mean scaling
     assert torch.allclose(sum(shares) / world, whole, atol=1e-6)
     # Without the global counts each shard averages its own rows: not the global value.
@@ -86,7 +87,7 @@ def test_two_gloo_ranks_match_one_process_and_validate_on_every_row(tiny_dataset
     run = {
         "dataset": "dataset.yaml",
         # Default CNAN-AT: entropy adversary, discriminator step and the per-domain L_d term,
-        # which divides by the global batch's rows per domain (Batch.domain_rows).
+        # which divides by the global batch's rows per domain (Batch.shard).
         "model": {"name": "cnan", **SMALL},
         "train": {"epochs": 2, "batch_size": 141, "patience": 5, "progress": False, "threads": 1, "device": "cpu"},
     }

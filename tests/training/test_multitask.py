@@ -12,12 +12,13 @@ import pytest
 import torch
 import yaml
 
+from crossctr.data.batch import Shard
 from crossctr.data.dataset import prepare
 from crossctr.data.io import DataError
 from crossctr.data.prepare import PrepareOptions, load_prepared, prepare_dataset
+from crossctr.losses import click_loss, task_counts, task_loss
 from crossctr.schema import ConfigError, DatasetSchema
 from crossctr.training.distributed import shard_mask
-from crossctr.training.losses import click_loss, task_loss
 from crossctr.training.run import RunConfig, train_run
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [32, 16]}
 
@@ -50,10 +51,8 @@ def test_task_loss_is_the_click_loss_form_over_labelled_rows() -> None:
     assert torch.allclose(got, want, atol=1e-6)
     assert torch.allclose(task_loss(logits, labels, dom, 3, "rows"), click_loss(logits[:, 0], labels[:, 0], dom, 3, "rows") + click_loss(logits[has, 1], labels[has, 1], dom[has], 3, "rows"), atol=1e-6)
     # Data-parallel shares with the global counts average to the global value.
-    from crossctr.training.losses import task_counts
-
-    counts = task_counts(labels, dom, 3)
-    shares = [task_loss(logits[m], labels[m], dom[m], 3, "equal", counts, 2) for m in (shard_mask(dom, 3, r, 2) for r in range(2))]
+    shard = Shard(2, 50, torch.bincount(dom, minlength=3), task_counts(labels, dom, 3))
+    shares = [task_loss(logits[m], labels[m], dom[m], 3, "equal", shard) * (2 * int(m.sum()) / 50) for m in (shard_mask(dom, 3, r, 2) for r in range(2))]
     assert torch.allclose(sum(shares) / 2, got, atol=1e-6)
 
 

@@ -6,7 +6,7 @@ import torch
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
 from crossctr.training.config import TrainConfig
-from crossctr.training.losses import click_loss
+from crossctr.losses import click_loss
 from crossctr.training.strategies import FineTuneStrategy, SelfTrainStrategy, SrcOnlyStrategy, run_strategy
 from crossctr.training.trainer import Trainer
 

@@ -1,7 +1,9 @@
 """From a validated table to encoded splits and batches of index tensors.
 
 raw table -> split (train / valid / test) -> encoders fitted on train -> (N, F) int32 ids,
-domain ids, labels -> `Batch` tensors sliced from pre-encoded arrays, no per-row Python.
+domain ids, labels -> `Batch` tensors sliced from pre-encoded arrays, no per-row Python. `Batch` itself lives in
+`crossctr.data.batch` (torch only: models import it without the table readers) and is
+re-exported here.
 """
 
 from __future__ import annotations
@@ -16,36 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from crossctr.data.batch import Batch, Shard
 from crossctr.data.encoders import FeatureEncoder
 from crossctr.data.io import DataError
 from crossctr.schema import ColumnSplit, DatasetSchema, RandomSplit, TimeSplit
 
-__all__ = ["Batch", "EncodedSplit", "PreparedData", "split_table", "prepare", "iterate_batches"]
+__all__ = ["Batch", "Shard", "EncodedSplit", "PreparedData", "split_table", "prepare", "iterate_batches"]
 
 SPLITS = ("train", "valid", "test")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Batch:
-    """What crosses the data/model boundary: per-feature ids, domain ids and 0/1 labels."""
-
-    features: torch.Tensor  # (B, F) int
-    domain: torch.Tensor  # (B,) int64
-    label: torch.Tensor  # (B,) float32
-    # Data-parallel training only: rows per domain of the global batch this batch is a shard
-    # of, so per-domain means inside a model divide by global counts (layers.domain_ops).
-    domain_rows: torch.Tensor | None = None  # (N,) int64
-    tasks: torch.Tensor | None = None  # (B, T) float32 extra 0/1 labels (multi-task), NaN: none
-
-    def to(self, device: torch.device | str) -> "Batch":
-        def move(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(move(self.features), move(self.domain), move(self.label), move(self.domain_rows), move(self.tasks))  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return self.label.shape[0]
 
 
 @dataclass
@@ -75,13 +56,13 @@ class EncodedSplit:
     def domain_counts(self, n_domains: int) -> list[int]:
         return torch.bincount(self.domain, minlength=n_domains).tolist()
 
-    def batch(self, index: torch.Tensor | slice, domain_rows: torch.Tensor | None = None) -> Batch:
-        """Rows at `index` as a Batch (features widened by the model, not here)."""
+    def batch(self, index: torch.Tensor | slice, shard: Shard | None = None) -> Batch:
+        """Rows at `index` as a Batch (features widened by the model, not here); `shard`: data-parallel only."""
         tasks = None if self.tasks is None else self.tasks[index]
-        return Batch(self.features[index], self.domain[index], self.label[index], domain_rows, tasks)
+        return Batch(self.features[index], self.domain[index], self.label[index], tasks, shard)
 
     def as_batch(self) -> Batch:
-        return Batch(self.features, self.domain, self.label, None, self.tasks)
+        return Batch(self.features, self.domain, self.label, self.tasks)
 
 
 def iterate_batches(data: EncodedSplit, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:

@@ -31,7 +31,7 @@ embeddings; AdaSparse has none. Each row's fraction of kept factors per pruner l
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = AdaSparse(AdaSparseConfig(shared_dim=4, specific_dim=2, deep=(8,)), [5, 7], 3)
     >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
     torch.Size([2])
@@ -45,7 +45,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.mlp import MLP
 from crossctr.layers.pruner import DomainPruner, PrunerForm
 from crossctr.models.base import ModelOutput, register

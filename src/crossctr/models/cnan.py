@@ -13,7 +13,7 @@ Ablations: CNAN₁ = `specific_dim: 0`, CNAN₂ = `attention: false`.
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = CNAN(CNANConfig(deep=(16, 8), attention_hidden=(8, 4), shared_dim=4, specific_dim=2), [5, 7], 3)
     >>> out = m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0])))
     >>> out.logits.shape
@@ -29,14 +29,14 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from crossctr.data.dataset import Batch
-from crossctr.layers.domain_ops import per_domain_mean
+from crossctr.data.batch import Batch, Shard
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
 from crossctr.layers.mlp import linear
 from crossctr.layers.tower import AttentiveTower
 from crossctr.layers.wasserstein import Critic, gradient_penalty
+from crossctr.losses import weighted_mean
 from crossctr.models.base import ModelOutput, register
 from crossctr.schema import StrictModel
 
@@ -175,10 +175,10 @@ class CNAN(nn.Module):
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         task_logits = torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None  # (B, T); a loop over tasks
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
-        aux = self._aux_losses(o_c, o_p, d, batch.domain_rows) if self.training else {}  # scoring needs no losses
+        aux = self._aux_losses(o_c, o_p, d, batch.shard) if self.training else {}  # scoring needs no losses
         return ModelOutput(logits, aux, extras, task_logits)
 
-    def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor, domain_rows: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor, shard: Shard | None) -> dict[str, torch.Tensor]:
         cfg, D, aux = self.config, self.discriminator, {}
         if cfg.adversarial == "entropy":
             if cfg.discriminator_step:
@@ -194,7 +194,7 @@ class CNAN(nn.Module):
             aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
             nll = F.cross_entropy(linear(o_p, D.weight, D.bias), d, reduction="none")  # (B,); D through `linear`: MKL is slow on this skinny shape
-            aux["domain"] = per_domain_mean(nll, d, self.n_domains, domain_rows).sum()
+            aux["domain"] = weighted_mean(nll, d, self.n_domains, "equal", shard=shard)  # Σ_d L_d, the click loss's helper
         return aux
 
     def _wasserstein(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.attention import AttentionUnit
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.schema import StrictModel

@@ -17,7 +17,7 @@ the tower; PEPNet has none. The gate's scales leave in `extras["field_scale"]`.
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = EPNet(EPNetConfig(shared_dim=4, specific_dim=2, deep=(8,), gate_hidden=4), [5, 7], 3)
     >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
     torch.Size([2])
@@ -31,7 +31,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.gate_nu import GateNU
 from crossctr.layers.tower import AttentiveTower
 from crossctr.models.base import ModelOutput, register

@@ -36,7 +36,7 @@ eq. 1) on the embeddings; M3oE has none. Each row's gate weights leave in `extra
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = M3oE(M3oEConfig(shared_dim=4, specific_dim=2, star=(8, 6), deep=(6, 4), tower=(4,)), [5, 7], 3)
     >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
     torch.Size([2])
@@ -50,7 +50,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.experts import SoftmaxGates, StackedMLP, take_domain
 from crossctr.layers.m3oe import StackedNormMLP, balance_domains, norm_block
 from crossctr.layers.star import StarLinear

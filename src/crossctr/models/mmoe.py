@@ -15,7 +15,7 @@ embeddings; MMoE has none. Each row's gate weights leave in `extras["gates"]`.
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = MMoE(MMoEConfig(shared_dim=4, specific_dim=2, deep=(8,), tower=(4,)), [5, 7], 3)
     >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
     torch.Size([2])
@@ -29,7 +29,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.experts import SoftmaxGates, StackedMLP, take_domain
 from crossctr.models.base import ModelOutput, register
 from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput

@@ -14,7 +14,7 @@ embeddings, for comparisons that isolate the attention; Caruana's model has none
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = SharedBottom(SharedBottomConfig(shared_dim=4, specific_dim=2, deep=(8,), tower=(4,)), [5, 7], 3)
     >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
     torch.Size([2])
@@ -26,7 +26,7 @@ from typing import Literal, Sequence
 
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.experts import StackedMLP, take_domain
 from crossctr.layers.mlp import MLP
 from crossctr.models.base import ModelOutput, register

@@ -19,7 +19,7 @@ embeddings; STAR has none.
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = STAR(STARConfig(shared_dim=4, specific_dim=2, deep=(8,), aux_hidden=4), [5, 7], 3)
     >>> m(Batch(torch.tensor([[3, 4], [1, 2]]), torch.tensor([0, 2]), torch.tensor([1.0, 0.0]))).logits.shape
     torch.Size([2])
@@ -33,7 +33,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.mlp import MLP
 from crossctr.layers.star import PartitionedNorm, StarFCN
 from crossctr.models.base import ModelOutput, register

@@ -11,7 +11,7 @@ DANN (Ganin et al. 2016) with a Deep & Cross body, as the paper's baseline.
 
 Example:
     >>> import torch
-    >>> from crossctr.data.dataset import Batch
+    >>> from crossctr.data.batch import Batch
     >>> m = TowerModel(TowerConfig(nn="deepfm", deep=(8,), attention_hidden=(4, 2), shared_dim=4), [5, 7], 2)
     >>> m(Batch(torch.tensor([[3, 4]]), torch.tensor([1]), torch.tensor([1.0]))).logits.shape
     torch.Size([1])
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crossctr.data.dataset import Batch
+from crossctr.data.batch import Batch
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.fm import FactorizationMachine
 from crossctr.layers.grl import grad_reverse

@@ -8,23 +8,9 @@ rows in the batch, rank r takes those at positions r, r + W, r + 2W, ... So all 
 same number of steps (collectives never wait on a rank that has run out of data) and every
 rank sees each domain in about the same proportion as the global batch.
 
-Loss scaling. DDP averages gradients, g = (1/W) Σ_r ∇L_r, so a rank's loss must be W times
-its share of the global-batch loss for g to equal the one-process gradient:
-
-    click  (domain-equal)  L_r = W · Σ_{i in r} ½ · bce_i / N_{d_i}   N_d: rows of domain d in the
-                                                                       global batch (every rank
-                                                                       knows them: same permutation)
-    click  (rows)          L_r = W · Σ_{i in r} ½ · bce_i / B
-    auxiliary term t       L_r = (W · B_r / B) · t_r                   t_r: the model's value on
-                                                                       the rank's B_r rows
-
-The click loss is exact. An auxiliary term that is a mean over rows (CNAN's `adv` and `disc`,
-DANN's `adv`) is exact as well: B_r/B · mean_r = the rank's share of the global mean. A
-per-domain mean (CNAN's `domain`) is exact too: the trainer hands the global batch's rows per
-domain to the model in `Batch.domain_rows`, and `layers.domain_ops.per_domain_mean` divides by
-them (returning the shard's share as a row-mean term, so the scaling above applies unchanged).
-The Wasserstein critics (distances between whole sets, a clamp, a
-random gradient-penalty mix) are per-rank estimates. All of these terms sit in the same
+Loss scaling. Each rank's batch carries a `Shard` (the global batch's size and rows per
+domain, `crossctr.data.batch`); `crossctr.losses` scales every loss term with it so that DDP's
+averaged gradient is the one-process gradient of the global batch. All terms sit in the same
 backward as the click loss, so DDP reduces their gradients with everything else; nothing
 trains in a separate step that DDP would miss.
 
@@ -58,7 +44,6 @@ __all__ = [
     "init_from_env",
     "shutdown",
     "shard_mask",
-    "sharded_click_loss",
     "wrap_ddp",
     "unwrap",
     "gather_rows",
@@ -133,22 +118,6 @@ def shard_mask(domain: Tensor, n_domains: int, rank: int, world: int) -> Tensor:
     onehot = F.one_hot(domain, n_domains)  # (B, N)
     within = (onehot.cumsum(0) * onehot).sum(1) - 1  # (B,) position of each row among its domain's rows
     return within % world == rank
-
-
-def sharded_click_loss(logits: Tensor, label: Tensor, domain: Tensor, global_counts: Tensor, global_rows: int, world: int, weighting: str = "equal",
-                       row_scale: Tensor | None = None) -> Tensor:
-    """This rank's click loss, scaled so that DDP's average over ranks is the global-batch `click_loss`.
-
-    global_counts: (n_domains,) rows of each domain in the global batch; global_rows: its size.
-    row_scale: (n_domains,) per-row factors of `weighting="power"` (losses.power_row_scale).
-    """
-    bce = F.binary_cross_entropy_with_logits(logits.float(), label, reduction="none")  # (B_r,)
-    if row_scale is not None:
-        return (bce * row_scale.to(bce.device, bce.dtype)[domain]).sum() * (0.5 * world / global_rows)
-    if weighting == "rows":
-        return bce.sum() * (0.5 * world / global_rows)
-    weight = 0.5 * world / global_counts.to(bce.device, bce.dtype)[domain]  # (B_r,) ½·W / N_d
-    return (bce * weight).sum()
 
 
 def wrap_ddp(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:

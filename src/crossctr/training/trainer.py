@@ -29,14 +29,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from crossctr.data.dataset import Batch, EncodedSplit
+from crossctr.data.batch import Batch, Shard
+from crossctr.data.dataset import EncodedSplit
 from crossctr.evaluation.metrics import domain_metrics, mean_auc
 from crossctr.inference.score import score
 from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig, default_threads
-from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, sharded_click_loss, unwrap, wrap_ddp
-from crossctr.training.losses import click_loss, power_row_scale, task_counts, task_loss
+from crossctr.losses import Objective, task_counts
+from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, unwrap, wrap_ddp
 from crossctr.training.optim import RowWiseAdagrad
 from crossctr.training.tracking import Tracker
 
@@ -115,7 +116,7 @@ class Trainer:
         torch.set_num_threads(config.threads or default_threads())  # None: the CPUs free at the start
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
-        self._row_scale: torch.Tensor | None = None  # (N,) of domain_weighting "power", set by `fit`
+        self._objective = Objective.from_config(config, self.n_domains).to(self.device)  # `fit` adds the training rows ("power")
 
     def with_config(self, config: TrainConfig) -> "Trainer":
         """A trainer for another stage of the same run (same domains and checkpoint)."""
@@ -133,37 +134,11 @@ class Trainer:
             prob = gather_rows(torch.from_numpy(mine), len(data), info, self.device).numpy()
         return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), self.domain_names)
 
-    def _loss(self, model: nn.Module, batch: Batch, global_counts: torch.Tensor | None = None, global_rows: int = 0, global_task_counts: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its named terms. With `global_counts` (data-parallel), scaled as `distributed` explains."""
-        cfg = self.config
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+    def _loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total loss and its named terms (`crossctr.losses.Objective`; a data-parallel shard scaled by its `batch.shard`)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             out = model(batch)
-        scale = self._row_scale
-        if global_counts is None:
-            total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, cfg.domain_weighting, scale)
-            aux_scale = 1.0
-        else:
-            world = self.dist.world
-            total = sharded_click_loss(out.logits, batch.label, batch.domain, global_counts, global_rows, world, cfg.domain_weighting, scale)
-            aux_scale = world * len(batch) / global_rows  # a row-mean term's share of the global mean, times W
-        terms = {"click": total.detach()}
-        if out.task_logits is not None:
-            if batch.tasks is None:
-                raise ConfigError("the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns")
-            world = 1 if global_task_counts is None else self.dist.world  # data-parallel: this rank's share
-            t_weighting = "rows" if cfg.domain_weighting == "power" else cfg.domain_weighting
-            t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, t_weighting, global_task_counts, world)
-            total = total + (1.0 if cfg.task_weight is None else cfg.task_weight) * t_loss
-            terms["tasks"] = t_loss.detach()
-        for name, value in out.aux_losses.items():
-            if name not in cfg.loss_weights:
-                raise ConfigError(
-                    f"the model returns an auxiliary loss {name!r} with no weight; add it to "
-                    f"train.loss_weights (now {sorted(cfg.loss_weights)})"
-                )
-            total = total + (cfg.loss_weights[name] * aux_scale) * value
-            terms[name] = value.detach() * aux_scale
-        return total, terms
+        return self._objective(out, batch)
 
     def fit(self, model: nn.Module, train: EncodedSplit, valid: EncodedSplit, desc: str = "train", key: str | None = None) -> FitResult:
         """Train `model` on `train`, validating on `valid` each epoch; returns with the best epoch's weights.
@@ -181,10 +156,7 @@ class Trainer:
                 log.info("%s: finished before the restart (best epoch %d), not trained again", desc, done.record["best_epoch"])
                 return FitResult(**done.record)
         model.to(self.device)
-        self._row_scale = None
-        if cfg.domain_weighting == "power":
-            rows = torch.bincount(train.domain, minlength=self.n_domains)  # (N,) training rows per domain
-            self._row_scale = power_row_scale(rows, 0.5 if cfg.weighting_power is None else cfg.weighting_power).to(self.device)
+        self._objective = Objective.from_config(cfg, self.n_domains, train.domain).to(self.device)
         opts = make_optimizers(model, cfg)
         gen = torch.Generator().manual_seed(cfg.seed)  # batch order
         st, best_state = _FitState(), None
@@ -244,19 +216,20 @@ class Trainer:
         first_step, t_first = st.step, te
         for _ in bar:
             idx = order[st.step * bs : (st.step + 1) * bs]  # the global batch
-            counts, t_counts, scale = None, None, 1.0
+            shard, scale = None, 1.0
             if info.world > 1:
                 dom = train.domain[idx]
                 counts = torch.bincount(dom, minlength=self.n_domains)  # (N,) rows per domain, global batch
                 t_counts = None if train.tasks is None else task_counts(train.tasks[idx], dom, self.n_domains)  # (T, N)
+                shard = Shard(info.world, len(idx), counts, t_counts)
                 mine = idx[shard_mask(dom, self.n_domains, info.rank, info.world)]
                 if len(mine) == 0:  # a short last batch: take part in the collectives, contribute nothing
                     mine, scale = idx[:1], 0.0
                 idx_local = mine
             else:
                 idx_local = idx
-            batch = train.batch(idx_local, counts).to(self.device)
-            loss, terms = self._loss(net, batch, counts, len(idx), t_counts)
+            batch = train.batch(idx_local, shard).to(self.device)
+            loss, terms = self._loss(net, batch)
             if scale != 1.0:
                 loss = loss * scale
                 terms = {k: v * scale for k, v in terms.items()}
