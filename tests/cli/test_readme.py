@@ -32,6 +32,7 @@ instead of 8000 when 8000 is taken.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shlex
@@ -247,7 +248,7 @@ def _experiments(rd: Readme, block: str) -> list[str]:
     return not_run
 
 
-def _torchrun(rd: Readme, block: str) -> None:
+def _torchrun(rd: Readme, block: str, caplog: pytest.LogCaptureFixture) -> None:
     ddp, resume = _commands(block)
     if not (Path(sys.prefix) / "bin/torchrun").exists():
         pytest.skip(f"torchrun is not installed in {sys.prefix}")
@@ -257,35 +258,46 @@ def _torchrun(rd: Readme, block: str) -> None:
     first = resume.replace(" --resume", "")
     killed = subprocess.Popen(shlex.split(first), cwd=rd.root, env=rd.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
-    while not any((rd.root / "runs/x/checkpoint").glob("*")) and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (rd.root / "runs/x/checkpoint/state.safetensors").exists() and killed.poll() is None and time.monotonic() < deadline:  # written atomically, last
+        time.sleep(0.01)
     killed.kill()
     killed.wait()
-    rd.crossctr(resume)
+    unfinished = not (rd.root / "runs/x/metrics.json").exists()
+    with caplog.at_level(logging.INFO, logger="crossctr"):
+        rd.crossctr(resume)
     assert (rd.root / "runs/x/metrics.json").is_file()
+    if unfinished:  # else the run ended between its checkpoint and the kill: nothing was left to resume
+        assert "resuming from" in caplog.text, caplog.text
 
 
-def _run_readme(root: Path, monkeypatch: pytest.MonkeyPatch, fast: bool) -> None:
+def _run_readme(root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fast: bool) -> None:
     blocks = _blocks()
     body = [b for _, b in blocks]
     monkeypatch.chdir(root)
     monkeypatch.setenv("CROSSCTR_DATA_ROOT", str(DATA_ROOT))
     rd = Readme(root, fast)
-    _make_demo(rd, body[0])
-    _dataset_yamls(rd, body[1], body[2])
-    _run_config(rd, body[3], body[4], body[8])
-    _serving(rd, body[6], body[7])
-    _inspect_prepare(rd, body[8])
-    not_run = _experiments(rd, body[9])
-    _torchrun(rd, body[10])
+    steps = [
+        ("make demo", lambda: _make_demo(rd, body[0])),
+        ("dataset YAMLs", lambda: _dataset_yamls(rd, body[1], body[2])),
+        ("run config", lambda: _run_config(rd, body[3], body[4], body[8])),
+        ("serving", lambda: _serving(rd, body[6], body[7])),
+        ("inspect / prepare", lambda: _inspect_prepare(rd, body[8])),
+        ("experiments", lambda: not_run.extend(_experiments(rd, body[9]))),
+        ("torchrun / resume", lambda: _torchrun(rd, body[10], caplog)),
+    ]
+    not_run: list[str] = []
+    for name, step in steps:
+        t0 = time.perf_counter()
+        step()
+        print(f"README {name}: {time.perf_counter() - t0:.0f} s")  # shown with -s or -rP
     if not_run:
         warnings.warn(f"README lines not run, their data is not under {DATA_ROOT}: {not_run}", stacklevel=1)
 
 
-def test_readme_examples_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _run_readme(tmp_path, monkeypatch, fast=True)
+def test_readme_examples_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _run_readme(tmp_path, monkeypatch, caplog, fast=True)
 
 
 @pytest.mark.slow
-def test_readme_examples_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _run_readme(tmp_path, monkeypatch, fast=False)
+def test_readme_examples_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    _run_readme(tmp_path, monkeypatch, caplog, fast=False)
