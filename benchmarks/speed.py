@@ -192,8 +192,10 @@ def table_bytes(model: str, total_ids: int) -> float:
     base = base_model(model)
     if base in ("cnan", "dcn"):  # cnan: shared 64 + 3 domains x 8
         width = EMB_DIM + N_DOMAINS * 8 if base == "cnan" else EMB_DIM
-        # row-wise Adagrad: weight + one float per row; the default dense tables: as the peers
-        return total_ids * (width + 2) * 4 if model.endswith("_rowwise") else total_ids * width * 4 * 4
+        # row-wise Adagrad: weight + one float per row; the default dense tables: as the peers.
+        # Plus Trainer.fit's copy of the best epoch's weights (a deep copy of the state dict).
+        state = total_ids * (width + 2) * 4 if model.endswith("_rowwise") else total_ids * width * 4 * 4
+        return state + total_ids * width * 4
     return total_ids * EMB_DIM * 4 * 4  # dense Adam: weight, dense grad, 2 moments
 
 

@@ -143,3 +143,23 @@ def test_cli_entry_point_sets_passive_openmp_waiting(monkeypatch) -> None:  # ty
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own setting is kept
     cli.main()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_finite_check_sees_a_nan_in_a_sparse_tables_gradient(speed) -> None:  # type: ignore[no-untyped-def]
+    """The per-step check reads a sparse gradient's values without coalescing them: a NaN there still stops the fit."""
+    from crossctr.data.dataset import EncodedSplit
+    from crossctr.models import build_model, parse_model_config
+    from crossctr.training.config import TrainConfig
+    from crossctr.training.trainer import Trainer
+
+    vocab, tr, _ = _tiny(speed)
+    train = EncodedSplit.from_numpy(tr["x"], tr["d"], tr["y"])
+    torch.manual_seed(0)
+    model = build_model(parse_model_config(speed.VARIANTS["cnan_rowwise"][0]), vocab, 3)
+    tables = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding) and m.sparse]
+    assert tables
+    name, table = tables[0]
+    table.weight.register_hook(lambda g: g * float("nan"))
+    cfg = TrainConfig(epochs=1, batch_size=128, threads=1, progress=False, device="cpu", sparse_optimizer="rowwise_adagrad")
+    with pytest.raises(FloatingPointError, match=rf"non-finite gradient in \[.*'{name}.weight'"):
+        Trainer(cfg, ["d0", "d1", "d2"]).fit(model, train, train)

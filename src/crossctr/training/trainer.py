@@ -264,7 +264,9 @@ class Trainer:
         # (a max-abs or a norm costs up to 20x more); a finite sum overflowing (|g| ~ 1e38) is
         # reported too, rightly.
         grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
-        sums = [(g.coalesce().values() if g.is_sparse else g).sum() for g in grads]
+        # A sparse gradient's values as autograd left them (rows not yet merged): the same numbers
+        # in the same sum, without the coalesce (a sort of every looked-up id) the table optimizer does anyway.
+        sums = [(g._values() if g.is_sparse else g).sum() for g in grads]
         grad_ok = torch.stack(sums).isfinite().all() if sums else torch.tensor(True)
         flags = torch.stack([~torch.isfinite(loss.detach()), ~grad_ok]).to(self.device)
         flags = any_rank(flags, self.dist).cpu().tolist()  # every rank stops together, none waits forever
