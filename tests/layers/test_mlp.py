@@ -5,12 +5,13 @@ import torch
 from torch import nn
 
 from crossctr.layers import MLP
+from crossctr.layers.fast import Linear
 
 
 def test_layer_order_and_out_dim() -> None:
     mlp = MLP(8, (16, 4), activation="relu", dropout=0.5, batch_norm=True)
     kinds = [type(m) for m in mlp.net]
-    assert kinds == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2
+    assert kinds == [Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout] * 2  # Linear: nn.Linear on the fast path
     assert mlp.out_dim == 4
     assert MLP(8, ()).out_dim == 8
 

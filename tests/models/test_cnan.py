@@ -122,7 +122,7 @@ def test_wasserstein_estimate_and_penalty_by_hand() -> None:
 
 
 def test_private_row_buckets_are_few_and_cover_the_rows() -> None:
-    from crossctr.models.cnan import _bucket
+    from crossctr.layers.fast import _bucket
 
     sizes = [_bucket(n) for n in range(1, 4097)]
     assert all(s >= n for n, s in zip(range(1, 4097), sizes))
@@ -131,7 +131,7 @@ def test_private_row_buckets_are_few_and_cover_the_rows() -> None:
 
 
 def test_padding_the_private_rows_changes_no_output_nor_gradient(monkeypatch) -> None:
-    import crossctr.models.cnan as cnan_mod
+    import crossctr.layers.fast as cnan_mod  # where the private towers' row padding lives
 
     b = _batch(37)  # 13 / 12 / 12 rows per domain: each padded to 16
     results = []
@@ -163,7 +163,7 @@ def test_private_layers_keep_the_last_sizes_of_deep() -> None:
 
 
 def test_layer_norm_keeps_padding_harmless_and_batch_norm_runs_unpadded(monkeypatch) -> None:
-    import crossctr.models.cnan as cnan_mod
+    import crossctr.layers.fast as cnan_mod  # where the private towers' row padding lives
 
     b = _batch(37)
     for norm in ("layer", "batch"):

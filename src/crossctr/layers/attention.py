@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.mlp import Activation, linear, make_activation
+from crossctr.layers.fast import Linear
+from crossctr.layers.mlp import Activation, make_activation
 
 __all__ = ["AttentionUnit"]
 
@@ -47,16 +48,13 @@ class AttentionUnit(nn.Module):
         layers: list[nn.Module] = []
         d = dim
         for h in hidden:
-            layers += [nn.Linear(d, int(h)), make_activation(activation)]
+            layers += [Linear(d, int(h)), make_activation(activation)]
             d = int(h)
-        layers.append(nn.Linear(d, 1))  # W2, b2: one score per feature
+        layers.append(Linear(d, 1))  # W2, b2: one score per feature
         self.score = nn.Sequential(*layers)
 
     def forward(self, e: Tensor) -> tuple[Tensor, Tensor]:
         """e: (B, F, K) -> g = a · e (B, F, K), a (B, F)."""
-        s = e
-        for layer in self.score:  # Linear through `linear` (the fast CPU fp32 path)
-            s = linear(s, layer.weight, layer.bias) if type(layer) is nn.Linear else layer(s)
-        a = torch.sigmoid(s).squeeze(-1)  # (B, F)
+        a = torch.sigmoid(self.score(e)).squeeze(-1)  # (B, F)
         g = a.unsqueeze(-1) * e  # (B, F, K)
         return g, a

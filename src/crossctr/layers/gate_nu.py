@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.mlp import linear
+from crossctr.layers.fast import linear
 
 __all__ = ["GateNU"]
 

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.mlp import linear
+from crossctr.layers.fast import linear
 
 __all__ = ["DomainHeads"]
 

@@ -21,7 +21,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.mlp import linear
+from crossctr.layers.fast import linear
 
 __all__ = ["PrunerForm", "DomainPruner", "weighting_factors"]
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from crossctr.layers.attention import AttentionUnit
 from crossctr.layers.cross import CrossNetwork
+from crossctr.layers.fast import autocast_input
 from crossctr.layers.mlp import MLP
 
 __all__ = ["AttentiveTower"]
@@ -44,10 +45,7 @@ class AttentiveTower(nn.Module):
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """e: (B, F, K) embeddings -> (o (B, out_dim), attention (B, F) or None, g (B, F, K))."""
-        if torch.is_autocast_enabled(e.device.type):
-            # One cast of the embeddings, not one per layer: under bf16 autocast the whole tower
-            # (attention, cross layers, FCN) then runs in bf16 and its backward casts once too.
-            e = e.to(torch.get_autocast_dtype(e.device.type))
+        e = autocast_input(e)  # one cast, not one per layer: under autocast the whole tower runs in its dtype
         if self.attention is not None:
             g, a = self.attention(e)  # (B, F, K), (B, F)
         else:

@@ -31,31 +31,21 @@ from torch import nn
 
 from crossctr.data.batch import Batch, Shard
 from crossctr.layers.embedding import FeatureEmbedding
+from crossctr.layers.fast import Linear, autocast_input, rows_by_group
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
-from crossctr.layers.mlp import linear
-from crossctr.layers.tower import AttentiveTower
 from crossctr.layers.wasserstein import Critic, gradient_penalty
 from crossctr.losses import weighted_mean
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import AttentiveConfig, attentive_tower
 
 __all__ = ["CNANConfig", "CNANPlusConfig", "CNAN"]
 
 
-class CNANConfig(StrictModel):
+class CNANConfig(AttentiveConfig):
     name: Literal["cnan"] = "cnan"
-    shared_dim: int = 64  # paper §3: shared embedding 64
-    specific_dim: int = 8  # paper §3: specific embedding 8; 0 gives CNAN₁
-    attention: bool = True  # False gives CNAN₂
-    attention_hidden: tuple[int, ...] = (64, 32)  # paper: attention "64 × 32 × 1"
-    attention_activation: Literal["relu", "sigmoid"] = "relu"  # paper uses ReLU for NN layers
-    cross_layers: int = 2  # paper: two cross layers
-    deep: tuple[int, ...] = (512, 256)  # paper: deep network 512 × 256
-    stacking: Literal["stacked", "parallel"] = "stacked"  # eq. 2 stacks the FCN on the cross output
-    dropout: float = 0.0  # paper names none
     # Normalisation after each linear map of every tower's FCN; the paper names none. "layer"
-    # (per row) leaves the private towers' row padding harmless; "batch" runs them unpadded.
+    # is per row; "batch" takes statistics over the rows each tower runs on.
     norm: Literal["none", "batch", "layer"] | None = None  # None: "none"
     # Depth of the private towers' FCN: the last k sizes of `deep` (so shared and private
     # features keep one size for the one discriminator and the heads); None: all of `deep`, as the paper.
@@ -66,11 +56,6 @@ class CNANConfig(StrictModel):
     # Train D in its own term on detached O^c (docs/design.md); False = the paper read literally.
     discriminator_step: bool = True
     domain_loss: bool = True  # the L_d terms on private features
-    grl_scale: float = 1.0  # gradient-reversal strength when adversarial == "grl"
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    # Paper gives no initialisation. Larger than the usual 1e-4..1e-2 because the attention
-    # unit reads the embedding itself: near-zero embeddings give near-constant attention.
-    embedding_init_std: float = 0.01
     # Wasserstein form: the domain whose shared features the others are pulled towards
     # (the paper's source, the rich domain; domain.values order), the gradient-penalty weight
     # γ (WDGRL uses 10), and a cap on the private-vs-shared distances the model is rewarded for
@@ -111,35 +96,19 @@ class CNANPlusConfig(CNANConfig):
     private_layers: int | None = Field(default=1, ge=1)
 
 
-def _bucket(n: int) -> int:
-    """The row count a private tower runs on: the next power of two up to 256, then a multiple of 256."""
-    return 1 << (n - 1).bit_length() if n <= 256 else -(-n // 256) * 256
-
-
 @register("cnan", CNANConfig)
 class CNAN(nn.Module):
     def __init__(self, config: CNANConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config, self.n_domains = config, n_domains
         self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        tower = lambda deep: AttentiveTower(  # noqa: E731 - one recipe, N + 1 towers
-            len(cardinalities),
-            self.embedding.out_dim,
-            attention=config.attention,
-            attention_hidden=config.attention_hidden,
-            attention_activation=config.attention_activation,
-            cross_layers=config.cross_layers,
-            deep=deep,
-            stacking=config.stacking,
-            dropout=config.dropout,
-            norm=config.norm or "none",
-        )
-        self.shared = tower(config.deep)
-        self.private = nn.ModuleList(tower(config.private_deep) for _ in range(n_domains))
+        n_fields, K, norm = len(cardinalities), self.embedding.out_dim, config.norm or "none"
+        self.shared = attentive_tower(config, n_fields, K, norm=norm)
+        self.private = nn.ModuleList(attentive_tower(config, n_fields, K, deep=config.private_deep, norm=norm) for _ in range(n_domains))
         rep_dim = self.shared.out_dim
         self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
         self.task_heads = nn.ModuleList(DomainHeads(rep_dim, n_domains, n_inputs=2) for _ in range(config.tasks or 0))
-        self.discriminator = nn.Linear(rep_dim, n_domains)  # D(·) = softmax(W O + b), one for all spaces
+        self.discriminator = Linear(rep_dim, n_domains)  # D(·) = softmax(W O + b), one for all spaces
         if config.adversarial == "wasserstein":
             if not 0 <= config.wasserstein_source < n_domains:
                 raise ValueError(f"wasserstein_source {config.wasserstein_source} is not a domain id in 0..{n_domains - 1}")
@@ -151,27 +120,9 @@ class CNAN(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         x, d = batch.features, batch.domain
         e = self.embedding(x, d)  # (B, F, K)
-        if torch.is_autocast_enabled(e.device.type):  # one cast for all N + 1 towers, not one per tower
-            e = e.to(torch.get_autocast_dtype(e.device.type))
+        e = autocast_input(e)  # one cast for all N + 1 towers, not one per tower
         o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
-        # Private features: each domain's tower on its own rows only (N towers, a loop over
-        # domains), outputs stacked in domain order and put back in row order by one gather.
-        order = torch.argsort(d, stable=True)  # (B,) rows grouped by domain
-        sizes = torch.bincount(d, minlength=self.n_domains).tolist()
-        outs, atts = [], []
-        for tower, rows in zip(self.private, order.split(sizes)):
-            if n := rows.numel():
-                # Padded to a bucketed row count with copies of one row (cut off again, so they get
-                # no gradient): the matmul kernels see a few shapes, not a new one every step. A
-                # new row count per step made oneDNN build and cache new primitives and grew the
-                # process by ~0.5 GB per 100k rows on CPU.
-                pad = _bucket(n) - n if self.config.norm != "batch" else 0  # copies would skew batch statistics
-                o_k, a_k, _ = tower(e[torch.cat([rows, rows[:1].expand(pad)]) if pad else rows])
-                outs.append(o_k[:n])
-                atts.append(a_k[:n] if a_k is not None else None)
-        back = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))  # inverse permutation
-        o_p = torch.cat(outs)[back]  # (B, H)
-        a_p = torch.cat(atts)[back] if a_c is not None else None  # (B, F)
+        o_p, a_p = rows_by_group(self.private, e, d, outputs=2)  # (B, H), (B, F): each domain's tower on its own rows only
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         task_logits = torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None  # (B, T); a loop over tasks
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
@@ -183,17 +134,17 @@ class CNAN(nn.Module):
         if cfg.adversarial == "entropy":
             if cfg.discriminator_step:
                 # The shared net is pushed towards D's uncertainty; D itself is not (frozen weights).
-                logp = F.log_softmax(linear(o_c, D.weight.detach(), D.bias.detach()).float(), dim=-1)  # (B, N), fp32 under autocast
-                aux["disc"] = F.cross_entropy(linear(o_c.detach(), D.weight, D.bias), d)
+                logp = F.log_softmax(D(o_c, frozen=True).float(), dim=-1)  # (B, N), fp32 under autocast
+                aux["disc"] = F.cross_entropy(D(o_c.detach()), d)
             else:
-                logp = F.log_softmax(linear(o_c, D.weight, D.bias).float(), dim=-1)
+                logp = F.log_softmax(D(o_c).float(), dim=-1)
             aux["adv"] = (logp.exp() * logp).sum(-1).mean()  # negative entropy
         elif cfg.adversarial == "grl":
-            aux["adv"] = F.cross_entropy(linear(grad_reverse(o_c, cfg.grl_scale), D.weight, D.bias), d)
+            aux["adv"] = F.cross_entropy(D(grad_reverse(o_c, cfg.grl_scale)), d)
         elif cfg.adversarial == "wasserstein":
             aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
-            nll = F.cross_entropy(linear(o_p, D.weight, D.bias), d, reduction="none")  # (B,); D through `linear`: MKL is slow on this skinny shape
+            nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
             aux["domain"] = weighted_mean(nll, d, self.n_domains, "equal", shard=shard)  # Σ_d L_d, the click loss's helper
         return aux
 

@@ -1,13 +1,16 @@
-"""The input block the newer multi-domain models share with CNAN-AT.
+"""The input block every model shares with CNAN-AT, and CNAN-AT's network as one recipe.
 
 Shared ⊕ domain-specific embeddings (paper section 2, FeatureEmbedding) and, optionally,
 CNAN-AT's feature attention unit (paper eq. 1). Every model on this block sees the same
 embeddings, so a comparison with CNAN-AT differs only in the network above them.
+Configs: `InputConfig` (the block) <- `EmbeddedConfig` (the newer models, + batch_norm) and
+`AttentiveConfig` (CNAN-AT and the paper's base models, + the network's settings);
+`attentive_tower` builds CNAN-AT's network (attention, cross layers, FCN) from either.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -15,21 +18,71 @@ from torch import nn
 from crossctr.data.batch import Batch
 from crossctr.layers.attention import AttentionUnit
 from crossctr.layers.embedding import FeatureEmbedding
+from crossctr.layers.tower import AttentiveTower
 from crossctr.schema import StrictModel
 
-__all__ = ["EmbeddedConfig", "EmbeddedInput"]
+__all__ = ["InputConfig", "EmbeddedConfig", "AttentiveConfig", "attentive_tower", "EmbeddedInput"]
 
 
-class EmbeddedConfig(StrictModel):
+class InputConfig(StrictModel):
+    """The input block's settings: every model on the shared ⊕ specific embeddings has them."""
+
     shared_dim: int = 64  # CNAN-AT's embeddings (paper §3), so comparisons differ only in the network
-    specific_dim: int = 8  # as CNAN-AT; 0 = shared embeddings only
+    specific_dim: int = 8  # paper §3: specific embedding 8; 0 = shared embeddings only (CNAN₁)
     attention_hidden: tuple[int, ...] = ()  # () = no attention unit, as the papers; (64, 32) = CNAN-AT's
-    dropout: float = 0.0
+    dropout: float = 0.0  # the papers name none
+    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
+    # Paper gives no initialisation. Larger than the usual 1e-4..1e-2 because the attention
+    # unit reads the embedding itself: near-zero embeddings give near-constant attention.
+    embedding_init_std: float = 0.01
+
+
+class EmbeddedConfig(InputConfig):
+    """The newer multi-domain models: the input block, MLPs above it."""
+
     # BatchNorm after every hidden linear map of the network above the embeddings (as the
     # Scenario-Wise-Rec benchmark's MLPs); off by default: the models' own papers have none.
     batch_norm: bool | None = None  # None: off (left out of experiment fingerprints)
-    sparse_embeddings: bool = False  # row-wise sparse gradients for the embedding tables
-    embedding_init_std: float = 0.01  # as CNAN-AT
+
+
+class AttentiveConfig(InputConfig):
+    """CNAN-AT's network (attention unit, eq. 1; Deep & Cross, eq. 2): CNAN-AT and the paper's base models."""
+
+    attention: bool = True  # False: no attention unit (CNAN₂)
+    attention_hidden: tuple[int, ...] = (64, 32)  # paper: attention "64 × 32 × 1"
+    attention_activation: Literal["relu", "sigmoid"] = "relu"  # paper uses ReLU for NN layers
+    cross_layers: int = 2  # paper: two cross layers
+    deep: tuple[int, ...] = (512, 256)  # paper: deep network 512 × 256
+    stacking: Literal["stacked", "parallel"] = "stacked"  # eq. 2 stacks the FCN on the cross output
+    grl_scale: float = 1.0  # gradient-reversal strength of a DANN-style domain classifier
+
+
+def attentive_tower(
+    config: InputConfig,
+    n_fields: int,
+    emb_dim: int,
+    *,
+    deep: Sequence[int] | None = None,
+    cross_layers: int | None = None,
+    norm: Literal["none", "batch", "layer"] = "none",
+) -> AttentiveTower:
+    """The one recipe for CNAN-AT's network from a model config; `deep`, `cross_layers` override the config's.
+
+    A config without `attention` has the unit when `attention_hidden` is set; one without
+    `attention_activation` or `stacking` takes ReLU and the stacked layout.
+    """
+    return AttentiveTower(
+        n_fields,
+        emb_dim,
+        attention=getattr(config, "attention", bool(config.attention_hidden)),
+        attention_hidden=config.attention_hidden,
+        attention_activation=getattr(config, "attention_activation", "relu"),
+        cross_layers=getattr(config, "cross_layers", 0) if cross_layers is None else cross_layers,
+        deep=getattr(config, "deep", ()) if deep is None else deep,
+        stacking=getattr(config, "stacking", "stacked"),
+        dropout=config.dropout,
+        norm=norm,
+    )
 
 
 class EmbeddedInput:
@@ -38,7 +91,7 @@ class EmbeddedInput:
     embedding: FeatureEmbedding
     attention: AttentionUnit | None
 
-    def _build_input(self, config: EmbeddedConfig, cardinalities: Sequence[int], n_domains: int, *, attention: bool = True) -> int:
+    def _build_input(self, config: InputConfig, cardinalities: Sequence[int], n_domains: int, *, attention: bool = True) -> int:
         """Build the embedding (and the attention unit unless `attention=False`); returns K."""
         assert isinstance(self, nn.Module)
         self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)

@@ -33,9 +33,8 @@ from torch import nn
 
 from crossctr.data.batch import Batch
 from crossctr.layers.gate_nu import GateNU
-from crossctr.layers.tower import AttentiveTower
 from crossctr.models.base import ModelOutput, register
-from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput, attentive_tower
 
 __all__ = ["EPNetConfig", "EPNet"]
 
@@ -58,16 +57,7 @@ class EPNet(EmbeddedInput, nn.Module):
         self.domain_embedding = nn.Embedding(n_domains, K)  # the domain-side prior E(F_d)
         nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
         self.gate = GateNU(K + F * K, F, config.gate_hidden, config.gamma)
-        self.tower = AttentiveTower(
-            F,
-            K,
-            attention=bool(config.attention_hidden),
-            attention_hidden=config.attention_hidden,
-            cross_layers=config.cross_layers if config.body == "dcn" else 0,
-            deep=config.deep,
-            stacking="stacked",
-            dropout=config.dropout,
-        )
+        self.tower = attentive_tower(config, F, K, cross_layers=config.cross_layers if config.body == "dcn" else 0)  # stacked, as eq. 2
         self.head = nn.Linear(self.tower.out_dim, 1)
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -29,32 +29,17 @@ from crossctr.data.batch import Batch
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.fm import FactorizationMachine
 from crossctr.layers.grl import grad_reverse
-from crossctr.layers.tower import AttentiveTower
 from crossctr.layers.wide import WideLinear
 from crossctr.models.base import ModelOutput, register
-from crossctr.schema import StrictModel
+from crossctr.models.embedded import AttentiveConfig, attentive_tower
 
 __all__ = ["TowerConfig", "TowerModel"]
 
 
-class TowerConfig(StrictModel):
+class TowerConfig(AttentiveConfig):
     name: Literal["tower"] = "tower"
     nn: Literal["deep", "wide_deep", "deepfm", "dcn"] = "dcn"  # paper Table 1 variants
-    shared_dim: int = 64  # paper §3
-    specific_dim: int = 8  # paper §3: base models keep the shared + specific embeddings
-    attention: bool = True
-    attention_hidden: tuple[int, ...] = (64, 32)
-    attention_activation: Literal["relu", "sigmoid"] = "relu"
-    cross_layers: int = 2
-    deep: tuple[int, ...] = (512, 256)
-    stacking: Literal["stacked", "parallel"] = "stacked"
-    dropout: float = 0.0
     domain_adversarial: bool = False  # True: DANN's gradient-reversal domain classifier
-    grl_scale: float = 1.0
-    sparse_embeddings: bool = False
-    # Paper gives no initialisation. Larger than the usual 1e-4..1e-2 because the attention
-    # unit reads the embedding itself: near-zero embeddings give near-constant attention.
-    embedding_init_std: float = 0.01
 
 
 @register("tower", TowerConfig)
@@ -63,17 +48,7 @@ class TowerModel(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        self.tower = AttentiveTower(
-            len(cardinalities),
-            self.embedding.out_dim,
-            attention=config.attention,
-            attention_hidden=config.attention_hidden,
-            attention_activation=config.attention_activation,
-            cross_layers=config.cross_layers if config.nn == "dcn" else 0,
-            deep=config.deep,
-            stacking=config.stacking,
-            dropout=config.dropout,
-        )
+        self.tower = attentive_tower(config, len(cardinalities), self.embedding.out_dim, cross_layers=config.cross_layers if config.nn == "dcn" else 0)
         self.head = nn.Linear(self.tower.out_dim, 1)
         self.wide = WideLinear(cardinalities) if config.nn in ("wide_deep", "deepfm") else None
         self.fm = FactorizationMachine() if config.nn == "deepfm" else None
