@@ -147,9 +147,9 @@ def task_loss(logits: torch.Tensor, tasks: torch.Tensor, domain: torch.Tensor, n
     else:
         per_row = counts.t()[domain]  # (B, T): labelled rows of the row's domain, per task
         loss = (0.5 * bce / per_row.clamp_min(1)).sum()
-    if global_counts is None:
+    if shard is None or global_counts is None:
         return loss
-    return loss * (shard.rows / max(logits.shape[0], 1))  # type: ignore[union-attr]  # a share of the global batch, as a row mean
+    return loss * (shard.rows / max(logits.shape[0], 1))  # a share of the global batch, as a row mean
 
 
 def shard_share(batch: Batch) -> float:
