@@ -4,13 +4,12 @@ The inference graph of every run is one function
 
     (features int64 (B, F) per-feature ids, domain int64 (B,) domain ids) -> probability float32 (B,)
 
-CNAN-AT's forward runs each private tower on its own domain's rows only, and skips a domain
-with no rows (`if rows.numel() == 0: continue`): a branch on data that a graph exporter cannot
-trace. `InferenceGraph` keeps the same row selection without the branch (nonzero ->
-index_select -> tower -> index_copy; an empty selection is a no-op), so the exported graph does
-exactly the model's maths and work: the shared tower on every row, one private tower per row.
-Model files stay untouched: the inference-only forwards live here, one per model class, and
-the parity check below catches any drift from the models' own forwards.
+Every registered model's eval forward is its export-safe scoring path: the graph is the
+model's own forward, traced, and this module knows no model. (Where a forward runs a network
+per domain on that domain's rows only, `layers.fast.rows_by_group` writes the selection
+without data-dependent branches while a graph is exported: nonzero -> index_select -> tower ->
+index_copy, an empty selection a no-op, so the graph does the model's maths and work.) The
+parity check below compares the exported graph with the run's PyTorch members.
 
 A run with several members (Self-train: one model per domain, routed by domain) becomes one
 combined graph: each member scores only the rows whose domain is routed to it (the same
@@ -55,8 +54,7 @@ from crossctr.data.dataset import Batch, EncodedSplit
 from crossctr.data.encoders import FeatureEncoder, N_RESERVED
 from crossctr.files import file_in
 from crossctr.inference import Predictor, atomic_write, load_encoder
-from crossctr.models.cnan import CNAN
-from crossctr.models.tower import TowerModel
+from crossctr.inference.predictor import encode_rows
 from crossctr.schema import ConfigError
 
 __all__ = [
@@ -88,44 +86,16 @@ class ExportError(RuntimeError):
     """The exported graph does not reproduce the run's PyTorch scores, or cannot be built."""
 
 
-# ---- inference-only forwards: logits (B,) from ids (B, F) and domains (B,) ----
+# ---- the graph: every member's own eval forward, rows routed to members by domain ----
 
 
 def _rows_of(mask: torch.Tensor) -> torch.Tensor:
     return mask.nonzero().squeeze(1)  # (n,) positions, n data-dependent (0 allowed)
 
 
-def _cnan_logits(m: CNAN, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    e = m.embedding(x, d)  # (B, F, K)
-    o_c, _, _ = m.shared(e)  # (B, H)
-    o_p = torch.zeros_like(o_c)  # (B, H) private features, filled domain by domain
-    for k, tower in enumerate(m.private):
-        rows = _rows_of(d == k)  # (n_k,)
-        o_k, _, _ = tower(e.index_select(0, rows))  # (n_k, H) domain k's rows only
-        o_p = o_p.index_copy(0, rows, o_k)
-    return m.heads(o_c, o_p, domain=d)  # (B,)
-
-
-def _tower_logits(m: TowerModel, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    e = m.embedding(x, d)  # (B, F, K)
-    o, _, g = m.tower(e)  # (B, H), _, (B, F, K)
-    logits = m.head(o).squeeze(-1)  # (B,)
-    if m.wide is not None:
-        logits = logits + m.wide(x)
-    if m.fm is not None:
-        logits = logits + m.fm(g)
-    return logits  # (B,); the DANN classifier only shapes training
-
-
-def _forward_logits(m: nn.Module, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """Any other registered model: its own eval forward (no data-dependent Python control flow)."""
+def _logits(m: nn.Module, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """A member's click logits (B,): its own eval forward (export-safe in every registered model)."""
     return m(Batch(x, d, torch.zeros(d.shape[0], dtype=torch.float32, device=d.device))).logits  # (B,)
-
-
-LogitsFn = Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]
-# Models whose training forward loops over data-dependent row sets get an inference-only
-# forward; every other model is exported through its own forward.
-INFERENCE_LOGITS: dict[type[nn.Module], LogitsFn] = {CNAN: _cnan_logits, TowerModel: _tower_logits}
 
 
 class InferenceGraph(nn.Module):
@@ -135,7 +105,6 @@ class InferenceGraph(nn.Module):
         super().__init__()
         names = list(members)
         self.members = nn.ModuleList(members.values())
-        self._logits = [INFERENCE_LOGITS.get(type(m), _forward_logits) for m in members.values()]
         # member index per domain id: the routing table as a tensor the graph can gather from
         self.register_buffer("member_of_domain", torch.tensor([names.index(route[d]) for d in domains], dtype=torch.int64))
 
@@ -145,13 +114,13 @@ class InferenceGraph(nn.Module):
 
     def forward(self, features: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         if len(self.members) == 1:
-            logits = self._logits[0](self.members[0], features, domain)  # (B,)
+            logits = _logits(self.members[0], features, domain)  # (B,)
         else:
             member = self.member_of_domain[domain]  # (B,) the member each row is routed to
             logits = torch.zeros(domain.shape[0], dtype=torch.float32, device=domain.device)  # (B,)
-            for j, (f, m) in enumerate(zip(self._logits, self.members)):
+            for j, m in enumerate(self.members):
                 rows = _rows_of(member == j)  # (n_j,)
-                logits = logits.index_copy(0, rows, f(m, features.index_select(0, rows), domain.index_select(0, rows)))
+                logits = logits.index_copy(0, rows, _logits(m, features.index_select(0, rows), domain.index_select(0, rows)))
         return torch.sigmoid(logits)  # (B,)
 
 
@@ -363,13 +332,12 @@ class Engine(abc.ABC):
 
     name: str = "engine"
 
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor  # its encoder encodes; for TorchEngine its members also score
-        self.encoder: FeatureEncoder = predictor.encoder
-        self.domains: list[str] = predictor.domains
+    def __init__(self, encoder: FeatureEncoder) -> None:
+        self.encoder = encoder
+        self.domains: list[str] = list(encoder.schema.domain.values)
 
     def encode(self, table: pa.Table, source: str = "input") -> EncodedSplit:
-        return self.predictor.encode(table, source)
+        return encode_rows(self.encoder, table, source)
 
     @abc.abstractmethod
     def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
@@ -381,6 +349,10 @@ class TorchEngine(Engine):
 
     name = "torch"
 
+    def __init__(self, predictor: Predictor) -> None:
+        super().__init__(predictor.encoder)
+        self.predictor = predictor
+
     def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
         data = EncodedSplit.from_numpy(features, domain, np.zeros(len(domain), np.float32))
         return self.predictor.predict_encoded(data)
@@ -391,8 +363,8 @@ class OnnxEngine(Engine):
 
     name = "onnx"
 
-    def __init__(self, predictor: Predictor, model: bytes | str, threads: int | None = None) -> None:
-        super().__init__(predictor)
+    def __init__(self, encoder: FeatureEncoder, model: bytes | str, threads: int | None = None) -> None:
+        super().__init__(encoder)
         self.session = _ort_session(model, threads)
 
     def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
@@ -459,12 +431,11 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
         if not model_file.is_file():
             raise ConfigError(f"{model_file}: missing (named by export.json); re-export the run")
         encoder = load_encoder(path / "encoders.json")
-        predictor = Predictor(encoder, {}, manifest["route"], config)  # encoder only: the graph scores
         version = _sha256(model_file)
         if version != manifest.get("sha256"):
             raise ConfigError(f"{model_file}: checksum differs from export.json; re-export the run")
         try:
-            eng: Engine = OnnxEngine(predictor, str(model_file), threads)
+            eng: Engine = OnnxEngine(encoder, str(model_file), threads)
         except ConfigError:
             raise
         except Exception as err:  # onnxruntime's own error types: a graph it cannot load
@@ -480,7 +451,7 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
     else:
         graph = InferenceGraph.from_predictor(predictor)
         cards, slots = input_layout(predictor)
-        eng = OnnxEngine(predictor, onnx_bytes(graph, sum(slots)), threads)
+        eng = OnnxEngine(predictor.encoder, onnx_bytes(graph, sum(slots)), threads)
         x, d = random_rows(cards, len(predictor.domains), 512, 0, slots)
         diff = float(np.max(np.abs(eng.score(x, d) - TorchEngine(predictor).score(x, d))))
         if not diff < PARITY_TOLERANCE:
