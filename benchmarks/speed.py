@@ -199,6 +199,23 @@ def table_bytes(model: str, total_ids: int) -> float:
     return total_ids * EMB_DIM * 4 * 4  # dense Adam: weight, dense grad, 2 moments
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor()
+
+
+def cpu_flags(*names: str) -> dict[str, bool]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []))
+    except OSError:
+        flags = set()
+    return {n: n in flags for n in names}
+
+
 def mem_available() -> float:
     with open("/proc/meminfo") as f:
         for line in f:
@@ -984,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
         f"emb {EMB_DIM}, cross {CROSS_LAYERS} + FCN {'x'.join(map(str, DEEP))}, batch {args.batch_size}, Adam {LR:g}, device {args.device}, {args.threads} threads")
     log(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.1f} at start "
         "(shared with other jobs: models run interleaved, medians reported)")
+    log(f"cpu: {cpu_model()}, bf16 in hardware: {cpu_flags('avx512_bf16', 'amx_bf16')} (without, the bf16 rows are emulated and slow)")
     log(f"every worker: {args.threads} torch threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
         f"malloc tuning {'off' if args.no_malloc_tuning else 'on (no mmap per large tensor)'}")
     for m, why in missing.items():
@@ -1045,6 +1063,9 @@ def main(argv: list[str] | None = None) -> int:
                 "shared": (f"likely: load average {load0[0]:.2f} at start on {os.cpu_count()} cores" if load0[0] >= 0.5 * (os.cpu_count() or 1)
                            else f"no: load average {load0[0]:.2f} at start on {os.cpu_count()} cores") + "; models interleaved, medians taken",
                 "load_average_start": round(load0[0], 2), "load_average_end": round(load1[0], 2),
+                # bf16 matmuls run in hardware only with these flags; without them (emulated) a bf16
+                # product was 8x slower than fp32 here, so the bf16 rows say nothing about a bf16 CPU
+                "cpu_model": cpu_model(), "cpu_bf16_flags": cpu_flags("avx512_bf16", "amx_bf16"),
                 "fp32_matmul_gflops": [round(c, 1) for c in calib],
             },
             "left_out": missing,

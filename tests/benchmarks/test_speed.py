@@ -63,8 +63,8 @@ def test_ratios_against_best_peer(speed) -> None:  # type: ignore[no-untyped-def
 
 def test_crossctr_runner_trains_and_scores(speed) -> None:  # type: ignore[no-untyped-def]
     vocab = [5, 7, 11] + [13] * 21
-    tr, te = speed.generate(600, vocab, 0), speed.generate(200, vocab, 1)
+    tr, te = speed.generate(300, vocab, 0), speed.generate(200, vocab, 1)
     runner = speed.CrossctrRunner("cnan", tr, te, vocab, speed.RunSpec("cpu", 1, 0, batch=256, eval_batch=128))
-    assert runner.train_rows(0, 600) > 0
+    assert runner.train_rows(0, 300) > 0
     secs, prob = runner.score()
     assert secs > 0 and prob.shape == (200,) and all(0 < p < 1 for p in prob) and not math.isnan(prob.sum())
