@@ -247,8 +247,9 @@ def _cell(text: str) -> str:
 
 
 def _submodels(tp: Any) -> list[type[BaseModel]]:
-    """Pydantic models a field's annotation holds (a union of them: one per variant)."""
-    return [t for t in _flatten_containers(tp) if isinstance(t, type) and issubclass(t, BaseModel)]
+    """Pydantic models a field's annotation holds (a union of them: one per variant); not a field-less
+    base such as a typed `model` field's StrictModel (the registered models have sections of their own)."""
+    return [t for t in _flatten_containers(tp) if isinstance(t, type) and issubclass(t, BaseModel) and t.model_fields]
 
 
 def _flatten_containers(tp: Any) -> Iterator[Any]:

@@ -127,7 +127,7 @@ def test_seeds_override_and_tuned_settings_reach_the_config() -> None:
     weights = cfg.train.loss_weights
     assert weights["adv"] == spec.params.train["loss_weights"]["adv"]
     assert weights["disc"] == 1.0  # a partial override keeps the other weights
-    assert cfg.model["shared_dim"] == 4 and cfg.domains == ("A", "B", "C")
+    assert cfg.model.shared_dim == 4 and cfg.domains == ("A", "B", "C")
 
 
 def test_invalid_experiments_say_what_is_wrong(tmp_path) -> None:

@@ -461,7 +461,7 @@ class RunSpec:
         cfg = self.run_config(exp, "")
         # Unset optional settings are left out (exclude_none): a setting added later, whose unset
         # value keeps the old behaviour, does not orphan finished runs.
-        model = parse_model_config(cfg.model).model_dump(mode="json", exclude_none=True)
+        model = cfg.model.model_dump(mode="json", exclude_none=True)
         # progress bars, threads, scoring batch size and checkpointing do not change what is learnt
         train = cfg.train.model_dump(mode="json", exclude={"progress", "threads", "eval_batch_size", "checkpoint_every", "deterministic"}, exclude_none=True)
         blob = {

@@ -153,7 +153,7 @@ def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seco
         "target_only": spec.target_only,
         "candidate": spec.candidate,
         "params": spec.params.model_dump(mode="json") if spec.params is not None else None,
-        "config": {"model": cfg.model, "strategy": cfg.strategy.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json", exclude={"progress"})},
+        "config": {"model": cfg.model_dump(mode="json")["model"], "strategy": cfg.strategy.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json", exclude={"progress"})},
         "train_rows": train_rows,
         "valid": m.get("valid"),
         "test": m.get("test"),

@@ -1,7 +1,7 @@
 """Model registry: importing this package registers every model."""
 
 from crossctr.models.adasparse import AdaSparse, AdaSparseConfig
-from crossctr.models.base import REGISTRY, ModelOutput, build_model, parse_model_config
+from crossctr.models.base import REGISTRY, ModelConfig, ModelOutput, build_model, parse_model_config
 from crossctr.models.cnan import CNAN, CNANConfig, CNANPlusConfig
 from crossctr.models.epnet import EPNet, EPNetConfig
 from crossctr.models.m3oe import M3oE, M3oEConfig
@@ -13,6 +13,7 @@ from crossctr.models.tower import TowerConfig, TowerModel
 
 __all__ = [
     "REGISTRY",
+    "ModelConfig",
     "ModelOutput",
     "build_model",
     "parse_model_config",

@@ -10,14 +10,16 @@ else of the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Sequence
 
 import torch
+from pydantic import PlainSerializer, PlainValidator
+from pydantic_core import PydanticCustomError
 from torch import nn
 
 from crossctr.schema import ConfigError, StrictModel, validate_model
 
-__all__ = ["ModelOutput", "ModelSpec", "register", "REGISTRY", "build_model", "parse_model_config"]
+__all__ = ["ModelOutput", "ModelSpec", "register", "REGISTRY", "build_model", "parse_model_config", "ModelConfig"]
 
 
 @dataclass
@@ -48,8 +50,14 @@ def register(name: str, config: type[StrictModel]) -> Callable[[type[nn.Module]]
     return wrap
 
 
-def parse_model_config(data: dict[str, Any], source: str = "model") -> StrictModel:
-    """`{"name": "cnan", ...}` -> that model's frozen config; unknown names and keys are errors."""
+def parse_model_config(data: dict[str, Any] | StrictModel, source: str = "model") -> StrictModel:
+    """`{"name": "cnan", ...}` -> that model's frozen config; unknown names and keys are errors.
+
+    A config already parsed (a registered model's config object) is returned as it is.
+    """
+    spec = REGISTRY.get(getattr(data, "name", None)) if isinstance(data, StrictModel) else None  # type: ignore[arg-type]
+    if spec is not None and type(data) is spec.config:
+        return data  # type: ignore[return-value]
     if not isinstance(data, dict) or "name" not in data:
         raise ConfigError(f"{source}: needs a 'name' key; registered models: {sorted(REGISTRY)}")
     name = data["name"]
@@ -61,3 +69,20 @@ def parse_model_config(data: dict[str, Any], source: str = "model") -> StrictMod
 def build_model(config: StrictModel, cardinalities: Sequence[int], n_domains: int) -> nn.Module:
     name = getattr(config, "name")
     return REGISTRY[name].build(config, cardinalities, n_domains)
+
+
+def _validate_model_config(value: Any) -> StrictModel:
+    try:
+        return parse_model_config(value)
+    except ConfigError as err:  # reported by pydantic under the field's own name
+        raise PydanticCustomError("model_config", "{error}", {"error": str(err).removeprefix("model: ")}) from None
+
+
+# A typed `model` field: `{"name": ..., other keys}` is parsed by the model's name into its
+# registered config (unknown names and keys are errors); written back as the keys that were
+# given (exclude_unset), so a run's config.json and fingerprints keep the form they had.
+ModelConfig = Annotated[
+    StrictModel,
+    PlainValidator(_validate_model_config),
+    PlainSerializer(lambda c: c.model_dump(mode="json", exclude_unset=True), return_type=dict),
+]

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 
 from crossctr.data.dataset import EncodedSplit, PreparedData
-from crossctr.models import build_model, parse_model_config
+from crossctr.models import build_model
+from crossctr.schema import StrictModel
 from crossctr.training.config import TrainConfig
 from crossctr.training.strategies import FineTuneStrategy, SrcOnlyStrategy, _source
 from crossctr.training.trainer import Trainer, make_optimizers
@@ -47,7 +48,7 @@ def duration(seconds: float) -> str:
     return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
-def rows_per_second(model_cfg: dict[str, Any], data: PreparedData, train_cfg: TrainConfig, steps: int = 5) -> float:
+def rows_per_second(model_cfg: StrictModel, data: PreparedData, train_cfg: TrainConfig, steps: int = 5) -> float:
     """Training rows per second of this model on these batches, measured on `steps` optimizer steps
     (after one warm-up step) of a throwaway model; the global RNG is left as it was."""
     names = list(data.schema.domain.values)
@@ -56,7 +57,7 @@ def rows_per_second(model_cfg: dict[str, Any], data: PreparedData, train_cfg: Tr
     bs = min(train_cfg.batch_size, len(train))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = build_model(parse_model_config(model_cfg), data.encoder.cardinalities, len(names)).to(trainer.device)
+        model = build_model(model_cfg, data.encoder.cardinalities, len(names)).to(trainer.device)
         opts = make_optimizers(model, train_cfg)
         model.train()
         times = []

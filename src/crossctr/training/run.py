@@ -28,7 +28,7 @@ from crossctr.evaluation.split import write_split_record
 from crossctr.files import DiskFullError, disk_full
 from crossctr.inference.runfolder import write_run_folder
 from crossctr.inference.score import route_scores
-from crossctr.models import build_model, parse_model_config
+from crossctr.models import ModelConfig, build_model
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
 from crossctr.training.checkpoint import CheckpointError, Checkpointer
 from crossctr.training.config import TrainConfig
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 class RunConfig(StrictModel):
     dataset: str  # dataset YAML, relative to the run config's folder unless absolute
-    model: dict[str, Any] = Field(default_factory=lambda: {"name": "cnan"})
+    model: ModelConfig = Field(default_factory=lambda: {"name": "cnan"}, validate_default=True)
     strategy: StrategyConfig = Field(default_factory=JointStrategy)
     train: TrainConfig = Field(default_factory=TrainConfig)
     domains: tuple[str, ...] | None = None  # train and evaluate on these domains only (a scenario)
@@ -52,7 +52,6 @@ class RunConfig(StrictModel):
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":
         cfg = load_yaml_model(cls, path)
-        parse_model_config(cfg.model, f"{path}: model")  # fail now, not after reading data
         ds = Path(cfg.dataset)
         if not ds.is_absolute():
             cfg = cfg.model_copy(update={"dataset": str(Path(path).parent / ds)})
@@ -172,7 +171,7 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
     info = DistInfo.current()
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    model_cfg = parse_model_config(cfg.model)
+    model_cfg = cfg.model
     if data is None:
         ds_path = Path(cfg.dataset)
         data = load_dataset(ds_path)  # a prepared folder (crossctr prepare) is memory-mapped; a dataset YAML is read in memory
