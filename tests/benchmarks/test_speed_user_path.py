@@ -165,3 +165,14 @@ def test_finite_check_sees_a_nan_in_a_sparse_tables_gradient(speed) -> None:  # 
     cfg = TrainConfig(epochs=1, batch_size=128, threads=1, progress=False, device="cpu", sparse_optimizer="rowwise_adagrad")
     with pytest.raises(FloatingPointError, match=rf"non-finite gradient in \[.*'{name}.weight'"):
         Trainer(cfg, ["d0", "d1", "d2"]).fit(model, train, train)
+
+
+def test_bf16_rows_left_out_with_the_reason_on_a_cpu_without_bf16(speed, monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    monkeypatch.setattr(speed, "cpu_flags", lambda *names: {n: False for n in names})
+    out = tmp_path / "r.json"
+    assert speed.main(["--quick", "--parts", "main", "--models", "cnan_bf16,dcn_bf16", "--out", str(out), "--figure", ""]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["left_out"]) == {"cnan_bf16", "dcn_bf16"} and "avx512_bf16" in res["left_out"]["cnan_bf16"]
+    assert res["results"] == [] and res["ratios"]["cnan_bf16_train_vs_best_peer_dcn"] is None
