@@ -43,13 +43,12 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pyarrow as pa
 
 from crossctr.data.encoders import CategoricalEncoder
+from crossctr.inference import Predictor
 from crossctr.schema import DatasetSchema, FeatureKind
 from crossctr.serving.app import rows_to_table
 from crossctr.serving.export import load_serving_model
-from crossctr.inference import Predictor
 
 TOLERANCE = 1e-5
 MAX_SECONDS = 120.0  # a bound on any run, whatever --seconds says
@@ -98,7 +97,9 @@ def _context_features(schema: DatasetSchema) -> list[str]:
     return ctx or [schema.features[0].name]
 
 
-def build_pool(predictor: Predictor, n_rank: int, candidates: int, max_rows: int, max_body: int, seed: int) -> dict[str, list[Request]]:
+def build_pool(
+    predictor: Predictor, n_rank: int, candidates: int, max_rows: int, max_body: int, seed: int
+) -> dict[str, list[Request]]:
     rng = random.Random(seed)
     schema = predictor.encoder.schema
     encs = predictor.encoder.encoders_
@@ -116,7 +117,9 @@ def build_pool(predictor: Predictor, n_rank: int, candidates: int, max_rows: int
     for i in range(n_rank):
         domain = rng.choice(schema.domain.values)
         context = row_values(ctx_names)
-        items = [{"ref": f"sku-{i}-{j}", **row_values(item_names)} for j in range(candidates)]  # "ref" rides along unused
+        items = [
+            {"ref": f"sku-{i}-{j}", **row_values(item_names)} for j in range(candidates)
+        ]  # "ref" rides along unused
         merged = [{**context, **it, dom_col: domain} for it in items]
         body = {"domain": domain, "context": context, "items": items}
         pool["rank"].append(Request("rank", "/v1/rank", json.dumps(body).encode(), 200, expected(merged)))
@@ -125,7 +128,10 @@ def build_pool(predictor: Predictor, n_rank: int, candidates: int, max_rows: int
         pool["score"].append(Request("score", "/v1/score", json.dumps({"rows": rows}).encode(), 200, expected(rows)))
 
     good = {dom_col: schema.domain.values[0], **row_values(schema.feature_names)}
-    first, numeric = schema.features[0].name, next((f.name for f in schema.features if f.kind is FeatureKind.NUMERIC), None)
+    first, numeric = (
+        schema.features[0].name,
+        next((f.name for f in schema.features if f.kind is FeatureKind.NUMERIC), None),
+    )
     bad_rows = [
         {**good, dom_col: "no-such-domain"},  # unknown domain
         {k: v for k, v in good.items() if k != first},  # missing feature
@@ -141,13 +147,17 @@ def build_pool(predictor: Predictor, n_rank: int, candidates: int, max_rows: int
         pool["malformed"].append(Request("malformed", "/v1/score", too_many, 422))
     rank0 = json.loads(pool["rank"][0].body)
     pool["malformed"].append(Request("malformed", "/v1/rank", json.dumps({**rank0, "top_k": 0}).encode(), 422))
-    pool["malformed"].append(Request("malformed", "/v1/rank", json.dumps({**rank0, "domain": "no-such-domain"}).encode(), 422))
+    pool["malformed"].append(
+        Request("malformed", "/v1/rank", json.dumps({**rank0, "domain": "no-such-domain"}).encode(), 422)
+    )
     pool["oversized"].append(Request("oversized", "/v1/score", b'{"rows": [' + b" " * (max_body + 1024) + b"]}", 413))
     pool["hostile"] = hostile_requests(schema, good, rank0, max_body)
     return pool
 
 
-def hostile_requests(schema: DatasetSchema, good: dict[str, Any], rank0: dict[str, Any], max_body: int) -> list[Request]:
+def hostile_requests(
+    schema: DatasetSchema, good: dict[str, Any], rank0: dict[str, Any], max_body: int
+) -> list[Request]:
     """The inputs of issue 15 that got a 5xx (or a 4xx without an "error") before: each with the 4xx it must get."""
     dom_col = schema.domain.column
     categorical = next((f.name for f in schema.features if f.kind is not FeatureKind.NUMERIC), None)
@@ -172,7 +182,9 @@ def hostile_requests(schema: DatasetSchema, good: dict[str, Any], rank0: dict[st
     deep = b"[" * 100_000 + b"]" * 100_000
     if len(deep) <= max_body:
         out.append(Request("hostile", "/v1/score", deep, 400))
-    out.append(Request("hostile", "/v1/score", put({"rows": [{**good, (categorical or dom_col): "@@"}]}, '"\\ud800"'), 400))  # lone surrogate
+    out.append(
+        Request("hostile", "/v1/score", put({"rows": [{**good, (categorical or dom_col): "@@"}]}, '"\\ud800"'), 400)
+    )  # lone surrogate
     out.append(Request("hostile", "/v1/score", raw, 422, headers={"content-type": "text/plain"}))
     out.append(Request("hostile", "/v1/nope", raw, 404))
     return out
@@ -211,7 +223,14 @@ def scores_right(req: Request, payload: Any) -> bool:
 # ---- the load ----
 
 
-async def client_loop(client: httpx.AsyncClient, pool: dict[str, list[Request]], deadline: float, budget: list[int], seed: int, out: list[Outcome]) -> None:
+async def client_loop(
+    client: httpx.AsyncClient,
+    pool: dict[str, list[Request]],
+    deadline: float,
+    budget: list[int],
+    seed: int,
+    out: list[Outcome],
+) -> None:
     rng = random.Random(seed)
     kinds, weights = list(MIX), list(MIX.values())
     while time.perf_counter() < deadline and budget[0] > 0:
@@ -232,7 +251,9 @@ async def client_loop(client: httpx.AsyncClient, pool: dict[str, list[Request]],
         out.append(Outcome(req.kind, status, dt, status != 0 and check(req, status, payload), wrong_scores))
 
 
-async def run_load(base_url: str, pool: dict[str, list[Request]], clients: int, seconds: float, max_requests: int) -> tuple[list[Outcome], float]:
+async def run_load(
+    base_url: str, pool: dict[str, list[Request]], clients: int, seconds: float, max_requests: int
+) -> tuple[list[Outcome], float]:
     out: list[Outcome] = []
     budget = [max_requests]
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -253,8 +274,25 @@ def free_port() -> int:
 
 
 def start_service(source: Path, port: int, engine: str, max_rows: int, max_body: int, log: Any) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "crossctr", "serve", str(source), "--host", "127.0.0.1", "--port", str(port), "--engine", engine,
-           "--max-rows", str(max_rows), "--max-body-bytes", str(max_body), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "crossctr",
+        "serve",
+        str(source),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--engine",
+        engine,
+        "--max-rows",
+        str(max_rows),
+        "--max-body-bytes",
+        str(max_body),
+        "--log-level",
+        "warning",
+    ]
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -312,7 +350,12 @@ def _latency(seconds: list[float]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", type=Path, help="Run folder: the reference scores come from its PyTorch members.")
-    ap.add_argument("--serve", type=Path, default=None, help="Folder the service loads (default: run_dir; may be an ONNX export of it).")
+    ap.add_argument(
+        "--serve",
+        type=Path,
+        default=None,
+        help="Folder the service loads (default: run_dir; may be an ONNX export of it).",
+    )
     ap.add_argument("--engine", default="auto", choices=["auto", "onnx", "torch"])
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--clients", type=int, default=16)
@@ -365,10 +408,33 @@ def main(argv: list[str] | None = None) -> int:
     wrong_scores = sum(o.wrong_scores for o in outcomes)
     transport = sum(o.status == 0 for o in outcomes)
     report = {
-        "service": {"source": source.name, "engine": info.get("engine"), "model_version": info["version"]["model"], "startup_s": startup},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "client and service share the machine"},
-        "load": {"seconds": wall, "clients": args.clients, "candidates": args.candidates, "requests": len(outcomes), "requests_per_s": len(outcomes) / wall},
-        "by_kind": {k: {"requests": len(v), "requests_per_s": len(v) / wall, **_latency([o.seconds for o in v]), "wrong": sum(not o.correct for o in v if o.status != 0)} for k, v in by_kind.items()},
+        "service": {
+            "source": source.name,
+            "engine": info.get("engine"),
+            "model_version": info["version"]["model"],
+            "startup_s": startup,
+        },
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "note": "client and service share the machine",
+        },
+        "load": {
+            "seconds": wall,
+            "clients": args.clients,
+            "candidates": args.candidates,
+            "requests": len(outcomes),
+            "requests_per_s": len(outcomes) / wall,
+        },
+        "by_kind": {
+            k: {
+                "requests": len(v),
+                "requests_per_s": len(v) / wall,
+                **_latency([o.seconds for o in v]),
+                "wrong": sum(not o.correct for o in v if o.status != 0),
+            }
+            for k, v in by_kind.items()
+        },
         "hostile_share": len(by_kind["hostile"]) / max(len(outcomes), 1),
         "hostile_cases": len(pool["hostile"]),
         "status_5xx": n5xx,
@@ -390,15 +456,23 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for k, v in report["by_kind"].items():
         label = f"HTTP /v1/rank, {args.candidates} candidates" if k == "rank" else f"HTTP {k}"
-        lines.append(f"| {label} | {v['requests']} | {v['requests_per_s']:.1f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |")
+        lines.append(
+            f"| {label} | {v['requests']} | {v['requests_per_s']:.1f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |"
+        )
     for engine, v in local.items():
         if "error" in v:
             lines.append(f"| in-process rank, engine {engine} | - | - | {v['error']} | |")
         else:
-            lines.append(f"| in-process rank, engine {engine}, 1 caller | {v['n']} | {v['requests_per_s']:.1f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |")
+            lines.append(
+                f"| in-process rank, engine {engine}, 1 caller | {v['n']} | {v['requests_per_s']:.1f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |"
+            )
     hostile = report["by_kind"]["hostile"]["requests"]
-    lines += ["", f"hostile requests: {hostile} of {len(outcomes)} ({100 * report['hostile_share']:.0f} %, {len(pool['hostile'])} distinct cases)",
-              f"5xx answers: {n5xx}   wrong scores: {wrong_scores}   wrong answers: {wrong}   transport errors: {transport}   (rank p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms)", f"json: {args.out}"]
+    lines += [
+        "",
+        f"hostile requests: {hostile} of {len(outcomes)} ({100 * report['hostile_share']:.0f} %, {len(pool['hostile'])} distinct cases)",
+        f"5xx answers: {n5xx}   wrong scores: {wrong_scores}   wrong answers: {wrong}   transport errors: {transport}   (rank p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms)",
+        f"json: {args.out}",
+    ]
     print("\n".join(lines))
     return 1 if (n5xx or wrong or transport) else 0
 

@@ -37,8 +37,26 @@ import pyarrow.parquet as pq
 import yaml
 
 SHARD_ROWS = 1_000_000
-GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
-          "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+GENRES = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 def data_root() -> Path:
@@ -71,8 +89,10 @@ def bench_movielens(work: Path) -> Path | None:
         best = r if best is None or r.seconds < best.seconds else best
     assert best is not None
     rows = sum(best.rows.values())
-    print(f"[1] MovieLens-1M: {rows:,} rows, 19 features, prepared in {best.seconds:.2f} s "
-          f"= {rows / best.seconds:,.0f} rows/s end to end ({2 * rows / best.seconds:,.0f} rows/s per pass; batch {best.batch_rows:,} rows)")
+    print(
+        f"[1] MovieLens-1M: {rows:,} rows, 19 features, prepared in {best.seconds:.2f} s "
+        f"= {rows / best.seconds:,.0f} rows/s end to end ({2 * rows / best.seconds:,.0f} rows/s per pass; batch {best.batch_rows:,} rows)"
+    )
     return out
 
 
@@ -93,14 +113,16 @@ def write_synthetic(folder: Path, rows: int, seed: int = 0) -> Path:
         genre = rng.integers(0, len(combos), n).astype(np.int32)
         logit = -1.0 + 0.3 * (brand % 5 == 0) - 0.2 * np.log1p(price) / 3 + 0.4 * (site == 1)
         click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
-        table = pa.table({
-            "platform": pa.DictionaryArray.from_arrays(pa.array(site), pa.array(["A", "B", "C"])),
-            "click": click,
-            "item_brand": pa.DictionaryArray.from_arrays(pa.array(brand), brands),
-            "price": pa.array(price, mask=rng.random(n) < 0.03),
-            "user_id": pc.binary_join_element_wise("u", pa.array(user).cast(pa.string()), ""),
-            "genres": pa.DictionaryArray.from_arrays(pa.array(genre), combos),
-        })
+        table = pa.table(
+            {
+                "platform": pa.DictionaryArray.from_arrays(pa.array(site), pa.array(["A", "B", "C"])),
+                "click": click,
+                "item_brand": pa.DictionaryArray.from_arrays(pa.array(brand), brands),
+                "price": pa.array(price, mask=rng.random(n) < 0.03),
+                "user_id": pc.binary_join_element_wise("u", pa.array(user).cast(pa.string()), ""),
+                "genres": pa.DictionaryArray.from_arrays(pa.array(genre), combos),
+            }
+        )
         pq.write_table(table, folder / f"part-{i:05d}.parquet")
     spec = {
         "name": "synthetic-clicks",
@@ -111,7 +133,13 @@ def write_synthetic(folder: Path, rows: int, seed: int = 0) -> Path:
             {"name": "item_brand", "kind": "categorical", "group": "brand", "min_count": 5},
             {"name": "price", "kind": "numeric", "group": "price", "buckets": 20},
             {"name": "user_id", "kind": "hashed", "group": "personal", "buckets": 1 << 20},
-            {"name": "brand_x_price", "kind": "crossed", "group": "brand", "columns": ["item_brand", "price"], "buckets": 1 << 16},
+            {
+                "name": "brand_x_price",
+                "kind": "crossed",
+                "group": "brand",
+                "columns": ["item_brand", "price"],
+                "buckets": 1 << 16,
+            },
             {"name": "genres", "kind": "multi", "group": "item", "separator": "|", "max_len": 3},
         ],
         "split": {"kind": "random", "fractions": [0.8, 0.1, 0.1], "seed": 0},
@@ -138,11 +166,16 @@ def bench_big(work: Path, rows: int, max_memory: str) -> None:
     t0 = time.perf_counter()
     yml = write_synthetic(work / "synthetic" / "shards", rows)
     size = sum(p.stat().st_size for p in (work / "synthetic" / "shards").iterdir())
-    print(f"[2] wrote {rows:,} rows as {rows // SHARD_ROWS} Parquet shards ({size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"[2] wrote {rows:,} rows as {rows // SHARD_ROWS} Parquet shards ({size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.0f} s"
+    )
     out = work / "synthetic" / "prepared"
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(yml), "--out", str(out), "--max-memory", max_memory, "--no-progress"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(yml), "--out", str(out), "--max-memory", max_memory, "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         print(proc.stdout, proc.stderr)
@@ -151,9 +184,11 @@ def bench_big(work: Path, rows: int, max_memory: str) -> None:
     bound = parse_memory(max_memory)
     manifest = json.loads((out / "prepared.json").read_text())
     written = sum(p.stat().st_size for p in out.glob("*.npy"))
-    print(f"[2] prepare --max-memory {max_memory}: {rows:,} rows in {seconds:.0f} s = {rows / seconds:,.0f} rows/s end to end "
-          f"(batch {manifest['batch_rows']:,} rows); peak RSS {peak / 1e6:,.0f} MB vs bound {bound / 1e6:,.0f} MB: "
-          f"{'HELD' if peak <= bound else 'EXCEEDED'}; arrays {written / 1e6:,.0f} MB on disk")
+    print(
+        f"[2] prepare --max-memory {max_memory}: {rows:,} rows in {seconds:.0f} s = {rows / seconds:,.0f} rows/s end to end "
+        f"(batch {manifest['batch_rows']:,} rows); peak RSS {peak / 1e6:,.0f} MB vs bound {bound / 1e6:,.0f} MB: "
+        f"{'HELD' if peak <= bound else 'EXCEEDED'}; arrays {written / 1e6:,.0f} MB on disk"
+    )
     print(f"    {proc.stdout.strip().splitlines()[-1]}")
     shutil.rmtree(work / "synthetic", ignore_errors=True)
 
@@ -185,7 +220,7 @@ def bench_data_wait(prepared: Path, steps: int, batch_size: int) -> None:
     model.train()
     for i in range(steps + 5):
         t0 = time.perf_counter()
-        idx = order[(i * batch_size) % max(len(train) - batch_size, 1):][:batch_size]
+        idx = order[(i * batch_size) % max(len(train) - batch_size, 1) :][:batch_size]
         batch = train.batch(idx)
         t1 = time.perf_counter()
         loss, _ = objective(model(batch), batch)
@@ -198,9 +233,11 @@ def bench_data_wait(prepared: Path, steps: int, batch_size: int) -> None:
         if i >= 5:  # warm-up steps excluded
             fetch += t1 - t0
             step += t2 - t1
-    print(f"[3] CNAN-AT on memory-mapped ML-1M, batch {batch_size}, {steps} steps, {torch.get_num_threads()} threads: "
-          f"fetch {1e3 * fetch / steps:.2f} ms/batch, step {1e3 * step / steps:.1f} ms/batch -> "
-          f"{100 * fetch / (fetch + step):.2f} % of training time waiting for data")
+    print(
+        f"[3] CNAN-AT on memory-mapped ML-1M, batch {batch_size}, {steps} steps, {torch.get_num_threads()} threads: "
+        f"fetch {1e3 * fetch / steps:.2f} ms/batch, step {1e3 * step / steps:.1f} ms/batch -> "
+        f"{100 * fetch / (fetch + step):.2f} % of training time waiting for data"
+    )
 
 
 def main() -> None:

@@ -39,9 +39,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,11 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {  # name -> 
     "cnan": ({"name": "cnan"}, {}, False),
     "cnan_bf16": ({"name": "cnan"}, {"precision": "bf16"}, False),
     "cnan_rowwise": ({"name": "cnan", "sparse_embeddings": True}, {"sparse_optimizer": "rowwise_adagrad"}, False),
-    "cnan_bf16_rowwise": ({"name": "cnan", "sparse_embeddings": True}, {"sparse_optimizer": "rowwise_adagrad", "precision": "bf16"}, False),
+    "cnan_bf16_rowwise": (
+        {"name": "cnan", "sparse_embeddings": True},
+        {"sparse_optimizer": "rowwise_adagrad", "precision": "bf16"},
+        False,
+    ),
     "cnan_compile": ({"name": "cnan"}, {}, True),
     "dcn": (DCN_CONFIG, {}, False),
     "dcn_bf16": (DCN_CONFIG, {"precision": "bf16"}, False),
@@ -98,7 +103,12 @@ LABELS = {
     "rechub": "torch-rechub DCN",
     "fuxictr": "FuxiCTR DCN",
 }
-PACKAGES = {**{m: "crossctr" for m in CROSSCTR_MODELS}, "deepctr": "deepctr-torch", "rechub": "torch-rechub", "fuxictr": "fuxictr"}
+PACKAGES = {
+    **{m: "crossctr" for m in CROSSCTR_MODELS},
+    "deepctr": "deepctr-torch",
+    "rechub": "torch-rechub",
+    "fuxictr": "fuxictr",
+}
 IMPORTS = {"deepctr": "deepctr_torch", "rechub": "torch_rechub", "fuxictr": "fuxictr"}
 
 
@@ -114,7 +124,9 @@ def vocabularies(scale: float = 1.0) -> list[int]:
 def _hash_unit(salt: int | np.ndarray, a: np.ndarray) -> np.ndarray:
     """A fixed pseudo-random value in [-1, 1) per (salt, integer) (splitmix64), no table needed."""
     with np.errstate(over="ignore"):
-        z = a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(salt).astype(np.uint64) * np.uint64(0x632BE59BD9B4E019)
+        z = a.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(salt).astype(np.uint64) * np.uint64(
+            0x632BE59BD9B4E019
+        )
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
@@ -166,12 +178,14 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
     CNAN-AT: two towers per row (shared + its domain's private one), each with the attention
     MLP (72·64 + 64·32 + 32 per field) on K = 64 + 8, D = 24 · 72.
     """
+
     def tower(k: int, attention: bool) -> float:
         d = n_fields * k
         macs = d * DEEP[0] + DEEP[0] * DEEP[1] + 2 * CROSS_LAYERS * d
         if attention:
             macs += n_fields * (k * 64 + 64 * 32 + 32)
         return macs
+
     model = base_model(model)
     if model == "cnan":
         macs = 2 * tower(EMB_DIM + 8, True) + 2 * (DEEP[1] + n_fields * (EMB_DIM + 8))
@@ -202,7 +216,9 @@ def table_bytes(model: str, total_ids: int) -> float:
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor())
+            return next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), platform.processor()
+            )
     except OSError:
         return platform.processor()
 
@@ -276,7 +292,9 @@ class CrossctrRunner:
         self.test = EncodedSplit.from_numpy(te["x"], te["d"], te["y"])
         # Validation after each epoch (part of every fit): the first rows of the test split, 1 %
         # of the training rows (at least 1,000).
-        self.valid = EncodedSplit.from_numpy(*(a[: max(1000, len(tr["y"]) // 100)] for a in (te["x"], te["d"], te["y"])))
+        self.valid = EncodedSplit.from_numpy(
+            *(a[: max(1000, len(tr["y"]) // 100)] for a in (te["x"], te["d"], te["y"]))
+        )
         self.fits = 0
         self.trainer_rows_per_s: list[float] = []
 
@@ -284,14 +302,24 @@ class CrossctrRunner:
         from crossctr.training.config import TrainConfig
 
         # threads 0: the library's default (None), chosen by the trainer from the CPUs and the load
-        return TrainConfig(epochs=1, batch_size=self.spec.batch, lr=LR, device=self.spec.device, threads=self.spec.threads or None,
-                           seed=self.spec.seed + self.fits, eval_batch_size=self.spec.eval_batch, progress=False,
-                           **{**self.train_cfg, **({"precision": "bf16"} if self.spec.bf16 else {})})
+        return TrainConfig(
+            epochs=1,
+            batch_size=self.spec.batch,
+            lr=LR,
+            device=self.spec.device,
+            threads=self.spec.threads or None,
+            seed=self.spec.seed + self.fits,
+            eval_batch_size=self.spec.eval_batch,
+            progress=False,
+            **{**self.train_cfg, **({"precision": "bf16"} if self.spec.bf16 else {})},
+        )
 
     def train_rows(self, start: int, stop: int) -> float:
         from crossctr.training.trainer import Trainer
 
-        part = self.train if (start, stop) == (0, len(self.train)) else self.train.select(self.torch.arange(start, stop))
+        part = (
+            self.train if (start, stop) == (0, len(self.train)) else self.train.select(self.torch.arange(start, stop))
+        )
         t0 = time.perf_counter()
         res = Trainer(self.config(), self.domains).fit(self.net, part, self.valid)
         secs = time.perf_counter() - t0
@@ -319,7 +347,18 @@ class DeepCTRRunner:
         cols = [SparseFeat(f"f{i}", vocabulary_size=v, embedding_dim=EMB_DIM) for i, v in enumerate(vocab)]
         # No linear part (linear_feature_columns=[]) and no L2 terms: the same plain DCN maths
         # as the others; L2 on the tables would also cost a pass over them every step.
-        self.model = DCN([], cols, cross_num=CROSS_LAYERS, dnn_hidden_units=DEEP, l2_reg_linear=0, l2_reg_embedding=0, l2_reg_cross=0, l2_reg_dnn=0, seed=spec.seed, device=spec.device)
+        self.model = DCN(
+            [],
+            cols,
+            cross_num=CROSS_LAYERS,
+            dnn_hidden_units=DEEP,
+            l2_reg_linear=0,
+            l2_reg_embedding=0,
+            l2_reg_cross=0,
+            l2_reg_dnn=0,
+            seed=spec.seed,
+            device=spec.device,
+        )
         self.model.compile(torch.optim.Adam(self.model.parameters(), lr=LR), "binary_crossentropy")
         self.tr, self.te = tr, te
 
@@ -351,17 +390,27 @@ class RechubRunner:
         self.spec = spec
         torch.manual_seed(spec.seed)
         feats = [SparseFeature(f"f{i}", vocab_size=v, embed_dim=EMB_DIM) for i, v in enumerate(vocab)]
-        self.model = DCN(feats, n_cross_layers=CROSS_LAYERS, mlp_params={"dims": list(DEEP), "activation": "relu", "dropout": 0})
+        self.model = DCN(
+            feats, n_cross_layers=CROSS_LAYERS, mlp_params={"dims": list(DEEP), "activation": "relu", "dropout": 0}
+        )
         self.tmp = tempfile.TemporaryDirectory()
         # weight_decay 0 (the trainer's default is 1e-5): plain Adam like every other model.
-        self.trainer = CTRTrainer(self.model, optimizer_params={"lr": LR, "weight_decay": 0.0}, n_epoch=1, device=spec.device, model_path=self.tmp.name)
+        self.trainer = CTRTrainer(
+            self.model,
+            optimizer_params={"lr": LR, "weight_decay": 0.0},
+            n_epoch=1,
+            device=spec.device,
+            model_path=self.tmp.name,
+        )
         self.tr, self.te = tr, te
 
     def _loader(self, x: np.ndarray, y: np.ndarray, batch: int, shuffle: bool) -> Any:
         from torch.utils.data import DataLoader
         from torch_rechub.utils.data import TorchDataset
 
-        return DataLoader(TorchDataset({f"f{i}": x[:, i] for i in range(x.shape[1])}, y), batch_size=batch, shuffle=shuffle)
+        return DataLoader(
+            TorchDataset({f"f{i}": x[:, i] for i in range(x.shape[1])}, y), batch_size=batch, shuffle=shuffle
+        )
 
     def train_rows(self, start: int, stop: int) -> float:
         dl = self._loader(self.tr["x"][start:stop], self.tr["y"][start:stop], self.spec.batch, True)
@@ -403,7 +452,15 @@ class FuxiRunner:
                 super().__init__(feature_map, model_id="DCN", **kwargs)
                 self.embedding_layer = FeatureEmbedding(feature_map, EMB_DIM)
                 d = feature_map.sum_emb_out_dim()
-                self.dnn = MLP_Block(input_dim=d, output_dim=None, hidden_units=list(DEEP), hidden_activations="ReLU", output_activation=None, dropout_rates=0, batch_norm=False)
+                self.dnn = MLP_Block(
+                    input_dim=d,
+                    output_dim=None,
+                    hidden_units=list(DEEP),
+                    hidden_activations="ReLU",
+                    output_activation=None,
+                    dropout_rates=0,
+                    batch_norm=False,
+                )
                 self.crossnet = CrossNet(d, CROSS_LAYERS)
                 self.fc = torch.nn.Linear(d + DEEP[-1], 1)
                 self.compile("adam", "binary_crossentropy", LR)
@@ -435,7 +492,9 @@ class FuxiRunner:
 
     def train_rows(self, start: int, stop: int) -> float:
         if (start, stop) not in self.loaders:
-            self.loaders[start, stop] = self._loader(f"train_{start}_{stop}", self.tr["x"][start:stop], self.tr["y"][start:stop], self.spec.batch, True)
+            self.loaders[start, stop] = self._loader(
+                f"train_{start}_{stop}", self.tr["x"][start:stop], self.tr["y"][start:stop], self.spec.batch, True
+            )
         t0 = time.perf_counter()
         self.model.train_epoch(self.loaders[start, stop])
         return time.perf_counter() - t0
@@ -446,7 +505,12 @@ class FuxiRunner:
         return time.perf_counter() - t0, np.asarray(p).reshape(-1)
 
 
-RUNNERS: dict[str, Callable[..., Any]] = {**{m: CrossctrRunner for m in CROSSCTR_MODELS}, "deepctr": DeepCTRRunner, "rechub": RechubRunner, "fuxictr": FuxiRunner}
+RUNNERS: dict[str, Callable[..., Any]] = {
+    **{m: CrossctrRunner for m in CROSSCTR_MODELS},
+    "deepctr": DeepCTRRunner,
+    "rechub": RechubRunner,
+    "fuxictr": FuxiRunner,
+}
 
 
 # ----------------------------------------------------------------------------- worker process
@@ -489,7 +553,9 @@ def worker(name: str, folder: str, spec_d: dict, conn: Any) -> None:
         tr, te, vocab = load_data(Path(folder))
         with contextlib.redirect_stdout(quiet):  # the peers print from their loops
             runner = RUNNERS[name](name, tr, te, vocab, spec)
-        conn.send(("ready", {"torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned}))
+        conn.send(
+            ("ready", {"torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned})
+        )
         while True:
             cmd, arg = conn.recv()
             if cmd == "stop":
@@ -500,7 +566,16 @@ def worker(name: str, folder: str, spec_d: dict, conn: Any) -> None:
                     secs = runner.train_rows(*arg)
                     _sync(spec.device)
                     own = getattr(runner, "trainer_rows_per_s", None)
-                    conn.send(("ok", {"seconds": secs, "threads": torch.get_num_threads(), "trainer_rows_per_s": own[-1] if own else None}))
+                    conn.send(
+                        (
+                            "ok",
+                            {
+                                "seconds": secs,
+                                "threads": torch.get_num_threads(),
+                                "trainer_rows_per_s": own[-1] if own else None,
+                            },
+                        )
+                    )
                 elif cmd == "score":
                     secs, p = runner.score()
                     conn.send(("ok", {"seconds": secs, "auc": _auc(te["y"], p)}))
@@ -531,7 +606,9 @@ class Worker:
         try:
             kind, payload = self.conn.recv()
         except EOFError:
-            raise RuntimeError(f"{LABELS[self.name]} worker died (exit code {self.proc.exitcode}; out of memory?)") from None
+            raise RuntimeError(
+                f"{LABELS[self.name]} worker died (exit code {self.proc.exitcode}; out of memory?)"
+            ) from None
         if kind == "error":
             raise RuntimeError(f"{LABELS[self.name]} worker failed:\n{payload}")
         return payload
@@ -620,7 +697,9 @@ def calibrate_matmul(threads: int, device: str) -> float:
     return 2 * a.shape[0] * a.shape[1] * b.shape[1] * n / (time.perf_counter() - t0) / 1e9
 
 
-def compare(models: list[str], folder: Path, spec: RunSpec, n_train: int, n_test: int, reps: int, log: Callable[[str], None]) -> tuple[list[Row], list[float]]:
+def compare(
+    models: list[str], folder: Path, spec: RunSpec, n_train: int, n_test: int, reps: int, log: Callable[[str], None]
+) -> tuple[list[Row], list[float]]:
     """Main table: persistent workers, interleaved repetitions, medians."""
     ctx = mp.get_context("spawn")
     workers: dict[str, Worker] = {}
@@ -632,7 +711,18 @@ def compare(models: list[str], folder: Path, spec: RunSpec, n_train: int, n_test
             w.kill()
 
 
-def _compare(models: list[str], workers: dict, rows: dict, ctx: Any, folder: Path, spec: RunSpec, n_train: int, n_test: int, reps: int, log: Callable[[str], None]) -> tuple[list[Row], list[float]]:
+def _compare(
+    models: list[str],
+    workers: dict,
+    rows: dict,
+    ctx: Any,
+    folder: Path,
+    spec: RunSpec,
+    n_train: int,
+    n_test: int,
+    reps: int,
+    log: Callable[[str], None],
+) -> tuple[list[Row], list[float]]:
     for m in models:
         workers[m] = Worker(ctx, m, folder, spec)
         warm = min(2 * spec.batch, n_train)  # first-step allocations and kernel choice, untimed
@@ -651,18 +741,31 @@ def _compare(models: list[str], workers: dict, rows: dict, ctx: Any, folder: Pat
                 rows[m].trainer_rows_per_s_reps.append(tr["trainer_rows_per_s"])
             rows[m].predict_rows_per_s_reps.append(n_test / s["seconds"])
             rows[m].auc_by_epoch.append(s["auc"])
-            log(f"  rep {r + 1}/{reps} {LABELS[m]:<24} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}")
+            log(
+                f"  rep {r + 1}/{reps} {LABELS[m]:<24} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}"
+            )
     for m in models:
         row = rows[m]
         row.peak_rss_mb = workers[m].stop()
         row.train_rows_per_s = statistics.median(row.train_rows_per_s_reps)
         row.predict_rows_per_s = statistics.median(row.predict_rows_per_s_reps)
         row.test_auc = row.auc_by_epoch[0]
-        row.train_gflops = float("nan") if m.startswith("small_") else row.train_rows_per_s * flops_per_train_row(m) / 1e9
+        row.train_gflops = (
+            float("nan") if m.startswith("small_") else row.train_rows_per_s * flops_per_train_row(m) / 1e9
+        )
     return [rows[m] for m in models], calib
 
 
-def scaling(models: list[str], root: Path, spec: RunSpec, scales: list[float], n_rows: int, reps: int, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def scaling(
+    models: list[str],
+    root: Path,
+    spec: RunSpec,
+    scales: list[float],
+    n_rows: int,
+    reps: int,
+    seed: int,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Training rows/s as the vocabulary grows (same rows, same batch); one worker alive at a time.
 
     A point runs only when its tables and optimizer state fit in the memory available now;
@@ -682,7 +785,9 @@ def scaling(models: list[str], root: Path, spec: RunSpec, scales: list[float], n
             for s in scales:
                 need = table_bytes(m, sum(vocabularies(s))) + 1.5e9
                 if need > 0.85 * mem_available():
-                    out["skipped"].setdefault(m, {})[f"{s:g}"] = f"needs ~{need / 1e9:.1f} GB, {mem_available() / 1e9:.1f} GB available"
+                    out["skipped"].setdefault(m, {})[f"{s:g}"] = (
+                        f"needs ~{need / 1e9:.1f} GB, {mem_available() / 1e9:.1f} GB available"
+                    )
                     continue
                 w = Worker(ctx, m, folders[s], spec)
                 try:
@@ -727,7 +832,13 @@ def plot_scaling(sc: dict[str, Any], path: Path, note: str) -> None:
         why = [v[f"{s:g}"] for v in sc["skipped"].values() if f"{s:g}" in v]
         if why and not any(pts.get(f"{s:g}") for pts in sc["train_rows_per_s"].values()):
             need = sorted(float(w.split("~")[1].split(" ")[0]) for w in why)
-            axes[1].annotate(f"{s:g}x: no model fits\n(needs {need[0]:.0f}-{need[-1]:.0f} GB)", (s, 0.5), ha="right", fontsize=8, color="0.3")
+            axes[1].annotate(
+                f"{s:g}x: no model fits\n(needs {need[0]:.0f}-{need[-1]:.0f} GB)",
+                (s, 0.5),
+                ha="right",
+                fontsize=8,
+                color="0.3",
+            )
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xticks(sc["scales"], [f"{s:g}x" for s in sc["scales"]])
@@ -738,7 +849,10 @@ def plot_scaling(sc: dict[str, Any], path: Path, note: str) -> None:
     axes[1].set_ylabel("rows/s relative to 1x")
     axes[1].set_ylim(0, top)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Training speed as the vocabulary grows ({sc['rows']:,} rows per point, batch {BATCH}, medians of {sc['reps']})", fontsize=10)
+    fig.suptitle(
+        f"Training speed as the vocabulary grows ({sc['rows']:,} rows per point, batch {BATCH}, medians of {sc['reps']})",
+        fontsize=10,
+    )
     fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.05, 1, 0.95))
     fig.savefig(path, dpi=120)
@@ -750,10 +864,14 @@ def print_table(rows: list[Row], log: Callable[[str], None]) -> None:
     log(head)
     log("-" * len(head))
     for r in rows:
-        log(f"{r.label:<24} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}")
+        log(
+            f"{r.label:<24} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}"
+        )
 
 
-def ratios(rows: list[Row], sc: dict[str, Any] | None, contention: dict[str, Any] | None = None) -> dict[str, float | None]:
+def ratios(
+    rows: list[Row], sc: dict[str, Any] | None, contention: dict[str, Any] | None = None
+) -> dict[str, float | None]:
     """The issue's ratios: crossctr's rows against the fastest peer's DCN (train, score) and lowest peer RSS."""
     by = {r.model: r for r in rows}
     peers = [r for r in rows if r.model not in CROSSCTR_MODELS]
@@ -781,9 +899,18 @@ def ratios(rows: list[Row], sc: dict[str, Any] | None, contention: dict[str, Any
         # row-wise variant: the dense default's tables and Adam moments do not fit at 100x)
         "vocab100x_slowdown": None,
         # the faster options, each against the fastest peer's DCN or its default
-        **{f"{m}_train_vs_best_peer_dcn": ratio(get(m, "train_rows_per_s"), best_train) for m in ("cnan_rowwise", "cnan_bf16_rowwise", "cnan_compile", "dcn_bf16", "dcn_rowwise")},
-        **{f"{m}_predict_vs_best_peer_dcn": ratio(get(m, "predict_rows_per_s"), best_pred) for m in ("cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise")},
-        **{f"{m}_rss_vs_lowest_peer": ratio(get(m, "peak_rss_mb"), low_rss) for m in ("cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise", "dcn_rowwise")},
+        **{
+            f"{m}_train_vs_best_peer_dcn": ratio(get(m, "train_rows_per_s"), best_train)
+            for m in ("cnan_rowwise", "cnan_bf16_rowwise", "cnan_compile", "dcn_bf16", "dcn_rowwise")
+        },
+        **{
+            f"{m}_predict_vs_best_peer_dcn": ratio(get(m, "predict_rows_per_s"), best_pred)
+            for m in ("cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise")
+        },
+        **{
+            f"{m}_rss_vs_lowest_peer": ratio(get(m, "peak_rss_mb"), low_rss)
+            for m in ("cnan_bf16", "cnan_rowwise", "cnan_bf16_rowwise", "dcn_rowwise")
+        },
         "cnan_bf16_auc_minus_fp32": auc_diff("cnan_bf16", "cnan"),
         "cnan_rowwise_auc_minus_default": auc_diff("cnan_rowwise", "cnan"),
         "dcn_rowwise_auc_minus_default": auc_diff("dcn_rowwise", "dcn"),
@@ -801,7 +928,9 @@ def ratios(rows: list[Row], sc: dict[str, Any] | None, contention: dict[str, Any
     return out
 
 
-def contention(model: str, folder: Path, spec: RunSpec, n_rows: int, reps: int, log: Callable[[str], None]) -> dict[str, Any]:
+def contention(
+    model: str, folder: Path, spec: RunSpec, n_rows: int, reps: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Two identical jobs at once against one alone: the slowdown of a job when two share the cores.
 
     Both jobs run `model` through `Trainer.fit` with the library's thread default (`threads: None`)
@@ -825,15 +954,25 @@ def contention(model: str, folder: Path, spec: RunSpec, n_rows: int, reps: int, 
                 w.conn.send(("train", (0, n_rows)))
             both = [w._recv() for w in jobs]
             together.append(statistics.mean(b["seconds"] for b in both))
-            log(f"  contention rep {r + 1}/{reps}: one job {alone[-1]:.1f} s, two jobs {together[-1]:.1f} s each ({together[-1] / alone[-1]:.2f}x), {a['threads']} threads")
+            log(
+                f"  contention rep {r + 1}/{reps}: one job {alone[-1]:.1f} s, two jobs {together[-1]:.1f} s each ({together[-1] / alone[-1]:.2f}x), {a['threads']} threads"
+            )
         for w in jobs:
             w.stop()
     finally:
         for w in jobs:
             w.kill()
-    ratios_ = [t / a for t, a in zip(together, alone)]
-    return {"model": model, "rows": n_rows, "reps": reps, "alone_seconds": alone, "together_seconds": together,
-            "threads": threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "slowdown": round(statistics.median(ratios_), 3)}
+    ratios_ = [t / a for t, a in zip(together, alone, strict=False)]
+    return {
+        "model": model,
+        "rows": n_rows,
+        "reps": reps,
+        "alone_seconds": alone,
+        "together_seconds": together,
+        "threads": threads,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "slowdown": round(statistics.median(ratios_), 3),
+    }
 
 
 def generate_small(n: int, seed: int) -> dict[str, np.ndarray]:
@@ -892,7 +1031,8 @@ def profile(model: str, rows: int, spec: RunSpec, seed: int, top: int = 15) -> d
     of the step.
     """
     import torch
-    from torch.profiler import ProfilerActivity, profile as tprofile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
 
     torch.set_num_threads(1)
     spec = RunSpec(**{**asdict(spec), "threads": 1})
@@ -919,49 +1059,99 @@ def profile(model: str, rows: int, spec: RunSpec, seed: int, top: int = 15) -> d
             run()
         ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in ops) or 1.0
-        table = [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2), "share": round(e.self_cpu_time_total / total, 4), "calls_per_step": round(e.count / steps, 1)} for e in ops[:top]]
+        table = [
+            {
+                "op": e.key,
+                "ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2),
+                "share": round(e.self_cpu_time_total / total, 4),
+                "calls_per_step": round(e.count / steps, 1),
+            }
+            for e in ops[:top]
+        ]
         out[kind] = {"cpu_ms_per_step": round(cpu_ms, 1), "top_ops": table}
         print(f"{LABELS[model]} under {kind}: {cpu_ms:.1f} CPU ms per step of {spec.batch} rows (one thread)")
         for t in table:
-            print(f"  {t['op'][:48]:<48} {t['ms_per_step']:>9.2f} ms/step {100 * t['share']:>6.1f} %  {t['calls_per_step']:>7.1f} calls/step")
+            print(
+                f"  {t['op'][:48]:<48} {t['ms_per_step']:>9.2f} ms/step {100 * t['share']:>6.1f} %  {t['calls_per_step']:>7.1f} calls/step"
+            )
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--rows", type=int, default=400_000, help="training rows (test rows = rows / 4); default 400000")
-    p.add_argument("--vocab-scale", type=float, default=1.0, help="multiply every vocabulary for the main table; default 1")
+    p.add_argument(
+        "--vocab-scale", type=float, default=1.0, help="multiply every vocabulary for the main table; default 1"
+    )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads in every worker; default 2 (the issue's shape); 0: each library's default")
-    p.add_argument("--quick", action="store_true", help="smoke run: 20000 rows, 1 repetition, scaling at 1x and 10x on 8192 rows, small data 20000 rows")
-    p.add_argument("--parts", default="main,small,contention,scaling",
-                   help="what to run: main (the table), small (two features, 133k rows, batch 1024), contention (2 jobs at once), scaling")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch intra-op threads in every worker; default 2 (the issue's shape); 0: each library's default",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 20000 rows, 1 repetition, scaling at 1x and 10x on 8192 rows, small data 20000 rows",
+    )
+    p.add_argument(
+        "--parts",
+        default="main,small,contention,scaling",
+        help="what to run: main (the table), small (two features, 133k rows, batch 1024), contention (2 jobs at once), scaling",
+    )
     p.add_argument("--small", action="store_true", help="only the small-data part (--parts small)")
     p.add_argument("--contention", action="store_true", help="only the 2-jobs part (--parts contention)")
-    p.add_argument("--contention-rows", type=int, default=32_768, help="training rows per contention job; default 32768")
+    p.add_argument(
+        "--contention-rows", type=int, default=32_768, help="training rows per contention job; default 32768"
+    )
     p.add_argument("--contention-model", default="cnan", choices=CROSSCTR_MODELS)
-    p.add_argument("--reps", type=int, default=3, help="interleaved repetitions (epochs) per model; medians are reported")
+    p.add_argument(
+        "--reps", type=int, default=3, help="interleaved repetitions (epochs) per model; medians are reported"
+    )
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     p.add_argument("--batch-size", type=int, default=BATCH)
     p.add_argument("--scaling-scales", default="1,10,100", help="vocabulary scales of the figure; empty to skip it")
     p.add_argument("--scaling-rows", type=int, default=81_920, help="timed training rows per scaling point")
     p.add_argument("--scaling-reps", type=int, default=2)
-    p.add_argument("--with-emulated-bf16", action="store_true", help="run the bf16 rows on a CPU without bf16 matmul instructions (slow)")
-    p.add_argument("--bf16", action="store_true", help="train every crossctr row with precision: bf16 (peers stay fp32)")
+    p.add_argument(
+        "--with-emulated-bf16",
+        action="store_true",
+        help="run the bf16 rows on a CPU without bf16 matmul instructions (slow)",
+    )
+    p.add_argument(
+        "--bf16", action="store_true", help="train every crossctr row with precision: bf16 (peers stay fp32)"
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile crossctr's models")
     p.add_argument("--no-malloc-tuning", action="store_true", help="leave glibc's malloc settings alone in the workers")
-    p.add_argument("--omp-wait-policy", choices=["passive", "active", "default"], default="passive",
-                   help="OMP_WAIT_POLICY for every worker; passive (default): threads waiting at a barrier sleep "
-                        "instead of spinning, which on a machine shared with other jobs was 4-6x faster at 2 threads")
+    p.add_argument(
+        "--omp-wait-policy",
+        choices=["passive", "active", "default"],
+        default="passive",
+        help="OMP_WAIT_POLICY for every worker; passive (default): threads waiting at a barrier sleep "
+        "instead of spinning, which on a machine shared with other jobs was 4-6x faster at 2 threads",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "results.json"), help="results JSON ('' to skip)")
     p.add_argument("--figure", default=str(HERE / "scaling.png"), help="scaling figure PNG ('' to skip)")
-    p.add_argument("--profile", choices=CROSSCTR_MODELS, help="only profile a crossctr model: Trainer.fit against a lean loop, one thread; then exit")
+    p.add_argument(
+        "--profile",
+        choices=CROSSCTR_MODELS,
+        help="only profile a crossctr model: Trainer.fit against a lean loop, one thread; then exit",
+    )
     args = p.parse_args(argv)
 
     if args.omp_wait_policy != "default":  # before torch starts its OpenMP runtime here or in a worker
         os.environ["OMP_WAIT_POLICY"] = args.omp_wait_policy.upper()
-    parts = {"small"} if args.small else {"contention"} if args.contention else {x.strip() for x in args.parts.split(",") if x.strip()}
+    parts = (
+        {"small"}
+        if args.small
+        else {"contention"}
+        if args.contention
+        else {x.strip() for x in args.parts.split(",") if x.strip()}
+    )
     small_rows = SMALL_ROWS
     if args.quick:
         args.rows, args.reps, args.scaling_rows, args.scaling_reps = 20_000, 1, 8192, 1
@@ -969,7 +1159,16 @@ def main(argv: list[str] | None = None) -> int:
         args.contention_rows, small_rows = min(args.contention_rows, 8192), 20_000
     if "scaling" not in parts:
         args.scaling_scales = ""
-    spec = RunSpec(args.device, args.threads, args.seed, args.bf16, args.compile, args.batch_size, EVAL_BATCH, not args.no_malloc_tuning)
+    spec = RunSpec(
+        args.device,
+        args.threads,
+        args.seed,
+        args.bf16,
+        args.compile,
+        args.batch_size,
+        EVAL_BATCH,
+        not args.no_malloc_tuning,
+    )
     if args.device.startswith("cuda"):
         import torch
 
@@ -994,7 +1193,9 @@ def main(argv: list[str] | None = None) -> int:
         # what bf16 gives where it exists
         for m in [m for m in models if "_bf16" in m]:
             models.remove(m)
-            missing[m] = "this CPU has no bf16 matmul instructions (avx512_bf16 / amx_bf16); --with-emulated-bf16 runs it anyway"
+            missing[m] = (
+                "this CPU has no bf16 matmul instructions (avx512_bf16 / amx_bf16); --with-emulated-bf16 runs it anyway"
+            )
     n_train, n_test = args.rows, max(args.rows // 4, 1000)
     lines: list[str] = []
 
@@ -1004,13 +1205,21 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.time()
     load0 = os.getloadavg()
-    log(f"crossctr speed benchmark: {n_train:,} train / {n_test:,} test rows, {N_FIELDS} fields (vocab {VOCAB_MIN}..{VOCAB_MAX:,} x {args.vocab_scale:g}), "
-        f"emb {EMB_DIM}, cross {CROSS_LAYERS} + FCN {'x'.join(map(str, DEEP))}, batch {args.batch_size}, Adam {LR:g}, device {args.device}, {args.threads} threads")
-    log(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.1f} at start "
-        "(shared with other jobs: models run interleaved, medians reported)")
-    log(f"cpu: {cpu_model()}, bf16 in hardware: {cpu_flags('avx512_bf16', 'amx_bf16')} (without, the bf16 rows are emulated and slow)")
-    log(f"every worker: {args.threads} torch threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-        f"malloc tuning {'off' if args.no_malloc_tuning else 'on (no mmap per large tensor)'}")
+    log(
+        f"crossctr speed benchmark: {n_train:,} train / {n_test:,} test rows, {N_FIELDS} fields (vocab {VOCAB_MIN}..{VOCAB_MAX:,} x {args.vocab_scale:g}), "
+        f"emb {EMB_DIM}, cross {CROSS_LAYERS} + FCN {'x'.join(map(str, DEEP))}, batch {args.batch_size}, Adam {LR:g}, device {args.device}, {args.threads} threads"
+    )
+    log(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.1f} at start "
+        "(shared with other jobs: models run interleaved, medians reported)"
+    )
+    log(
+        f"cpu: {cpu_model()}, bf16 in hardware: {cpu_flags('avx512_bf16', 'amx_bf16')} (without, the bf16 rows are emulated and slow)"
+    )
+    log(
+        f"every worker: {args.threads} torch threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"malloc tuning {'off' if args.no_malloc_tuning else 'on (no mmap per large tensor)'}"
+    )
     for m, why in missing.items():
         log(f"  left out: {LABELS[m]} ({why if m in CROSSCTR_MODELS else f'{PACKAGES[m]} not importable: {why}'})")
     with tempfile.TemporaryDirectory(prefix="crossctr-bench-") as tmp:
@@ -1018,7 +1227,9 @@ def main(argv: list[str] | None = None) -> int:
         main_dir = root / "main"
         main_dir.mkdir()
         write_data(main_dir, n_train, n_test, vocabularies(args.vocab_scale), args.seed)
-        rows, calib = compare(models, main_dir, spec, n_train, n_test, args.reps, log) if "main" in parts and models else ([], [])
+        rows, calib = (
+            compare(models, main_dir, spec, n_train, n_test, args.reps, log) if "main" in parts and models else ([], [])
+        )
         small_rows_out: list[Row] = []
         if "small" in parts:
             small_dir = root / "small"
@@ -1026,17 +1237,40 @@ def main(argv: list[str] | None = None) -> int:
             small_data(small_dir, small_rows, max(small_rows // 4, 1000), args.seed)
             log(f"small data: 2 features, 2 domains, {small_rows:,} train rows, batch {SMALL_BATCH}:")
             small_spec = RunSpec(**{**asdict(spec), "batch": SMALL_BATCH})
-            small_rows_out, _ = compare(["small_cnan", "small_shared_bottom"], small_dir, small_spec, small_rows, max(small_rows // 4, 1000), args.reps, log)
+            small_rows_out, _ = compare(
+                ["small_cnan", "small_shared_bottom"],
+                small_dir,
+                small_spec,
+                small_rows,
+                max(small_rows // 4, 1000),
+                args.reps,
+                log,
+            )
         cont = None
         if "contention" in parts:
-            log(f"contention: {LABELS[args.contention_model]}, {args.contention_rows:,} rows per job, one job alone against two at once "
-                f"(each with the library's thread default) on {len(os.sched_getaffinity(0))} CPUs:")
-            cont = contention(args.contention_model, main_dir, spec, args.contention_rows, max(1, min(args.reps, 2)), log)
+            log(
+                f"contention: {LABELS[args.contention_model]}, {args.contention_rows:,} rows per job, one job alone against two at once "
+                f"(each with the library's thread default) on {len(os.sched_getaffinity(0))} CPUs:"
+            )
+            cont = contention(
+                args.contention_model, main_dir, spec, args.contention_rows, max(1, min(args.reps, 2)), log
+            )
         scales = [float(s) for s in args.scaling_scales.split(",") if s.strip()]
         sc = None
         if scales:
-            log(f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:")
-            sc = scaling([m for m in models if m in ("cnan", "dcn", "cnan_rowwise", "dcn_rowwise", *PEERS)], root, spec, scales, args.scaling_rows, args.scaling_reps, args.seed, log)
+            log(
+                f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:"
+            )
+            sc = scaling(
+                [m for m in models if m in ("cnan", "dcn", "cnan_rowwise", "dcn_rowwise", *PEERS)],
+                root,
+                spec,
+                scales,
+                args.scaling_rows,
+                args.scaling_reps,
+                args.seed,
+                log,
+            )
     log("")
     print_table(rows + small_rows_out, log)
     rat = ratios(rows, sc, cont)
@@ -1047,10 +1281,16 @@ def main(argv: list[str] | None = None) -> int:
             for s, why in pts.items():
                 log(f"  scaling point skipped: {LABELS[m]} at {s}x ({why})")
     load1 = os.getloadavg()
-    log(f"torch.mm fp32 on the FCN's product during the run: {statistics.median(calib) if calib else float('nan'):.0f} GFLOP/s (median of {len(calib)}); "
-        f"load average {load1[0]:.1f} at end; {time.time() - t_start:.0f} s in all")
+    log(
+        f"torch.mm fp32 on the FCN's product during the run: {statistics.median(calib) if calib else float('nan'):.0f} GFLOP/s (median of {len(calib)}); "
+        f"load average {load1[0]:.1f} at end; {time.time() - t_start:.0f} s in all"
+    )
     if sc and args.figure:
-        plot_scaling(sc, Path(args.figure), f"{platform.machine()}, {args.threads} threads, shared machine; points missing = did not fit in memory")
+        plot_scaling(
+            sc,
+            Path(args.figure),
+            f"{platform.machine()}, {args.threads} threads, shared machine; points missing = did not fit in memory",
+        )
         log(f"figure: {Path(args.figure).name}")
     if args.out:
         import torch
@@ -1058,21 +1298,43 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "command": "benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "setup": {
-                "train_rows": n_train, "test_rows": n_test, "fields": N_FIELDS, "vocabularies": vocabularies(args.vocab_scale),
-                "embedding_dim": EMB_DIM, "cross_layers": CROSS_LAYERS, "deep": list(DEEP), "batch_size": args.batch_size,
-                "eval_batch_size": EVAL_BATCH, "lr": LR, "reps": args.reps, "device": args.device, "threads": args.threads,
-                "bf16": args.bf16, "compile": args.compile, "seed": args.seed, "malloc_tuning": not args.no_malloc_tuning,
+                "train_rows": n_train,
+                "test_rows": n_test,
+                "fields": N_FIELDS,
+                "vocabularies": vocabularies(args.vocab_scale),
+                "embedding_dim": EMB_DIM,
+                "cross_layers": CROSS_LAYERS,
+                "deep": list(DEEP),
+                "batch_size": args.batch_size,
+                "eval_batch_size": EVAL_BATCH,
+                "lr": LR,
+                "reps": args.reps,
+                "device": args.device,
+                "threads": args.threads,
+                "bf16": args.bf16,
+                "compile": args.compile,
+                "seed": args.seed,
+                "malloc_tuning": not args.no_malloc_tuning,
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             },
             "machine": {
-                "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+                "cpu_count": os.cpu_count(),
+                "machine": platform.machine(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
                 # the load average before the first worker started says whether other jobs were running
-                "shared": (f"likely: load average {load0[0]:.2f} at start on {os.cpu_count()} cores" if load0[0] >= 0.5 * (os.cpu_count() or 1)
-                           else f"no: load average {load0[0]:.2f} at start on {os.cpu_count()} cores") + "; models interleaved, medians taken",
-                "load_average_start": round(load0[0], 2), "load_average_end": round(load1[0], 2),
+                "shared": (
+                    f"likely: load average {load0[0]:.2f} at start on {os.cpu_count()} cores"
+                    if load0[0] >= 0.5 * (os.cpu_count() or 1)
+                    else f"no: load average {load0[0]:.2f} at start on {os.cpu_count()} cores"
+                )
+                + "; models interleaved, medians taken",
+                "load_average_start": round(load0[0], 2),
+                "load_average_end": round(load1[0], 2),
                 # bf16 matmuls run in hardware only with these flags; without them (emulated) a bf16
                 # product was 8x slower than fp32 here, so the bf16 rows say nothing about a bf16 CPU
-                "cpu_model": cpu_model(), "cpu_bf16_flags": cpu_flags("avx512_bf16", "amx_bf16"),
+                "cpu_model": cpu_model(),
+                "cpu_bf16_flags": cpu_flags("avx512_bf16", "amx_bf16"),
                 "fp32_matmul_gflops": [round(c, 1) for c in calib],
             },
             "left_out": missing,

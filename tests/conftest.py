@@ -39,10 +39,20 @@ def tiny_table(n: int = 3000, seed: int = 7) -> pa.Table:
     brand = rng.integers(0, 20, n)
     price = rng.normal(size=n)
     user = rng.integers(0, 300, n)
-    logit = np.where(site == "B", 1.2 * (brand % 4 - 1.5), np.where(site == "C", -2.0 * price, 0.6 * (brand % 4 - 1.5) - price))
+    logit = np.where(
+        site == "B", 1.2 * (brand % 4 - 1.5), np.where(site == "C", -2.0 * price, 0.6 * (brand % 4 - 1.5) - price)
+    )
     click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     price_col = pa.array(price, mask=rng.random(n) < 0.05)  # some missing values
-    return pa.table({"site": site, "brand": [f"b{b}" for b in brand], "price": price_col, "user": [f"u{u}" for u in user], "click": click})
+    return pa.table(
+        {
+            "site": site,
+            "brand": [f"b{b}" for b in brand],
+            "price": price_col,
+            "user": [f"u{u}" for u in user],
+            "click": click,
+        }
+    )
 
 
 @pytest.fixture(scope="session", name="tiny_table")

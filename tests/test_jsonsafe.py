@@ -20,7 +20,12 @@ def test_results_files_write_non_finite_floats_as_null() -> None:
 
 
 def test_state_reads_back_float_for_float() -> None:
-    obj = {"best_auc": float("-inf"), "history": [{"auc": float("nan"), "loss": 0.25}], "big": np.float64("inf"), "step": torch.tensor(4)}
+    obj = {
+        "best_auc": float("-inf"),
+        "history": [{"auc": float("nan"), "loss": 0.25}],
+        "big": np.float64("inf"),
+        "step": torch.tensor(4),
+    }
     back = loads(dumps(obj))
     assert back["best_auc"] == -math.inf and back["big"] == math.inf and math.isnan(back["history"][0]["auc"])
     assert back["history"][0]["loss"] == 0.25 and back["step"] == 4
@@ -36,7 +41,11 @@ def test_a_checkpoint_written_in_the_old_form_still_loads() -> None:
 
 def test_a_checkpoint_keeps_a_best_score_of_minus_infinity(tmp_path: Path) -> None:
     ckpt = Checkpointer(tmp_path / "checkpoint", {"run": {"seed": 1}})
-    ckpt.save_progress("joint", {"model.w": torch.ones(2)}, {"epoch": 1, "step": 3, "best_auc": float("-inf"), "history": [{"auc": float("nan")}]})
+    ckpt.save_progress(
+        "joint",
+        {"model.w": torch.ones(2)},
+        {"epoch": 1, "step": 3, "best_auc": float("-inf"), "history": [{"auc": float("nan")}]},
+    )
     again = Checkpointer(tmp_path / "checkpoint", {"run": {"seed": 1}})
     again.load()
     saved = again.progress("joint")

@@ -20,7 +20,12 @@ __all__ = ["main"]
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
 
 
 @click.group()
@@ -32,11 +37,30 @@ def cli(verbose: bool) -> None:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True, help="Folder for data, runs and results.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("runs/demo"),
+    show_default=True,
+    help="Folder for data, runs and results.",
+)
 @click.option("--rows", type=int, default=150_000, show_default=True, help="Simulated rows over all three platforms.")
-@click.option("--epochs", type=int, default=None, help="Most training epochs of each model; default: the library's (train.epochs), early stopping ends sooner.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulator, the split and the models' initialisation.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Most training epochs of each model; default: the library's (train.epochs), early stopping ends sooner.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the simulator, the split and the models' initialisation.",
+)
+@click.option(
+    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
+)
 def demo(out: Path, rows: int, epochs: int | None, seed: int, no_progress: bool) -> None:
     """Simulate 3 platforms, train CNAN-AT and Self-train, print per-platform AUC, draw attention.
 
@@ -52,8 +76,19 @@ def demo(out: Path, rows: int, epochs: int | None, seed: int, no_progress: bool)
 
 
 @cli.command()
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write data.parquet, dataset.yaml, planted.json.")
-@click.option("--rows", type=int, default=300_000, show_default=True, help="Rows over all three platforms, split in the paper's ratio A : B : C = 56,000 : 4,900 : 350.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Folder to write data.parquet, dataset.yaml, planted.json.",
+)
+@click.option(
+    "--rows",
+    type=int,
+    default=300_000,
+    show_default=True,
+    help="Rows over all three platforms, split in the paper's ratio A : B : C = 56,000 : 4,900 : 350.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the simulated users, items and clicks.")
 def simulate(out: Path, rows: int, seed: int) -> None:
     """Write a simulated three-platform click log as a user's dataset would look."""
@@ -68,8 +103,18 @@ def simulate(out: Path, rows: int, seed: int) -> None:
 
 @cli.command(cls=RegistryCommand)
 @click.argument("name")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/datasets"), show_default=True, help="Cache folder; the dataset goes to OUT/NAME-seedS-vV/.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), help="Folder holding the raw public data (movielens-1m/, ...); default $CROSSCTR_DATA_ROOT.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("runs/datasets"),
+    show_default=True,
+    help="Cache folder; the dataset goes to OUT/NAME-seedS-vV/.",
+)
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder holding the raw public data (movielens-1m/, ...); default $CROSSCTR_DATA_ROOT.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split (and of the simulator).")
 def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
     """Write a registered dataset NAME as data.parquet + dataset.yaml (`list`: name them).
@@ -86,7 +131,9 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
             click.echo(f"{n:<24} {about}")
         return
     if name not in describe():
-        raise click.UsageError(f"unknown dataset {name!r}; registered: {', '.join(describe())} (or `crossctr dataset list`)")
+        raise click.UsageError(
+            f"unknown dataset {name!r}; registered: {', '.join(describe())} (or `crossctr dataset list`)"
+        )
     try:
         click.echo(f"dataset: {resolve_dataset(name, out, data_root, seed=seed)}")
     except ConfigError as err:
@@ -94,16 +141,33 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
 
 
 @cli.command(cls=RegistryCommand)
-@click.option("--config", "config_path", type=click.Path(path_type=Path, exists=True, dir_okay=False), required=True,
-              help="Run config YAML (every key: docs/configuration.md or `crossctr config-reference`).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="Run config YAML (every key: docs/configuration.md or `crossctr config-reference`).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/checkpoint (same config and data).")
-@click.option("--overwrite", is_flag=True, help="Train a new run in OUT although it holds one (its checkpoint is discarded); without it or --resume, a non-empty OUT is refused.")
-@click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
-@click.option("--tensorboard", "tensorboard_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Log loss per step and per-domain validation AUC / log loss per epoch to this TensorBoard folder "
-                   "(the `tensorboard` extra); the same as `train: {tensorboard: DIR}`.")
-def train(config_path: Path, out: Path, resume: bool, overwrite: bool, no_progress: bool, tensorboard_dir: Path | None) -> None:
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Train a new run in OUT although it holds one (its checkpoint is discarded); without it or --resume, a non-empty OUT is refused.",
+)
+@click.option(
+    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
+)
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Log loss per step and per-domain validation AUC / log loss per epoch to this TensorBoard folder "
+    "(the `tensorboard` extra); the same as `train: {tensorboard: DIR}`.",
+)
+def train(
+    config_path: Path, out: Path, resume: bool, overwrite: bool, no_progress: bool, tensorboard_dir: Path | None
+) -> None:
     """Train a model with a strategy from a run config; write a self-contained run folder.
 
     Models (`model: {name: ...}`): <MODELS>. Strategies (`strategy: {name: ...}`): <STRATEGIES>.
@@ -152,10 +216,14 @@ def train(config_path: Path, out: Path, resume: bool, overwrite: bool, no_progre
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--data", "data_path", type=click.Path(path_type=Path, exists=True, dir_okay=False),
-              help="A labelled CSV/Parquet file to score instead. The run's training file: only the rows of its test split "
-                   "(matched against the split the run recorded). Any other file: all its rows, the table headed with "
-                   "the file's name, with a warning when it holds rows the run trained or validated on.")
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A labelled CSV/Parquet file to score instead. The run's training file: only the rows of its test split "
+    "(matched against the split the run recorded). Any other file: all its rows, the table headed with "
+    "the file's name, with a warning when it holds rows the run trained or validated on.",
+)
 def evaluate(run_dir: Path, data_path: Path | None) -> None:
     """Per-domain AUC and log loss of a run: on its test split by default, or on the rows of a labelled file."""
     from crossctr.evaluation.evaluate import evaluate_file, stored_test
@@ -173,10 +241,26 @@ def evaluate(run_dir: Path, data_path: Path | None) -> None:
 
 @cli.command("split")
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder to write valid.parquet and test.parquet (or .csv).")
-@click.option("--data", "dataset", type=click.Path(path_type=Path, exists=True),
-              help="The dataset YAML the run used; default: the path in the run's config.json (needed when the run trained from a prepared folder).")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True, help="File format of the written rows.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder to write valid.parquet and test.parquet (or .csv).",
+)
+@click.option(
+    "--data",
+    "dataset",
+    type=click.Path(path_type=Path, exists=True),
+    help="The dataset YAML the run used; default: the path in the run's config.json (needed when the run trained from a prepared folder).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "csv"]),
+    default="parquet",
+    show_default=True,
+    help="File format of the written rows.",
+)
 def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> None:
     """Write the raw validation and test rows of a run, to score them with `predict` or elsewhere.
 
@@ -190,7 +274,9 @@ def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> N
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="PNG to write; default RUN_DIR/learning_curves.png.")
+@click.option(
+    "--out", type=click.Path(path_type=Path, dir_okay=False), help="PNG to write; default RUN_DIR/learning_curves.png."
+)
 def plot(run_dir: Path, out: Path | None) -> None:
     """Draw a run's learning curves per domain (training loss, validation AUC and log loss by epoch) from history.json."""
     from crossctr.evaluation.report import learning_curves
@@ -199,15 +285,25 @@ def plot(run_dir: Path, out: Path | None) -> None:
     if not path.is_file():
         raise click.ClickException(f"{run_dir}: no history.json (not a finished run folder)")
     try:
-        png = learning_curves(json.loads(path.read_text()), out or run_dir / "learning_curves.png", f"learning curves of {run_dir.name}")
+        png = learning_curves(
+            json.loads(path.read_text()), out or run_dir / "learning_curves.png", f"learning curves of {run_dir.name}"
+        )
     except ValueError as err:
         raise click.ClickException(f"{path}: {err}") from None
     click.echo(f"learning curves: {png}")
 
 
 @cli.command("config-reference")
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.")
-@click.option("--check", is_flag=True, help="With --out: write nothing, exit 1 when the file differs from what the code generates.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="With --out: write nothing, exit 1 when the file differs from what the code generates.",
+)
 def config_reference(out: Path | None, check: bool) -> None:
     """Every key of a dataset YAML, run config and experiment YAML: type, default, allowed values, why."""
     from crossctr.configref import reference

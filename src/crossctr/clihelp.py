@@ -47,7 +47,12 @@ def registry_names() -> dict[str, list[str]]:
 
     union = typing.get_args(typing.get_args(StrategyConfig)[0])  # Annotated[Union[...], Field] -> the strategy models
     strategies = [m.model_fields["name"].default for m in union]
-    return {"EXPERIMENTS": list(_experiments()), "DATASETS": list(DATASETS), "MODELS": sorted(REGISTRY), "STRATEGIES": strategies}
+    return {
+        "EXPERIMENTS": list(_experiments()),
+        "DATASETS": list(DATASETS),
+        "MODELS": sorted(REGISTRY),
+        "STRATEGIES": strategies,
+    }
 
 
 def _fill(text: str | None, values: dict[str, str]) -> str | None:
@@ -55,6 +60,7 @@ def _fill(text: str | None, values: dict[str, str]) -> str | None:
     if text is None:
         return None
     for key, value in values.items():
+
         def indented(m: re.Match[str], value: str = value) -> str:
             return "\n".join(m.group(1) + line for line in value.split("\n"))
 

@@ -24,8 +24,9 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal, Union
+from typing import Any, Literal, Union
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -167,7 +168,12 @@ _WHY_ANY = {
 
 def _why(model: type[BaseModel], name: str, docs: dict[str, str]) -> str:
     """The field's own comment, else `_WHY`, else `_WHY_ANY`, else a comment block just above it."""
-    return docs.get(name) or _WHY.get(f"{model.__name__}.{name}") or _WHY_ANY.get(name) or field_docs(model, inherited=True).get(name, "")
+    return (
+        docs.get(name)
+        or _WHY.get(f"{model.__name__}.{name}")
+        or _WHY_ANY.get(name)
+        or field_docs(model, inherited=True).get(name, "")
+    )
 
 
 def _type_name(tp: Any) -> str:
@@ -188,13 +194,17 @@ def _type_name(tp: Any) -> str:
             return f"list of {len(args)} {_type_name(args[0])}"
         return "list"
     if origin is dict:
-        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args and args[1] is not Any else "mapping"
+        return (
+            f"mapping of {_type_name(args[0])} to {_type_name(args[1])}" if args and args[1] is not Any else "mapping"
+        )
     if isinstance(tp, type):
         if issubclass(tp, enum.Enum):
             return "string"
         if issubclass(tp, BaseModel):
             return "mapping"
-        return {"str": "string", "int": "integer", "float": "number", "bool": "true / false"}.get(tp.__name__, tp.__name__)
+        return {"str": "string", "int": "integer", "float": "number", "bool": "true / false"}.get(
+            tp.__name__, tp.__name__
+        )
     return str(tp).replace("typing.", "")
 
 
@@ -262,7 +272,9 @@ def _flatten_containers(tp: Any) -> Iterator[Any]:
             yield t
 
 
-def _table(model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:
+def _table(
+    model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()
+) -> tuple[list[str], list[tuple[str, type[BaseModel]]]]:
     """Markdown rows for `model`'s fields and the nested models to document after it."""
     docs = field_docs(model)
     rows = ["| key | type | default | allowed | why |", "|---|---|---|---|---|"]
@@ -274,7 +286,9 @@ def _table(model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()) -> t
         default = _default(field)
         if subs and len(default) > 60:
             default = "see below"
-        rows.append(f"| `{prefix}{name}` | {_cell(_type_name(field.annotation))} | {_cell(default)} | {_cell(_allowed(field, subs))} | {_cell(_why(model, name, docs))} |")
+        rows.append(
+            f"| `{prefix}{name}` | {_cell(_type_name(field.annotation))} | {_cell(default)} | {_cell(_allowed(field, subs))} | {_cell(_why(model, name, docs))} |"
+        )
         for sub in subs:
             nested.append((f"{prefix}{name}{_path_suffix(field.annotation)}", sub))
     return rows, nested
@@ -291,7 +305,9 @@ def _path_suffix(tp: Any) -> str:
     return ""
 
 
-def _section(title: str, model: type[BaseModel], prefix: str, level: int = 3, intro: str = "", skip: tuple[str, ...] = ()) -> list[str]:
+def _section(
+    title: str, model: type[BaseModel], prefix: str, level: int = 3, intro: str = "", skip: tuple[str, ...] = ()
+) -> list[str]:
     out = [f"{'#' * level} {title}", ""]
     doc = model.__dict__.get("__doc__") or ""
     about = " ".join(doc.split("\n\n")[0].split()) if not intro and ">>>" not in doc.split("\n\n")[0] else ""
@@ -373,13 +389,23 @@ def reference() -> str:
         "## Dataset YAML",
         "",
     ]
-    out += _section("Top level", DatasetSchema, "", intro="`crossctr simulate`, `crossctr dataset NAME` and your own data all use this file.")
+    out += _section(
+        "Top level",
+        DatasetSchema,
+        "",
+        intro="`crossctr simulate`, `crossctr dataset NAME` and your own data all use this file.",
+    )
     out += ["## Run config", "", "`crossctr train --config run.yaml --out RUN` reads it.", ""]
     out += _section("Top level", RunConfig, "")
     out += ["### `model`", "", "`name` picks a registered model; the other keys are that model's config.", ""]
     for name, spec in sorted(REGISTRY.items()):
         out += _section(f"`model` with `name: {name}`", spec.config, "model.", level=4, skip=("name",))
-    out += ["## Experiment YAML", "", "`crossctr experiment NAME_OR_YAML` reads it; `methods.*.model` and `train` take the keys above.", ""]
+    out += [
+        "## Experiment YAML",
+        "",
+        "`crossctr experiment NAME_OR_YAML` reads it; `methods.*.model` and `train` take the keys above.",
+        "",
+    ]
     out += _section("Top level", Experiment, "")
     return "\n".join(out).rstrip() + "\n"
 

@@ -35,7 +35,9 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: str | Path, rows: int = 150_000, epochs: int | None = None, seed: int = 0, progress: bool = True) -> DemoResult:
+def run_demo(
+    out: str | Path, rows: int = 150_000, epochs: int | None = None, seed: int = 0, progress: bool = True
+) -> DemoResult:
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,19 +45,26 @@ def run_demo(out: str | Path, rows: int = 150_000, epochs: int | None = None, se
     schema = DatasetSchema.from_yaml(yaml_path)
     data = prepare(schema, yaml_path.parent)
     for split, part in data.splits.items():
-        counts = ", ".join(f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains)))
+        counts = ", ".join(f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains), strict=False))
         log.info("%s rows: %s", split, counts)
     # The library's defaults (loss weighting, epoch budget with early stopping), as any run.
     train = TrainConfig(**({} if epochs is None else {"epochs": epochs}), seed=seed, progress=progress)
     epochs = train.epochs
     methods = {
-        "CNAN-AT (joint)": RunConfig(dataset=str(yaml_path), model={"name": "cnan"}, strategy={"name": "joint"}, train=train),
-        "Self-train (Deep & Cross)": RunConfig(dataset=str(yaml_path), model={"name": "tower", "nn": "dcn"}, strategy={"name": "self_train"}, train=train),
+        "CNAN-AT (joint)": RunConfig(
+            dataset=str(yaml_path), model={"name": "cnan"}, strategy={"name": "joint"}, train=train
+        ),
+        "Self-train (Deep & Cross)": RunConfig(
+            dataset=str(yaml_path), model={"name": "tower", "nn": "dcn"}, strategy={"name": "self_train"}, train=train
+        ),
     }
     # Say how long it will take before it starts: a few steps of each model timed on this machine.
     estimates = {label: estimate_run(cfg, data) for label, cfg in methods.items()}
-    log.info("estimated training time: %s (%s)", duration(sum(e.seconds for e in estimates.values())),
-             "; ".join(f"{label} {duration(e.seconds)} at {e.rows_per_s:,.0f} rows/s" for label, e in estimates.items()))
+    log.info(
+        "estimated training time: %s (%s)",
+        duration(sum(e.seconds for e in estimates.values())),
+        "; ".join(f"{label} {duration(e.seconds)} at {e.rows_per_s:,.0f} rows/s" for label, e in estimates.items()),
+    )
     results: dict[str, Any] = {}
     runs = {}
     for label, cfg in methods.items():
@@ -69,7 +78,9 @@ def run_demo(out: str | Path, rows: int = 150_000, epochs: int | None = None, se
     att = runs["CNAN-AT (joint)"].attention
     key = "attention_private" if "attention_private" in att else "attention_shared"
     weights = np.asarray(att[key]["per_group"])
-    heatmap = attention_heatmap(weights, domains, att["groups"], out / "attention.png", "CNAN-AT private attention per feature group")
+    heatmap = attention_heatmap(
+        weights, domains, att["groups"], out / "attention.png", "CNAN-AT private attention per feature group"
+    )
     planted = json.loads((yaml_path.parent / "planted.json").read_text())
     summary = {
         "rows": rows,

@@ -29,13 +29,25 @@ from typing import Any
 
 from crossctr.schema import ConfigError
 
-__all__ = ["DiskFullError", "check_space", "disk_full", "remove_stale", "pid_alive", "file_in", "new_file_mode", "set_new_file_mode", "human_bytes"]
+__all__ = [
+    "DiskFullError",
+    "check_space",
+    "disk_full",
+    "remove_stale",
+    "pid_alive",
+    "file_in",
+    "new_file_mode",
+    "set_new_file_mode",
+    "human_bytes",
+]
 
 log = logging.getLogger(__name__)
 
 _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, over quota, over the file size limit
 STALE_AGE_S = 24 * 3600.0  # a temp file named without a pid is stale once nothing wrote to it for a day
-SPACE_MARGIN = 16 << 20  # bytes left free beyond an estimate: metadata, the JSON files written last, the file system's own
+SPACE_MARGIN = (
+    16 << 20
+)  # bytes left free beyond an estimate: metadata, the JSON files written last, the file system's own
 
 
 class DiskFullError(RuntimeError):
@@ -57,7 +69,9 @@ def disk_full(err: BaseException) -> bool:
     if isinstance(err, OSError) and err.errno in _FULL:
         return True
     text = str(err)
-    return any(s in text for s in ("No space left on device", "Disk quota exceeded", "os error 28", "errno 28", "Errno 28"))
+    return any(
+        s in text for s in ("No space left on device", "Disk quota exceeded", "os error 28", "errno 28", "Errno 28")
+    )
 
 
 def free_bytes(folder: Path) -> int:
@@ -106,7 +120,7 @@ def remove_stale(folder: Path, prefix: str, suffix: str = "", max_age_s: float =
     for p in folder.iterdir():
         if not (p.name.startswith(prefix) and p.name.endswith(suffix)) or len(p.name) <= len(prefix) + len(suffix):
             continue
-        head = p.name[len(prefix):].split("-", 1)[0].split(".", 1)[0]
+        head = p.name[len(prefix) :].split("-", 1)[0].split(".", 1)[0]
         try:
             if head.isdigit():
                 if pid_alive(int(head)):
@@ -136,9 +150,16 @@ def file_in(folder: Path, name: Any, what: str) -> Path:
     only a plain file name is accepted (no folder part, no "..", not absolute). A symlink the
     folder's owner placed is followed like any file.
     """
-    plain = isinstance(name, str) and name not in ("", ".", "..") and not any(c in name for c in "/\\\0") and Path(name).name == name
+    plain = (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and not any(c in name for c in "/\\\0")
+        and Path(name).name == name
+    )
     if not plain:
-        raise ConfigError(f"{folder}: {what} is {name!r}, not a file name inside the folder; a path that leaves the folder is refused (re-create the folder rather than edit it)")
+        raise ConfigError(
+            f"{folder}: {what} is {name!r}, not a file name inside the folder; a path that leaves the folder is refused (re-create the folder rather than edit it)"
+        )
     return folder / name
 
 

@@ -32,7 +32,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,9 @@ def power_row_scale(domain_rows: torch.Tensor, power: float) -> torch.Tensor:
     return scale.float()
 
 
-def per_domain_mean(values: torch.Tensor, domain: torch.Tensor, n_domains: int, shard: Shard | None = None) -> torch.Tensor:
+def per_domain_mean(
+    values: torch.Tensor, domain: torch.Tensor, n_domains: int, shard: Shard | None = None
+) -> torch.Tensor:
     """Mean of `values` (B,) over the rows of each domain -> (n_domains,); 0 where a domain has no rows.
 
     Summing the result gives Σ_d mean_{i in d} v_i: every domain weighs the same whatever its size.
@@ -97,8 +100,14 @@ def per_domain_mean(values: torch.Tensor, domain: torch.Tensor, n_domains: int, 
     return sums / g.clamp_min(1) * (shard.rows / max(values.shape[0], 1))
 
 
-def weighted_mean(values: torch.Tensor, domain: torch.Tensor, n_domains: int, weighting: Weighting = "equal",
-                  row_scale: torch.Tensor | None = None, shard: Shard | None = None) -> torch.Tensor:
+def weighted_mean(
+    values: torch.Tensor,
+    domain: torch.Tensor,
+    n_domains: int,
+    weighting: Weighting = "equal",
+    row_scale: torch.Tensor | None = None,
+    shard: Shard | None = None,
+) -> torch.Tensor:
     """One scalar from row losses `values` (B,) under a per-domain weighting (the table above).
 
     `row_scale` (N,): the factors of `weighting="power"` (`power_row_scale`); "power" without
@@ -112,8 +121,15 @@ def weighted_mean(values: torch.Tensor, domain: torch.Tensor, n_domains: int, we
     return per_domain_mean(values, domain, n_domains, shard).sum()
 
 
-def click_loss(logits: torch.Tensor, label: torch.Tensor, domain: torch.Tensor, n_domains: int, weighting: Weighting = "equal",
-               row_scale: torch.Tensor | None = None, shard: Shard | None = None) -> torch.Tensor:
+def click_loss(
+    logits: torch.Tensor,
+    label: torch.Tensor,
+    domain: torch.Tensor,
+    n_domains: int,
+    weighting: Weighting = "equal",
+    row_scale: torch.Tensor | None = None,
+    shard: Shard | None = None,
+) -> torch.Tensor:
     """Σ_d ½·mean_{i in d} BCE(logit_i, y_i) (paper §2.2), or ½·mean over all rows for `weighting="rows"`.
 
     `row_scale` (N,) multiplies each row's BCE by its domain's factor before the row mean
@@ -131,8 +147,14 @@ def task_counts(tasks: torch.Tensor, domain: torch.Tensor, n_domains: int) -> to
     return torch.bincount(flat[has], minlength=n_tasks * n_domains).view(n_tasks, n_domains)
 
 
-def task_loss(logits: torch.Tensor, tasks: torch.Tensor, domain: torch.Tensor, n_domains: int, weighting: Weighting = "equal",
-              shard: Shard | None = None) -> torch.Tensor:
+def task_loss(
+    logits: torch.Tensor,
+    tasks: torch.Tensor,
+    domain: torch.Tensor,
+    n_domains: int,
+    weighting: Weighting = "equal",
+    shard: Shard | None = None,
+) -> torch.Tensor:
     """Σ_t of the click loss's form for each extra label, over the rows that carry it.
 
     logits, tasks: (B, T). "power" is not defined for tasks (the caller passes "rows"). With a
@@ -141,7 +163,9 @@ def task_loss(logits: torch.Tensor, tasks: torch.Tensor, domain: torch.Tensor, n
     has = ~torch.isnan(tasks)
     bce = F.binary_cross_entropy_with_logits(logits.float(), torch.nan_to_num(tasks), reduction="none") * has  # (B, T)
     global_counts = None if shard is None else shard.task_rows
-    counts = (task_counts(tasks, domain, n_domains) if global_counts is None else global_counts).to(bce.device, bce.dtype)
+    counts = (task_counts(tasks, domain, n_domains) if global_counts is None else global_counts).to(
+        bce.device, bce.dtype
+    )
     if weighting == "rows":
         loss = (0.5 * bce.sum(0) / counts.sum(1).clamp_min(1)).sum()
     else:
@@ -197,8 +221,14 @@ class Objective:
         (['adv', 'click'], 0.7931)
     """
 
-    def __init__(self, n_domains: int, weighting: Weighting = "rows", loss_weights: Mapping[str, float] | None = None,
-                 task_weight: float | None = None, row_scale: torch.Tensor | None = None) -> None:
+    def __init__(
+        self,
+        n_domains: int,
+        weighting: Weighting = "rows",
+        loss_weights: Mapping[str, float] | None = None,
+        task_weight: float | None = None,
+        row_scale: torch.Tensor | None = None,
+    ) -> None:
         self.n_domains = n_domains
         self.weighting: Weighting = weighting
         self.loss_weights = dict(loss_weights or {})
@@ -206,7 +236,7 @@ class Objective:
         self.row_scale = row_scale  # (N,) of "power"
 
     @classmethod
-    def from_config(cls, cfg: LossSettings, n_domains: int, train_domain: torch.Tensor | None = None) -> "Objective":
+    def from_config(cls, cfg: LossSettings, n_domains: int, train_domain: torch.Tensor | None = None) -> Objective:
         """The objective a config asks for; `train_domain` (n,): the training rows' domains, whose sizes "power" weighs by."""
         row_scale = None
         if cfg.domain_weighting == "power" and train_domain is not None:
@@ -214,7 +244,7 @@ class Objective:
             row_scale = power_row_scale(rows, DEFAULT_POWER if cfg.weighting_power is None else cfg.weighting_power)
         return cls(n_domains, cfg.domain_weighting, cfg.loss_weights, cfg.task_weight, row_scale)
 
-    def to(self, device: torch.device | str) -> "Objective":
+    def to(self, device: torch.device | str) -> Objective:
         if self.row_scale is not None:
             self.row_scale = self.row_scale.to(device)
         return self
@@ -227,7 +257,9 @@ class Objective:
         terms = {"click": total.detach()}
         if out.task_logits is not None:
             if batch.tasks is None:
-                raise ConfigError("the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns")
+                raise ConfigError(
+                    "the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns"
+                )
             t_weighting: Weighting = "rows" if self.weighting == "power" else self.weighting
             t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, t_weighting, shard)
             if shard is not None:

@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -128,7 +128,7 @@ class FeatureSpec(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _kind_keys(self) -> "FeatureSpec":
+    def _kind_keys(self) -> FeatureSpec:
         kind = self.kind.value
         for key, owner in _KIND_KEYS.items():
             if getattr(self, key) is not None and owner != kind:
@@ -138,15 +138,21 @@ class FeatureSpec(StrictModel):
                 raise ValueError(f"feature {self.name!r}: numeric buckets must be at most 1000, got {self.buckets}")
             if self.boundaries is not None:
                 b = self.boundaries
-                if not b or any(not math.isfinite(v) for v in b) or any(x >= y for x, y in zip(b, b[1:])):
-                    raise ValueError(f"feature {self.name!r}: boundaries must be finite and strictly increasing, got {list(b)}")
+                if not b or any(not math.isfinite(v) for v in b) or any(x >= y for x, y in zip(b, b[1:], strict=False)):
+                    raise ValueError(
+                        f"feature {self.name!r}: boundaries must be finite and strictly increasing, got {list(b)}"
+                    )
         if self.kind is FeatureKind.CROSSED:
             if self.columns is None or len(self.columns) < 2 or len(set(self.columns)) != len(self.columns):
-                raise ValueError(f"feature {self.name!r}: a crossed feature needs `columns`: two or more distinct column names, got {self.columns}")
+                raise ValueError(
+                    f"feature {self.name!r}: a crossed feature needs `columns`: two or more distinct column names, got {self.columns}"
+                )
         if self.kind is FeatureKind.MULTI and not self.separator:
             raise ValueError(f"feature {self.name!r}: separator must be a non-empty string")
         if self.per_domain and kind not in _PER_DOMAIN_KINDS:
-            raise ValueError(f"feature {self.name!r}: per_domain applies to kinds {list(_PER_DOMAIN_KINDS)}, not {kind!r}")
+            raise ValueError(
+                f"feature {self.name!r}: per_domain applies to kinds {list(_PER_DOMAIN_KINDS)}, not {kind!r}"
+            )
         return self
 
     @property
@@ -168,7 +174,7 @@ class DomainSpec(StrictModel):
     values: tuple[str, ...] = Field(min_length=2)
 
     @model_validator(mode="after")
-    def _unique(self) -> "DomainSpec":
+    def _unique(self) -> DomainSpec:
         if len(set(self.values)) != len(self.values):
             raise ValueError(f"domain.values must be unique, got {list(self.values)}")
         return self
@@ -180,7 +186,7 @@ class RandomSplit(StrictModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> "RandomSplit":
+    def _sum_to_one(self) -> RandomSplit:
         if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
             raise ValueError(f"split.fractions must be three positive numbers summing to 1, got {self.fractions}")
         return self
@@ -195,9 +201,11 @@ class TimeSplit(StrictModel):
     test_start: float
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TimeSplit":
+    def _ordered(self) -> TimeSplit:
         if not self.valid_start < self.test_start:
-            raise ValueError(f"split.valid_start ({self.valid_start}) must be below split.test_start ({self.test_start})")
+            raise ValueError(
+                f"split.valid_start ({self.valid_start}) must be below split.test_start ({self.test_start})"
+            )
         return self
 
 
@@ -208,7 +216,7 @@ class ColumnSplit(StrictModel):
     column: str = "split"
 
 
-Split = Annotated[Union[RandomSplit, TimeSplit, ColumnSplit], Field(discriminator="kind")]
+Split = Annotated[RandomSplit | TimeSplit | ColumnSplit, Field(discriminator="kind")]
 
 
 def _one_char(value: str | None, key: str) -> str | None:
@@ -219,7 +227,7 @@ def _one_char(value: str | None, key: str) -> str | None:
     if value in ("\\t", "tab"):
         return "\t"
     if len(value) != 1:
-        raise ValueError(f"format.{key} must be one character (e.g. \",\", \"\\t\", \";\"), got {value!r}")
+        raise ValueError(f'format.{key} must be one character (e.g. ",", "\\t", ";"), got {value!r}')
     return value
 
 
@@ -246,7 +254,7 @@ class FormatSpec(StrictModel):
     encoding: str | None = None  # text encoding (default: the dataset's `encoding`, utf-8)
 
     @model_validator(mode="after")
-    def _check(self) -> "FormatSpec":
+    def _check(self) -> FormatSpec:
         for key in ("delimiter", "comment", "quote"):
             val = getattr(self, key)
             fixed = _one_char(val if val != "" else None, key)
@@ -261,14 +269,16 @@ class FormatSpec(StrictModel):
         if self.kind == "parquet":
             text_only = [k for k in ("delimiter", "columns", "comment", "encoding") if getattr(self, k) is not None]
             if text_only or not self.header:
-                raise ValueError(f"format keys {text_only or ['header']} apply to kind csv only; Parquet files carry their own column names and types")
+                raise ValueError(
+                    f"format keys {text_only or ['header']} apply to kind csv only; Parquet files carry their own column names and types"
+                )
         if self.delimiter is not None and self.delimiter in (self.quote, self.comment):
             raise ValueError(f"format.delimiter {self.delimiter!r} cannot also be the quote or comment character")
         if self.encoding is not None:
             _check_encoding(self.encoding)
         return self
 
-    def merged(self, other: "FormatSpec | None") -> "FormatSpec":
+    def merged(self, other: FormatSpec | None) -> FormatSpec:
         """This format with the keys `other` sets explicitly taking precedence (a source's own format)."""
         if other is None:
             return self
@@ -338,8 +348,8 @@ def parse_label_rule(text: str) -> LabelRule:
         m = re.fullmatch(r"(==|!=|>=|<=|>|<)\s*(.+)", text, flags=re.S)
         if not m:
             raise ValueError(
-                f"label rule {text!r} not understood; write one of \">= 4\", \"> 3\", \"== 5\", \"!= 0\", \"< 2\", "
-                "\"in [4, 5]\" or \"== yes\" (rows where it holds are positive)"
+                f'label rule {text!r} not understood; write one of ">= 4", "> 3", "== 5", "!= 0", "< 2", '
+                '"in [4, 5]" or "== yes" (rows where it holds are positive)'
             )
         op, raw = m.group(1), [_unquote(m.group(2))]
     nums: list[float] = []
@@ -371,7 +381,9 @@ class DatasetSchema(StrictModel):
     # the column plus `label_positive` (the rule); every reader (training, predict, serve)
     # applies it, as it is part of the schema saved with the encoders.
     label: str
-    label_positive: str | None = None  # the rule (">= 4", "in [4, 5]", "== yes"): rows where it holds are 1; None: the column is 0/1
+    label_positive: str | None = (
+        None  # the rule (">= 4", "in [4, 5]", "== yes"): rows where it holds are 1; None: the column is 0/1
+    )
     # Further 0/1 label columns trained jointly with the click (multi-task), e.g. purchase after
     # click. A missing value means "no label for this row": it counts in no loss and no metric.
     tasks: tuple[str, ...] | None = None
@@ -396,7 +408,7 @@ class DatasetSchema(StrictModel):
         if isinstance(label, dict):
             unknown = sorted(set(label) - {"column", "positive"})
             if unknown or "column" not in label:
-                raise ValueError(f"label: a rule is {{column: NAME, positive: \">= 4\"}}; got keys {sorted(label)}")
+                raise ValueError(f'label: a rule is {{column: NAME, positive: ">= 4"}}; got keys {sorted(label)}')
             if "label_positive" in data:
                 raise ValueError("give the label rule once: either label: {column, positive} or label_positive")
             data["label"] = label["column"]
@@ -415,35 +427,51 @@ class DatasetSchema(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _distinct_columns(self) -> "DatasetSchema":
+    def _distinct_columns(self) -> DatasetSchema:
         names = [f.name for f in self.features]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"feature names must be unique; repeated: {dupes}")
         tasks = list(self.tasks or ())
         if len(set(tasks)) != len(tasks) or self.label in tasks or self.domain.column in tasks:
-            raise ValueError(f"tasks {tasks} must be distinct columns other than the label {self.label!r} and the domain column")
+            raise ValueError(
+                f"tasks {tasks} must be distinct columns other than the label {self.label!r} and the domain column"
+            )
         reserved = {self.label, self.domain.column, *tasks}
         clash = sorted(reserved & set(names))
         if clash:
-            raise ValueError(f"columns {clash} are the label, a task label or the domain column and cannot also be features")
+            raise ValueError(
+                f"columns {clash} are the label, a task label or the domain column and cannot also be features"
+            )
         for f in self.features:
             if f.kind is FeatureKind.CROSSED:
                 bad = sorted(reserved & set(f.input_columns))
                 if bad:
-                    raise ValueError(f"crossed feature {f.name!r} crosses {bad}: label and domain columns cannot be crossed")
+                    raise ValueError(
+                        f"crossed feature {f.name!r} crosses {bad}: label and domain columns cannot be crossed"
+                    )
         _check_encoding(self.encoding)
         if (self.path is None) == (self.sources is None) or (self.sources is not None and not self.sources):
-            raise ValueError("give the data files either as `path:` (a file, folder or glob) or as `sources:` (a list of {path, domain}), not both")
+            raise ValueError(
+                "give the data files either as `path:` (a file, folder or glob) or as `sources:` (a list of {path, domain}), not both"
+            )
         for src in self.sources or ():
             if src.domain is not None and src.domain not in self.domain.values:
-                raise ValueError(f"source {src.path!r}: domain {src.domain!r} is not in domain.values {list(self.domain.values)}")
+                raise ValueError(
+                    f"source {src.path!r}: domain {src.domain!r} is not in domain.values {list(self.domain.values)}"
+                )
         if self.label_positive is not None:
             parse_label_rule(self.label_positive)
         for src in self.sources or ():
-            FormatSpec.model_validate((self.format or FormatSpec()).merged(src.format).model_dump())  # a merged format must be valid too
+            FormatSpec.model_validate(
+                (self.format or FormatSpec()).merged(src.format).model_dump()
+            )  # a merged format must be valid too
         enc = self.format.encoding if self.format is not None else None
-        if enc is not None and "encoding" in self.model_fields_set and codecs.lookup(enc).name != codecs.lookup(self.encoding).name:
+        if (
+            enc is not None
+            and "encoding" in self.model_fields_set
+            and codecs.lookup(enc).name != codecs.lookup(self.encoding).name
+        ):
             raise ValueError(f"encoding {self.encoding!r} and format.encoding {enc!r} disagree; keep one")
         return self
 
@@ -507,7 +535,7 @@ class DatasetSchema(StrictModel):
         return p if p.is_absolute() else (base / p)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "DatasetSchema":
+    def from_yaml(cls, path: str | Path) -> DatasetSchema:
         return load_yaml_model(cls, path)
 
 
@@ -578,7 +606,9 @@ def load_yaml_model(model: type[M], path: str | Path) -> M:
     path = Path(path)
     if not path.is_file():
         if path.is_symlink() and not path.exists():
-            raise ConfigError(f"{path}: a symbolic link that points nowhere or into a loop ({os.readlink(path)!r}); fix the link")
+            raise ConfigError(
+                f"{path}: a symbolic link that points nowhere or into a loop ({os.readlink(path)!r}); fix the link"
+            )
         raise ConfigError(f"{path}: file not found")
     raw = path.read_bytes()
     try:

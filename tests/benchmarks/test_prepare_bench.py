@@ -14,7 +14,9 @@ from crossctr.losses import Objective
 BENCH_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "prepare_bench.py"
 
 
-def test_data_wait_steps_go_through_the_objective(tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_data_wait_steps_go_through_the_objective(
+    tiny_dataset_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = importlib.util.spec_from_file_location("prepare_bench", BENCH_PY)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)

@@ -58,9 +58,17 @@ def test_crossctr_rows_train_through_trainer_fit(speed, monkeypatch) -> None:  #
     cfg, n_train, n_valid = calls[0]
     # the library's defaults except what the row names, and one epoch per call
     assert (n_train, n_valid) == (600, 200) and len(calls) == 2 and calls[1][1] == 300
-    assert cfg.epochs == 1 and cfg.precision is None and cfg.sparse_optimizer == "rowwise_adagrad" and cfg.batch_size == 256
+    assert (
+        cfg.epochs == 1
+        and cfg.precision is None
+        and cfg.sparse_optimizer == "rowwise_adagrad"
+        and cfg.batch_size == 256
+    )
     # the bf16 rows differ only in the precision (not trained here: slow on CPUs without bf16 matmuls)
-    assert speed.CrossctrRunner("cnan_bf16_rowwise", tr, te, vocab, speed.RunSpec("cpu", 1, 0)).config().precision == "bf16"
+    assert (
+        speed.CrossctrRunner("cnan_bf16_rowwise", tr, te, vocab, speed.RunSpec("cpu", 1, 0)).config().precision
+        == "bf16"
+    )
     assert cfg.domain_weighting == "rows" and cfg.weight_decay == 0.0 and cfg.fused_adam
     assert runner.model.embedding is not None and calls[0][0].seed != calls[1][0].seed  # each epoch its own order
     assert len(runner.trainer_rows_per_s) == 2 and all(r > 0 for r in runner.trainer_rows_per_s)
@@ -119,7 +127,11 @@ def test_ratios_carry_the_issue_names(speed) -> None:  # type: ignore[no-untyped
     sc = {"train_rows_per_s": {"cnan_rowwise": {"1": 10.0, "100": 9.0}, "cnan": {"1": 8.0, "100": None}}}
     r = speed.ratios(rows, sc, {"slowdown": 2.1})
     assert r["cnan_train_vs_best_peer_dcn"] == 0.5 and r["cnan_bf16_train_vs_best_peer_dcn"] == 1.0
-    assert r["cnan_predict_vs_best_peer_dcn"] == 0.8 and r["predict_vs_best_peer"] == 2.0 and r["dcn_train_vs_best_peer_dcn"] == 1.875
+    assert (
+        r["cnan_predict_vs_best_peer_dcn"] == 0.8
+        and r["predict_vs_best_peer"] == 2.0
+        and r["dcn_train_vs_best_peer_dcn"] == 1.875
+    )
     assert r["contention_2jobs_slowdown"] == 2.1 and r["vocab100x_slowdown"] == pytest.approx(0.1)
     assert r["cnan_rss_vs_lowest_peer"] == 0.9
 
@@ -162,7 +174,9 @@ def test_finite_check_sees_a_nan_in_a_sparse_tables_gradient(speed) -> None:  # 
     assert tables
     name, table = tables[0]
     table.weight.register_hook(lambda g: g * float("nan"))
-    cfg = TrainConfig(epochs=1, batch_size=128, threads=1, progress=False, device="cpu", sparse_optimizer="rowwise_adagrad")
+    cfg = TrainConfig(
+        epochs=1, batch_size=128, threads=1, progress=False, device="cpu", sparse_optimizer="rowwise_adagrad"
+    )
     with pytest.raises(FloatingPointError, match=rf"non-finite gradient in \[.*'{name}.weight'"):
         Trainer(cfg, ["d0", "d1", "d2"]).fit(model, train, train)
 
@@ -172,7 +186,10 @@ def test_bf16_rows_left_out_with_the_reason_on_a_cpu_without_bf16(speed, monkeyp
 
     monkeypatch.setattr(speed, "cpu_flags", lambda *names: {n: False for n in names})
     out = tmp_path / "r.json"
-    assert speed.main(["--quick", "--parts", "main", "--models", "cnan_bf16,dcn_bf16", "--out", str(out), "--figure", ""]) == 0
+    assert (
+        speed.main(["--quick", "--parts", "main", "--models", "cnan_bf16,dcn_bf16", "--out", str(out), "--figure", ""])
+        == 0
+    )
     res = json.loads(out.read_text())
     assert set(res["left_out"]) == {"cnan_bf16", "dcn_bf16"} and "avx512_bf16" in res["left_out"]["cnan_bf16"]
     assert res["results"] == [] and res["ratios"]["cnan_bf16_train_vs_best_peer_dcn"] is None

@@ -18,7 +18,9 @@ def test_simulate_train_evaluate(tmp_path: Path) -> None:
     runner = CliRunner()
     r = runner.invoke(cli, ["simulate", "--out", str(tmp_path / "data"), "--rows", "40000", "--seed", "3"])
     assert r.exit_code == 0, r.output
-    (tmp_path / "run.yaml").write_text(f"dataset: data/dataset.yaml\nmodel: {SMALL_MODEL}\ntrain: {{epochs: 1, progress: false}}\n")
+    (tmp_path / "run.yaml").write_text(
+        f"dataset: data/dataset.yaml\nmodel: {SMALL_MODEL}\ntrain: {{epochs: 1, progress: false}}\n"
+    )
     r = runner.invoke(cli, ["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run")])
     assert r.exit_code == 0, r.output
     assert "| AUC (test) | A | B | C | overall |" in r.output
@@ -42,7 +44,20 @@ def test_demo_prints_table_and_writes_heatmap(tmp_path: Path) -> None:
 
 def test_bad_config_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "run.yaml").write_text("dataset: d.yaml\nmodel: {name: cnan}\ntrain: {epoch: 3}\n")
-    proc = subprocess.run([sys.executable, "-m", "crossctr", "train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crossctr",
+            "train",
+            "--config",
+            str(tmp_path / "run.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "train.epoch: unknown key; allowed keys here:" in proc.stderr and "epochs" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_committed_reference_is_current() -> None:
     committed = (ROOT / DOC_PATH).read_text(encoding="utf-8")
-    assert committed == reference(), f"{DOC_PATH} is out of date: run `crossctr config-reference --out {DOC_PATH}` and commit it"
+    assert (
+        committed == reference()
+    ), f"{DOC_PATH} is out of date: run `crossctr config-reference --out {DOC_PATH}` and commit it"
 
 
 def test_every_key_has_a_reason() -> None:
@@ -34,5 +36,18 @@ def test_reference_lists_every_key_and_default() -> None:
 
 def test_unknown_key_error_points_to_the_reference(tmp_path: Path) -> None:
     (tmp_path / "run.yaml").write_text("dataset: d.yaml\ntrain: {epoch: 3}\n")
-    proc = subprocess.run([sys.executable, "-m", "crossctr", "train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crossctr",
+            "train",
+            "--config",
+            str(tmp_path / "run.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and DOC_PATH in proc.stderr

@@ -20,7 +20,9 @@ SMALL_MODEL = "{name: cnan, shared_dim: 4, specific_dim: 2, attention_hidden: [4
 
 
 def _train(folder: Path, name: str, extra: str = "") -> Path:
-    (folder / f"{name}.yaml").write_text(f"dataset: dataset.yaml\nmodel: {SMALL_MODEL}\ntrain: {{epochs: 1, progress: false}}\n{extra}")
+    (folder / f"{name}.yaml").write_text(
+        f"dataset: dataset.yaml\nmodel: {SMALL_MODEL}\ntrain: {{epochs: 1, progress: false}}\n{extra}"
+    )
     r = CliRunner().invoke(cli, ["train", "--config", str(folder / f"{name}.yaml"), "--out", str(folder / name)])
     assert r.exit_code == 0, r.output
     return folder / name
@@ -66,7 +68,9 @@ def test_default_and_training_file_score_the_test_split_only(trained: Path) -> N
 def test_split_writes_the_test_rows_and_they_evaluate_as_test(trained: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     stored = json.loads((trained / "run" / "metrics.json").read_text())
-    r = runner.invoke(cli, ["split", str(trained / "run"), "--out", str(tmp_path / "held"), "--data", str(trained / "dataset.yaml")])
+    r = runner.invoke(
+        cli, ["split", str(trained / "run"), "--out", str(tmp_path / "held"), "--data", str(trained / "dataset.yaml")]
+    )
     assert r.exit_code == 0, r.output
     test = pq.read_table(tmp_path / "held" / "test.parquet")
     valid = pq.read_table(tmp_path / "held" / "valid.parquet")
@@ -116,9 +120,13 @@ def test_domain_subset_run_evaluates_the_training_file(trained: Path) -> None:
 def test_run_from_a_prepared_folder_matches_the_raw_training_file(trained: Path) -> None:
     """`crossctr prepare` encodes and splits in a stream; its test rows are the ones evaluate finds in the raw file."""
     runner = CliRunner()
-    r = runner.invoke(cli, ["prepare", str(trained / "dataset.yaml"), "--out", str(trained / "prepared"), "--no-progress"])
+    r = runner.invoke(
+        cli, ["prepare", str(trained / "dataset.yaml"), "--out", str(trained / "prepared"), "--no-progress"]
+    )
     assert r.exit_code == 0, r.output
-    (trained / "prep.yaml").write_text(f"dataset: prepared\nmodel: {SMALL_MODEL}\ntrain: {{epochs: 1, progress: false}}\n")
+    (trained / "prep.yaml").write_text(
+        f"dataset: prepared\nmodel: {SMALL_MODEL}\ntrain: {{epochs: 1, progress: false}}\n"
+    )
     r = runner.invoke(cli, ["train", "--config", str(trained / "prep.yaml"), "--out", str(trained / "prep")])
     assert r.exit_code == 0, r.output
     stored = json.loads((trained / "prep" / "metrics.json").read_text())["test"]
@@ -126,6 +134,11 @@ def test_run_from_a_prepared_folder_matches_the_raw_training_file(trained: Path)
     assert r.exit_code == 0, r.output
     assert _header(r.output) == "AUC (test)" and _auc(r.output, "prep")[-1] == f"{stored['overall']['auc']:.4f}"
     r = runner.invoke(cli, ["split", str(trained / "prep"), "--out", str(trained / "prep-held")])
-    assert "prepared folder" in str(r.exception) and "--data" in str(r.exception)  # no raw rows there: pass --data (main() prints it as one line)
-    r = runner.invoke(cli, ["split", str(trained / "prep"), "--out", str(trained / "prep-held"), "--data", str(trained / "dataset.yaml")])
+    assert "prepared folder" in str(r.exception) and "--data" in str(
+        r.exception
+    )  # no raw rows there: pass --data (main() prints it as one line)
+    r = runner.invoke(
+        cli,
+        ["split", str(trained / "prep"), "--out", str(trained / "prep-held"), "--data", str(trained / "dataset.yaml")],
+    )
     assert r.exit_code == 0, r.output

@@ -11,9 +11,16 @@ from crossctr.cli import cli
 
 
 def _epoch(e: int, domains: list[str]) -> dict:
-    valid = {d: {"rows": 100.0, "auc": 0.6 + 0.01 * e + 0.02 * k, "logloss": 0.5 - 0.01 * e} for k, d in enumerate(domains)}
+    valid = {
+        d: {"rows": 100.0, "auc": 0.6 + 0.01 * e + 0.02 * k, "logloss": 0.5 - 0.01 * e} for k, d in enumerate(domains)
+    }
     valid["overall"] = {"rows": 100.0 * len(domains), "auc": 0.65, "logloss": 0.45}
-    return {"epoch": e, "train_loss": {"click": 0.7 - 0.05 * e, "adv": -1.0}, "valid": valid, "valid_mean_auc": 0.6 + 0.01 * e}
+    return {
+        "epoch": e,
+        "train_loss": {"click": 0.7 - 0.05 * e, "adv": -1.0},
+        "valid": valid,
+        "valid_mean_auc": 0.6 + 0.01 * e,
+    }
 
 
 def test_plot_draws_every_fit(tmp_path: Path) -> None:

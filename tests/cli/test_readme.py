@@ -75,15 +75,20 @@ FAST = {
     "train: {epochs: 5,": "train: {epochs: 1,",
     "model: {name: cnan}": "model: {name: cnan, shared_dim: 8, specific_dim: 2, attention_hidden: [8, 4], deep: [16, 8]}",
 }
-FAST_EXPERIMENTS = {"paper --dataset simulator": "smoke --dataset data/dataset.yaml", "--dataset movielens-1m ": "--dataset movielens-100k "}
+FAST_EXPERIMENTS = {
+    "paper --dataset simulator": "smoke --dataset data/dataset.yaml",
+    "--dataset movielens-1m ": "--dataset movielens-100k ",
+}
 FAST_EXPERIMENT_FLAGS = {"--seeds": "0", "--only": "table3", "--methods": "self_train"}
 
 
 def _blocks() -> list[tuple[str, str]]:
     text = README.read_text(encoding="utf-8")
     found = re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M)
-    assert [lang for lang, _ in found] == [lang for lang, _ in BLOCKS], "README: its fenced blocks changed; give a new one a runner here"
-    for (lang, body), (_, mark) in zip(found, BLOCKS):
+    assert [lang for lang, _ in found] == [
+        lang for lang, _ in BLOCKS
+    ], "README: its fenced blocks changed; give a new one a runner here"
+    for (lang, body), (_, mark) in zip(found, BLOCKS, strict=False):
         assert mark in body, f"README: the {lang} block expected here holds no {mark!r}:\n{body}"
     return found
 
@@ -117,7 +122,9 @@ class Readme:
         return r.output
 
     def shell(self, command: str, timeout: float) -> str:
-        r = subprocess.run(["bash", "-e", "-c", command], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(
+            ["bash", "-e", "-c", command], cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         assert r.returncode == 0, f"{command}\nexit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         return r.stdout
 
@@ -134,7 +141,9 @@ def _make_demo(rd: Readme, block: str) -> None:
 def _dataset_yamls(rd: Readme, my_logs: str, two_platform: str) -> None:
     assert DatasetSchema.model_validate(yaml.safe_load(my_logs)).name == "my-logs"
     shipped = REPO / "examples/two-platform"
-    assert yaml.safe_load(two_platform) == yaml.safe_load((shipped / "dataset.yaml").read_text()), "README and examples/two-platform disagree"
+    assert yaml.safe_load(two_platform) == yaml.safe_load(
+        (shipped / "dataset.yaml").read_text()
+    ), "README and examples/two-platform disagree"
     folder = rd.root / "two-platform"
     shutil.copytree(shipped / "raw", folder / "raw")
     (folder / "dataset.yaml").write_text(two_platform)
@@ -160,7 +169,7 @@ def _run_config(rd: Readme, yaml_text: str, block: str, later: str) -> None:
     assert "| AUC (test) | A | C | overall |" in rd.out["evaluate --data"] and "left out" in rd.out["evaluate --data"]
     assert (rd.root / "runs/cnan/heldout/test.parquet").is_file()
     assert (rd.root / "runs/cnan/learning_curves.png").is_file()
-    rd.later = commands[len(_commands(block)):]  # the inspect / prepare block, run in its place
+    rd.later = commands[len(_commands(block)) :]  # the inspect / prepare block, run in its place
 
 
 def _free_port(wanted: int) -> int:
@@ -183,7 +192,15 @@ def _serving(rd: Readme, block: str, curl: str) -> None:
     port = _free_port(8000)
     assert serve.endswith("--port 8000") and curl.count("localhost:8000") == 2
     args = shlex.split(serve.replace("--port 8000", f"--port {port}"))
-    server = subprocess.Popen(args, cwd=rd.root, env=rd.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    server = subprocess.Popen(
+        args,
+        cwd=rd.root,
+        env=rd.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _wait_healthy(server, port)
         stdout = rd.shell(curl.replace("localhost:8000", f"localhost:{port}"), 60)
@@ -199,7 +216,9 @@ def _serving(rd: Readme, block: str, curl: str) -> None:
     assert model["domains"] == ["A", "B", "C"] and "version" in json.dumps(model), model
     assert rank["domain"] == "B" and rank["model_version"], rank
     scores = [item["score"] for item in rank["items"]]
-    assert len(scores) == 2 and scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores), rank  # top_k 2, best first
+    assert (
+        len(scores) == 2 and scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    ), rank  # top_k 2, best first
 
 
 def _wait_healthy(server: subprocess.Popen, port: int) -> None:
@@ -229,7 +248,10 @@ def _experiments(rd: Readme, block: str) -> list[str]:
     commands = [c.replace("/path/to/data", str(DATA_ROOT)) for c in commands]
     if rd.fast:
         commands = _substitute(commands, FAST_EXPERIMENTS)
-        commands = [c + "".join(f" {k} {v}" for k, v in FAST_EXPERIMENT_FLAGS.items() if k not in shlex.split(c)) for c in commands]
+        commands = [
+            c + "".join(f" {k} {v}" for k, v in FAST_EXPERIMENT_FLAGS.items() if k not in shlex.split(c))
+            for c in commands
+        ]
         commands = commands[:1] + [c + " --dry-run" for c in commands[1:]]
     for command in commands:
         args = shlex.split(command)
@@ -241,10 +263,16 @@ def _experiments(rd: Readme, block: str) -> list[str]:
         if "--dry-run" in args:
             assert "self_train" in output, f"{command}: no planned Self-train run in\n{output}"
             continue
-        out = rd.root / "runs/experiments" / f"{args[2]}-{Path(dataset).parent.name if dataset.endswith('.yaml') else dataset}"
+        out = (
+            rd.root
+            / "runs/experiments"
+            / f"{args[2]}-{Path(dataset).parent.name if dataset.endswith('.yaml') else dataset}"
+        )
         report = (out / "report.md").read_text()
         assert (out / "report.json").is_file() and (out / "results.jsonl").is_file(), command
-        assert re.search(r"^\| Self-train[^|]*\|.*\d\.\d{3}", report, re.M), f"{command}: no Self-train row in\n{report}"
+        assert re.search(
+            r"^\| Self-train[^|]*\|.*\d\.\d{3}", report, re.M
+        ), f"{command}: no Self-train row in\n{report}"
     return not_run
 
 
@@ -256,9 +284,15 @@ def _torchrun(rd: Readme, block: str, caplog: pytest.LogCaptureFixture) -> None:
     assert (rd.root / "runs/ddp/weights.safetensors").is_file() and (rd.root / "runs/ddp/metrics.json").is_file()
     # `--resume` continues a killed run: kill one after its first checkpoint, then run the line.
     first = resume.replace(" --resume", "")
-    killed = subprocess.Popen(shlex.split(first), cwd=rd.root, env=rd.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        shlex.split(first), cwd=rd.root, env=rd.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 600
-    while not (rd.root / "runs/x/checkpoint/state.safetensors").exists() and killed.poll() is None and time.monotonic() < deadline:  # written atomically, last
+    while (
+        not (rd.root / "runs/x/checkpoint/state.safetensors").exists()
+        and killed.poll() is None
+        and time.monotonic() < deadline
+    ):  # written atomically, last
         time.sleep(0.01)
     killed.kill()
     killed.wait()
@@ -294,10 +328,14 @@ def _run_readme(root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogC
         warnings.warn(f"README lines not run, their data is not under {DATA_ROOT}: {not_run}", stacklevel=1)
 
 
-def test_readme_examples_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_readme_examples_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     _run_readme(tmp_path, monkeypatch, caplog, fast=True)
 
 
 @pytest.mark.slow
-def test_readme_examples_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_readme_examples_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     _run_readme(tmp_path, monkeypatch, caplog, fast=False)

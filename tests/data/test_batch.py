@@ -28,8 +28,13 @@ print("MODELS", len(REGISTRY), "PYARROW", loaded)
 
 
 def test_importing_and_building_every_model_does_not_import_pyarrow() -> None:
-    out = subprocess.run([sys.executable, "-c", _IMPORT_MODELS], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_MODELS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert out.returncode == 0, out.stderr
     assert "PYARROW []" in out.stdout, out.stdout
     assert int(out.stdout.split("MODELS")[1].split()[0]) >= 10  # every registered model was built
@@ -45,12 +50,16 @@ def test_to_moves_every_tensor_including_the_shard() -> None:
     moved = b.to("cpu")
     assert len(moved) == 3 and moved.shard is not None
     assert moved.shard.world == 2 and moved.shard.rows == 10
-    assert torch.equal(moved.shard.domain_rows, shard.domain_rows) and torch.equal(moved.shard.task_rows, shard.task_rows)
+    assert torch.equal(moved.shard.domain_rows, shard.domain_rows) and torch.equal(
+        moved.shard.task_rows, shard.task_rows
+    )
     assert torch.equal(moved.tasks, b.tasks) and Batch(b.features, b.domain, b.label).to("cpu").shard is None
 
 
 def test_an_encoded_split_hands_its_shard_to_the_batch() -> None:
-    split = dataset.EncodedSplit.from_numpy(torch.arange(8).view(4, 2).numpy(), torch.tensor([0, 1, 0, 1]).numpy(), torch.ones(4).numpy())
+    split = dataset.EncodedSplit.from_numpy(
+        torch.arange(8).view(4, 2).numpy(), torch.tensor([0, 1, 0, 1]).numpy(), torch.ones(4).numpy()
+    )
     shard = Shard(2, 4, torch.tensor([2, 2]))
     b = split.batch(torch.tensor([0, 2]), shard)
     assert b.shard is shard and b.domain.tolist() == [0, 0] and b.tasks is None

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from crossctr.data.dataset import prepare
-from crossctr.data.io import DataError, load_dataset_table
 from crossctr.data.encoders import MISSING_ID
+from crossctr.data.io import DataError, load_dataset_table
 from crossctr.data.prepare import PrepareOptions, load_dataset, load_prepared, prepare_dataset
 from crossctr.schema import ConfigError, DatasetSchema
 
@@ -28,31 +28,86 @@ QUIET = PrepareOptions(progress=False, max_memory=64 << 30)
 # case -> patterns that must all appear in the message
 ERRORS = {
     "missing_column": [r"missing_column/log\.csv", r"missing column\(s\) \['price'\]"],
-    "wrong_type": [r"wrong_type/log\.csv", r"column 'click' \(label\)", r"rows 1, 2, 3, 4, 5 and 19 more", r"non-numbers \['no', 'no', 'yes'"],
-    "label_outside": [r"label_outside/log\.csv", r"column 'click' \(label\) must be 0 or 1", r"rows 5, 10", r"\[-1\.0, 2\.0\]"],
+    "wrong_type": [
+        r"wrong_type/log\.csv",
+        r"column 'click' \(label\)",
+        r"rows 1, 2, 3, 4, 5 and 19 more",
+        r"non-numbers \['no', 'no', 'yes'",
+    ],
+    "label_outside": [
+        r"label_outside/log\.csv",
+        r"column 'click' \(label\) must be 0 or 1",
+        r"rows 5, 10",
+        r"\[-1\.0, 2\.0\]",
+    ],
     "label_missing": [r"label_missing/log\.csv", r"column 'click' \(label\) is missing on rows 7$"],
-    "unknown_domain": [r"unknown_domain/log\.csv", r"column 'site' \(domain\)", r"\['Z'\] on rows 3\.", r"domain\.values"],
+    "unknown_domain": [
+        r"unknown_domain/log\.csv",
+        r"column 'site' \(domain\)",
+        r"\['Z'\] on rows 3\.",
+        r"domain\.values",
+    ],
     "empty_file": [r"empty_file/log\.csv", r"empty \(0 bytes\)"],
     "header_only": [r"header_only/log\.csv", r"no data rows \(the file has a header only\)"],
     "corrupt_parquet": [r"corrupt_parquet/log\.parquet", r"cannot be read as Parquet \(truncated or corrupt\?\)"],
-    "ragged_row": [r"ragged_row/log\.csv", r"rows 3 do not have as many fields as the header", r"5 columns; one row has 4"],
+    "ragged_row": [
+        r"ragged_row/log\.csv",
+        r"rows 3 do not have as many fields as the header",
+        r"5 columns; one row has 4",
+    ],
     "shards_columns": [r"shards/part-1\.parquet", r"missing column\(s\) \['brand'\]"],
-    "shards_types": [r"shards disagree on column 'brand'", r"part-0\.parquet stores it as integer", r"part-1\.parquet as floating"],
+    "shards_types": [
+        r"shards disagree on column 'brand'",
+        r"part-0\.parquet stores it as integer",
+        r"part-1\.parquet as floating",
+    ],
     "non_utf8": [r"non_utf8/log\.csv", r"not valid utf-8 in column 'brand' on rows 6", r"`encoding:`"],
-    "numeric_all_nan": [r"numeric_all_nan/log\.csv", r"numeric column 'price' has no number in the training rows", r"--allow-constant-features"],
-    "constant_categorical": [r"constant_categorical/log\.csv", r"column 'brand' \(categorical\) holds a single value \['x'\]", r"--allow-constant-features"],
-    "no_valid_positives": [r"no_valid_positives/log\.csv", r"domain 'B' has no positive labels in its valid split \(3 rows\)", r"--allow-single-class"],
-    "categorical_all_empty": [r"categorical_all_empty/log\.csv", r"column 'brand' \(categorical\) has no value in the training rows \(all missing or empty\)",
-                              r"allow_constant_features: true"],
-    "no_train_positives": [r"no_train_positives/log\.csv", r"domain 'B' has no positive labels in its train split \(6 rows\)", r"allow_single_class: true"],
-    "duplicate_columns": [r"duplicate_columns/log\.csv", r"column name\(s\) used more than once: 'brand' at positions \[3, 6\]", r"Rename"],
+    "numeric_all_nan": [
+        r"numeric_all_nan/log\.csv",
+        r"numeric column 'price' has no number in the training rows",
+        r"--allow-constant-features",
+    ],
+    "constant_categorical": [
+        r"constant_categorical/log\.csv",
+        r"column 'brand' \(categorical\) holds a single value \['x'\]",
+        r"--allow-constant-features",
+    ],
+    "no_valid_positives": [
+        r"no_valid_positives/log\.csv",
+        r"domain 'B' has no positive labels in its valid split \(3 rows\)",
+        r"--allow-single-class",
+    ],
+    "categorical_all_empty": [
+        r"categorical_all_empty/log\.csv",
+        r"column 'brand' \(categorical\) has no value in the training rows \(all missing or empty\)",
+        r"allow_constant_features: true",
+    ],
+    "no_train_positives": [
+        r"no_train_positives/log\.csv",
+        r"domain 'B' has no positive labels in its train split \(6 rows\)",
+        r"allow_single_class: true",
+    ],
+    "duplicate_columns": [
+        r"duplicate_columns/log\.csv",
+        r"column name\(s\) used more than once: 'brand' at positions \[3, 6\]",
+        r"Rename",
+    ],
     "duplicate_columns_parquet": [r"duplicate_columns_parquet/log\.parquet", r"'brand' at positions \[3, 6\]"],
-    "parquet_named_csv": [r"parquet_named_csv/log\.csv: is a Parquet file", r"rename it to \.parquet or set `format: \{kind: parquet\}`"],
+    "parquet_named_csv": [
+        r"parquet_named_csv/log\.csv: is a Parquet file",
+        r"rename it to \.parquet or set `format: \{kind: parquet\}`",
+    ],
     "gzip_named_csv": [r"gzip_named_csv/log\.csv: is gzip-compressed", r"decompress it first"],
 }
 # cases that prepare (and train) accept, with what they must equal
-ACCEPTED = {"valid": "valid", "extra_column": "valid", "bom_crlf": "valid", "label_true_false": "valid",
-            "empty_categorical_cells": None, "headerless_sources": None}
+ACCEPTED = {
+    "valid": "valid",
+    "extra_column": "valid",
+    "bom_crlf": "valid",
+    "label_true_false": "valid",
+    "empty_categorical_cells": None,
+    "headerless_sources": None,
+}
 
 
 @pytest.mark.parametrize("case", sorted(ERRORS))
@@ -102,7 +157,14 @@ def test_train_and_prepare_give_the_same_verdict(case: str, tmp_path: Path) -> N
 def test_the_six_former_disagreements_are_cases() -> None:
     """Issue 14: labels true/false, an all-NaN numeric column, an all-empty categorical column, a
     domain without positives in train, duplicate CSV columns, a 10 MB cell."""
-    six = {"label_true_false", "numeric_all_nan", "categorical_all_empty", "no_train_positives", "duplicate_columns", "huge_cell"}
+    six = {
+        "label_true_false",
+        "numeric_all_nan",
+        "categorical_all_empty",
+        "no_train_positives",
+        "duplicate_columns",
+        "huge_cell",
+    }
     assert six <= set(CASES)
 
 
@@ -137,7 +199,11 @@ def test_huge_cell_is_read_whole(tmp_path: Path) -> None:
 def test_extra_column_is_ignored_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         prepare_dataset(CORPUS / "extra_column" / "dataset.yaml", tmp_path / "out", QUIET)
-    assert any("ignoring column(s) not named in the dataset YAML: ['note']" in r.getMessage() and "extra_column/log.csv" in r.getMessage() for r in caplog.records)
+    assert any(
+        "ignoring column(s) not named in the dataset YAML: ['note']" in r.getMessage()
+        and "extra_column/log.csv" in r.getMessage()
+        for r in caplog.records
+    )
     clean = load_prepared(prepare_dataset(CORPUS / "valid" / "dataset.yaml", tmp_path / "clean", QUIET).out)
     assert (load_prepared(tmp_path / "out").train.features == clean.train.features).all()
 
@@ -149,11 +215,27 @@ def test_valid_case_prepares_without_warnings(tmp_path: Path, caplog: pytest.Log
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
-@pytest.mark.parametrize("case,flag", [("numeric_all_nan", "allow_constant"), ("constant_categorical", "allow_constant"), ("no_valid_positives", "allow_single_class")])
-def test_flag_turns_the_error_into_a_warning(case: str, flag: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "case,flag",
+    [
+        ("numeric_all_nan", "allow_constant"),
+        ("constant_categorical", "allow_constant"),
+        ("no_valid_positives", "allow_single_class"),
+    ],
+)
+def test_flag_turns_the_error_into_a_warning(
+    case: str, flag: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING):
-        prepare_dataset(CORPUS / case / "dataset.yaml", tmp_path / "out", PrepareOptions(progress=False, max_memory=64 << 30, **{flag: True}))
-    assert any(case.split("_")[0] in r.getMessage() or "single value" in r.getMessage() or "no positive" in r.getMessage() for r in caplog.records)
+        prepare_dataset(
+            CORPUS / case / "dataset.yaml",
+            tmp_path / "out",
+            PrepareOptions(progress=False, max_memory=64 << 30, **{flag: True}),
+        )
+    assert any(
+        case.split("_")[0] in r.getMessage() or "single value" in r.getMessage() or "no positive" in r.getMessage()
+        for r in caplog.records
+    )
     assert load_prepared(tmp_path / "out").train.features.shape == (12, 2)
 
 
@@ -177,7 +259,10 @@ def test_header_only_shard_among_others_is_skipped(tmp_path: Path, caplog: pytes
     assert any("b.csv: no data rows (header only); skipping this shard" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize("case", ["missing_column", "label_outside", "unknown_domain", "ragged_row", "corrupt_parquet", "shards_types", "non_utf8"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing_column", "label_outside", "unknown_domain", "ragged_row", "corrupt_parquet", "shards_types", "non_utf8"],
+)
 def test_in_memory_reader_gives_the_same_errors(case: str) -> None:
     """`crossctr train` on a dataset YAML reads in memory; it reports the same problems."""
     path = CORPUS / case / "dataset.yaml"
@@ -187,8 +272,21 @@ def test_in_memory_reader_gives_the_same_errors(case: str) -> None:
 
 
 def test_cli_prints_one_line_not_a_traceback(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "crossctr", "prepare", str(CORPUS / "ragged_row" / "dataset.yaml"), "--out", str(tmp_path / "o"), "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crossctr",
+            "prepare",
+            str(CORPUS / "ragged_row" / "dataset.yaml"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: ") and "Traceback" not in proc.stderr
     assert "rows 3 do not have as many fields" in proc.stderr

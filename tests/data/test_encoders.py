@@ -19,7 +19,10 @@ def test_categorical_unseen_and_rare_values_map_to_oov() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(train=st.lists(st.text(max_size=5), min_size=1, max_size=30), unseen=st.lists(st.text(min_size=1, max_size=6), max_size=10))
+@given(
+    train=st.lists(st.text(max_size=5), min_size=1, max_size=30),
+    unseen=st.lists(st.text(min_size=1, max_size=6), max_size=10),
+)
 def test_any_unseen_value_gets_oov_and_seen_values_round_trip(train: list[str], unseen: list[str]) -> None:
     enc = CategoricalEncoder().fit(pa.array(train))
     new = [u for u in unseen if u not in set(train)]
@@ -53,16 +56,25 @@ def test_encoders_are_fitted_on_train_rows_only() -> None:
     from crossctr.data.dataset import prepare
     from crossctr.schema import DatasetSchema
 
-    schema = DatasetSchema.model_validate({
-        "name": "leak", "path": "x", "label": "y", "domain": {"column": "d", "values": ["A", "B"]},
-        "features": [{"name": "c", "kind": "categorical"}, {"name": "v", "kind": "numeric", "buckets": 2}],
-        "split": {"kind": "column", "column": "split"},
-    })
-    table = pa.table({
-        "d": ["A", "B", "A", "B", "A", "B"], "y": [0, 1, 1, 0, 1, 0],
-        "c": ["x", "y", "x", "y", "only_test", "only_valid"], "v": [0.0, 1.0, 2.0, 3.0, 1000.0, -5.0],
-        "split": ["train", "train", "train", "train", "test", "valid"],
-    })
+    schema = DatasetSchema.model_validate(
+        {
+            "name": "leak",
+            "path": "x",
+            "label": "y",
+            "domain": {"column": "d", "values": ["A", "B"]},
+            "features": [{"name": "c", "kind": "categorical"}, {"name": "v", "kind": "numeric", "buckets": 2}],
+            "split": {"kind": "column", "column": "split"},
+        }
+    )
+    table = pa.table(
+        {
+            "d": ["A", "B", "A", "B", "A", "B"],
+            "y": [0, 1, 1, 0, 1, 0],
+            "c": ["x", "y", "x", "y", "only_test", "only_valid"],
+            "v": [0.0, 1.0, 2.0, 3.0, 1000.0, -5.0],
+            "split": ["train", "train", "train", "train", "test", "valid"],
+        }
+    )
     data = prepare(schema, Path("."), table)
     assert data.encoder.encoders_["c"].vocab_ == ["x", "y"]
     assert data.test.features[0, 0].item() == OOV_ID

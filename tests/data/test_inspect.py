@@ -18,18 +18,29 @@ QUIET = PrepareOptions(progress=False, max_memory=64 << 30)  # the process bound
 
 
 def test_report_figures_match_the_table(tmp_path: Path) -> None:
-    t = pa.table({
-        "site": ["A", "A", "B", "B", "A", "B", "A", "B"],
-        "click": [0, 1, 0, 1, 1, 0, 0, 1],
-        "brand": ["x", "y", "x", None, "new", "x", "y", "other"],
-        "tags": ["a|b", "b", "a", "c|a|b|d", "zz|a", None, "a", "b"],
-        "price": [1.0, None, 2.0, 3.0, 4.0, None, 5.0, 6.0],
-        "split": ["train", "train", "train", "train", "valid", "valid", "test", "test"],
-    })
+    t = pa.table(
+        {
+            "site": ["A", "A", "B", "B", "A", "B", "A", "B"],
+            "click": [0, 1, 0, 1, 1, 0, 0, 1],
+            "brand": ["x", "y", "x", None, "new", "x", "y", "other"],
+            "tags": ["a|b", "b", "a", "c|a|b|d", "zz|a", None, "a", "b"],
+            "price": [1.0, None, 2.0, 3.0, 4.0, None, 5.0, 6.0],
+            "split": ["train", "train", "train", "train", "valid", "valid", "test", "test"],
+        }
+    )
     pq.write_table(t, tmp_path / "t.parquet")
-    spec = {"name": "t", "path": "t.parquet", "label": "click", "domain": {"column": "site", "values": ["A", "B"]},
-            "features": [{"name": "brand", "kind": "categorical"}, {"name": "tags", "kind": "multi", "max_len": 2},
-                         {"name": "price", "kind": "numeric", "buckets": 2}], "split": {"kind": "column"}}
+    spec = {
+        "name": "t",
+        "path": "t.parquet",
+        "label": "click",
+        "domain": {"column": "site", "values": ["A", "B"]},
+        "features": [
+            {"name": "brand", "kind": "categorical"},
+            {"name": "tags", "kind": "multi", "max_len": 2},
+            {"name": "price", "kind": "numeric", "buckets": 2},
+        ],
+        "split": {"kind": "column"},
+    }
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
     report = inspect_dataset(tmp_path / "d.yaml", tmp_path / "rep", QUIET)
     s = report.summary
@@ -56,10 +67,16 @@ def test_cli_prints_the_markdown(tmp_path: Path) -> None:
     # The memory bound covers the whole process; inside a long pytest run that process is
     # already large, so give a bound that is not what this test is about.
     mem = ["--max-memory", "64GB"]
-    res = CliRunner().invoke(cli, ["inspect", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "r"), "--no-progress", *mem])
+    res = CliRunner().invoke(
+        cli, ["inspect", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "r"), "--no-progress", *mem]
+    )
     assert res.exit_code == 0, res.output
     assert "## Domains" in res.output and "None found." in res.output
-    res = CliRunner().invoke(cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress", *mem])
+    res = CliRunner().invoke(
+        cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress", *mem]
+    )
     assert res.exit_code == 0 and "prepared" in res.output
-    res = CliRunner().invoke(cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress", *mem])
+    res = CliRunner().invoke(
+        cli, ["prepare", str(CORPUS / "valid" / "dataset.yaml"), "--out", str(tmp_path / "p"), "--no-progress", *mem]
+    )
     assert "unchanged inputs: reusing" in res.output

@@ -20,7 +20,10 @@ def _write_csv(path: Path, table: pa.Table) -> Path:
 
 def _schema(path: Path, **over) -> DatasetSchema:
     base = {
-        "name": "t", "path": str(path), "label": "click", "domain": {"column": "site", "values": ["A", "B"]},
+        "name": "t",
+        "path": str(path),
+        "label": "click",
+        "domain": {"column": "site", "values": ["A", "B"]},
         "features": [{"name": "brand", "kind": "categorical"}, {"name": "price", "kind": "numeric"}],
     }
     base.update(over)
@@ -28,7 +31,12 @@ def _schema(path: Path, **over) -> DatasetSchema:
 
 
 def _table(**cols) -> pa.Table:
-    base = {"site": ["A", "B", "A", "B"], "brand": ["x", "y", "x", "z"], "price": [1.0, 2.0, 3.0, 4.0], "click": [0, 1, 1, 0]}
+    base = {
+        "site": ["A", "B", "A", "B"],
+        "brand": ["x", "y", "x", "z"],
+        "price": [1.0, 2.0, 3.0, 4.0],
+        "click": [0, 1, 1, 0],
+    }
     base.update(cols)
     return pa.table(base)
 
@@ -41,7 +49,9 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
 
 def test_label_outside_0_1_names_rows(tmp_path: Path) -> None:
     p = _write_csv(tmp_path / "log.csv", _table(click=[0, 1, 2, 5]))
-    with pytest.raises(DataError, match=r"log\.csv: column 'click' \(label\) must be 0 or 1; rows 3, 4 hold \[2\.0, 5\.0\]"):
+    with pytest.raises(
+        DataError, match=r"log\.csv: column 'click' \(label\) must be 0 or 1; rows 3, 4 hold \[2\.0, 5\.0\]"
+    ):
         load_dataset_table(_schema(p), tmp_path)
 
 
@@ -80,7 +90,11 @@ def test_csv_and_parquet_give_the_same_encoding(tmp_path: Path, tiny_table) -> N
     t = tiny_table(500)
     pq.write_table(t, tmp_path / "a.parquet")
     pacsv.write_csv(t, tmp_path / "a.csv")
-    feats = [{"name": "brand", "kind": "categorical"}, {"name": "price", "kind": "numeric"}, {"name": "user", "kind": "categorical"}]
+    feats = [
+        {"name": "brand", "kind": "categorical"},
+        {"name": "price", "kind": "numeric"},
+        {"name": "user", "kind": "categorical"},
+    ]
     dom = {"column": "site", "values": ["A", "B", "C"]}
     a = prepare(_schema(tmp_path / "a.parquet", features=feats, domain=dom), tmp_path)
     b = prepare(_schema(tmp_path / "a.csv", features=feats, domain=dom), tmp_path)
@@ -93,7 +107,9 @@ def test_unknown_schema_key_lists_allowed_keys(tmp_path: Path) -> None:
         "name: t\npath: x.csv\nlabel: click\ndomain: {column: site, values: [A, B]}\n"
         "features: [{name: brand, kind: categorical, bucket: 5}]\n"
     )
-    with pytest.raises(ConfigError, match=r"features\.0\.bucket: unknown key; allowed keys here: buckets, group, kind, min_count, name"):
+    with pytest.raises(
+        ConfigError, match=r"features\.0\.bucket: unknown key; allowed keys here: buckets, group, kind, min_count, name"
+    ):
         DatasetSchema.from_yaml(tmp_path / "d.yaml")
 
 
@@ -107,10 +123,16 @@ def test_split_table_called_directly_refuses_a_text_time_column() -> None:
     """split_table is public: on a table that skipped validation a non-numeric day column is a DataError, not a pyarrow error."""
     from crossctr.data.dataset import split_table
 
-    schema = DatasetSchema.model_validate({
-        "name": "t", "path": "t.csv", "label": "y", "domain": {"column": "d", "values": ["A", "B"]},
-        "features": [{"name": "f", "kind": "categorical"}], "split": {"kind": "time", "column": "day", "valid_start": 2, "test_start": 3},
-    })
+    schema = DatasetSchema.model_validate(
+        {
+            "name": "t",
+            "path": "t.csv",
+            "label": "y",
+            "domain": {"column": "d", "values": ["A", "B"]},
+            "features": [{"name": "f", "kind": "categorical"}],
+            "split": {"kind": "time", "column": "day", "valid_start": 2, "test_start": 3},
+        }
+    )
     table = pa.table({"d": ["A", "B"], "y": [0, 1], "f": ["x", "y"], "day": ["monday", "tuesday"]})
     with pytest.raises(DataError, match=r"split column 'day' must be numeric \(a day or timestamp\), got string"):
         split_table(table, schema)

@@ -75,7 +75,11 @@ def test_stratified_split_is_seeded() -> None:
     strata = np.repeat(np.arange(3), [100, 50, 10])
     a, b, c = stratified_split(strata, 0), stratified_split(strata, 0), stratified_split(strata, 1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    assert [np.bincount(a[strata == k], minlength=3).tolist() for k in range(3)] == [[80, 10, 10], [40, 5, 5], [8, 1, 1]]
+    assert [np.bincount(a[strata == k], minlength=3).tolist() for k in range(3)] == [
+        [80, 10, 10],
+        [40, 5, 5],
+        [8, 1, 1],
+    ]
 
 
 def test_mind_errors_name_the_file(tmp_path: Path) -> None:
@@ -93,10 +97,21 @@ def test_mind_errors_name_the_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Registry.
 
+
 def test_registry_names() -> None:
-    assert DATASETS == ("simulator", "movielens-1m", "movielens-1m-age3", "movielens-1m-bench", "movielens-1m-age3-bench",
-                        "movielens-1m-time", "movielens-1m-mt",
-                        "movielens-1m-age3-mt", "movielens-100k", "movielens-100k-age3", "mind")
+    assert DATASETS == (
+        "simulator",
+        "movielens-1m",
+        "movielens-1m-age3",
+        "movielens-1m-bench",
+        "movielens-1m-age3-bench",
+        "movielens-1m-time",
+        "movielens-1m-mt",
+        "movielens-1m-age3-mt",
+        "movielens-100k",
+        "movielens-100k-age3",
+        "mind",
+    )
     assert set(registry.describe()) == set(DATASETS)
 
 

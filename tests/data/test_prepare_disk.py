@@ -15,14 +15,11 @@ import pytest
 
 import crossctr.data.prepare as prepare_module
 import crossctr.files as files
-from crossctr.cli import main
 from crossctr.data.prepare import PrepareOptions, load_prepared, prepare_dataset
 from crossctr.files import DiskFullError
 from crossctr.schema import ConfigError
 
 OPTS = PrepareOptions(progress=False, batch_rows=500)
-
-
 
 
 def _dead_pid() -> int:
@@ -35,11 +32,15 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
 
-def test_no_room_is_refused_before_writing_naming_folder_and_bytes(cli_run, monkeypatch, capsys, tiny_dataset_dir: Path) -> None:
+def test_no_room_is_refused_before_writing_naming_folder_and_bytes(
+    cli_run, monkeypatch, capsys, tiny_dataset_dir: Path
+) -> None:
     monkeypatch.setattr(files, "free_bytes", lambda folder: 10_000)
     out = tiny_dataset_dir / "prepared"
     code, err = cli_run("prepare", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(out), "--no-progress")
-    assert code != 0 and err.startswith(f"error: {tiny_dataset_dir}: not enough disk space for prepared's arrays (3,000 rows)")
+    assert code != 0 and err.startswith(
+        f"error: {tiny_dataset_dir}: not enough disk space for prepared's arrays (3,000 rows)"
+    )
     assert "10.0 KB free" in err and "bytes of data" in err
     assert not out.exists() and _leftovers(tiny_dataset_dir) == []
 
@@ -59,7 +60,9 @@ class _FillingFile(io.FileIO):
         return super().write(b)
 
 
-def test_disk_filling_while_writing_stops_cleanly_and_removes_the_temp_folder(monkeypatch, tiny_dataset_dir: Path) -> None:
+def test_disk_filling_while_writing_stops_cleanly_and_removes_the_temp_folder(
+    monkeypatch, tiny_dataset_dir: Path
+) -> None:
     _FillingFile.budget[0] = 5_000
     real_open = open
 
@@ -70,7 +73,10 @@ def test_disk_filling_while_writing_stops_cleanly_and_removes_the_temp_folder(mo
 
     monkeypatch.setattr(prepare_module, "open", filling_open, raising=False)
     out = tiny_dataset_dir / "prepared"
-    with pytest.raises(DiskFullError, match=r"the disk filled while writing prepared's arrays .* they need .* bytes\), .* free space or choose another --out \(the partial folder was removed\)"):
+    with pytest.raises(
+        DiskFullError,
+        match=r"the disk filled while writing prepared's arrays .* they need .* bytes\), .* free space or choose another --out \(the partial folder was removed\)",
+    ):
         prepare_dataset(tiny_dataset_dir / "dataset.yaml", out, OPTS)
     assert _FillingFile.budget[0] == 0  # the writes did reach the injected file
     assert not out.exists() and _leftovers(tiny_dataset_dir) == []
@@ -113,6 +119,8 @@ def test_pickled_npy_is_refused_without_a_traceback(cli_run, monkeypatch, capsys
     (out / "valid.domain.npy").write_bytes(b"\x93NUMPY")  # truncated
     with pytest.raises(ConfigError, match=r"valid\.domain\.npy: not an array"):
         load_prepared(out)
-    (tiny_dataset_dir / "run.yaml").write_text(f"dataset: {out.name}\nmodel: {{name: cnan}}\ntrain: {{epochs: 1, progress: false}}\n")
+    (tiny_dataset_dir / "run.yaml").write_text(
+        f"dataset: {out.name}\nmodel: {{name: cnan}}\ntrain: {{epochs: 1, progress: false}}\n"
+    )
     code, err = cli_run("train", "--config", str(tiny_dataset_dir / "run.yaml"), "--out", str(tiny_dataset_dir / "run"))
     assert code != 0 and "not an array `crossctr prepare` writes" in err

@@ -17,7 +17,16 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossctr.data.encoders import MISSING_ID, N_RESERVED, OOV_ID, FeatureEncoder, HashedEncoder, MultiEncoder, NumericBucketizer, fnv1a64
+from crossctr.data.encoders import (
+    MISSING_ID,
+    N_RESERVED,
+    OOV_ID,
+    FeatureEncoder,
+    HashedEncoder,
+    MultiEncoder,
+    NumericBucketizer,
+    fnv1a64,
+)
 from crossctr.data.io import validate_table
 from crossctr.data.prepare import PrepareOptions, load_prepared, prepare_dataset
 from crossctr.schema import DatasetSchema
@@ -29,12 +38,26 @@ number = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
 
 def _schema(buckets: int, boundaries: list[float] | None) -> DatasetSchema:
-    price = {"name": "price", "kind": "numeric", "buckets": buckets, **({"boundaries": boundaries} if boundaries else {})}
-    return DatasetSchema.model_validate({
-        "name": "p", "path": "p.parquet", "label": "y", "domain": {"column": "d", "values": ["A", "B"]},
-        "features": [{"name": "brand", "kind": "categorical"}, price, {"name": "tags", "kind": "multi", "separator": SEP, "max_len": 3},
-                     {"name": "item", "kind": "hashed", "buckets": 97}],
-    })
+    price = {
+        "name": "price",
+        "kind": "numeric",
+        "buckets": buckets,
+        **({"boundaries": boundaries} if boundaries else {}),
+    }
+    return DatasetSchema.model_validate(
+        {
+            "name": "p",
+            "path": "p.parquet",
+            "label": "y",
+            "domain": {"column": "d", "values": ["A", "B"]},
+            "features": [
+                {"name": "brand", "kind": "categorical"},
+                price,
+                {"name": "tags", "kind": "multi", "separator": SEP, "max_len": 3},
+                {"name": "item", "kind": "hashed", "buckets": 97},
+            ],
+        }
+    )
 
 
 @st.composite
@@ -44,14 +67,28 @@ def tables(draw):  # type: ignore[no-untyped-def]
     price = draw(st.lists(st.one_of(st.none(), number), min_size=n, max_size=n))
     tags = draw(st.lists(st.one_of(st.none(), cell), min_size=n, max_size=n))
     item = draw(st.lists(st.one_of(st.none(), word), min_size=n, max_size=n))
-    return pa.table({"d": ["A"] * n, "y": [0] * n, "brand": pa.array(brand, pa.string()), "price": pa.array(price, pa.float64()),
-                     "tags": pa.array(tags, pa.string()), "item": pa.array(item, pa.string())})
+    return pa.table(
+        {
+            "d": ["A"] * n,
+            "y": [0] * n,
+            "brand": pa.array(brand, pa.string()),
+            "price": pa.array(price, pa.float64()),
+            "tags": pa.array(tags, pa.string()),
+            "item": pa.array(item, pa.string()),
+        }
+    )
 
 
 @settings(max_examples=60, deadline=None)
-@given(table=tables(), buckets=st.integers(2, 12), fixed=st.one_of(st.none(), st.lists(number, min_size=1, max_size=5, unique=True).map(sorted)),
-       unseen=st.lists(word, max_size=6))
-def test_encode_then_decode_loses_nothing(table: pa.Table, buckets: int, fixed: list[float] | None, unseen: list[str]) -> None:
+@given(
+    table=tables(),
+    buckets=st.integers(2, 12),
+    fixed=st.one_of(st.none(), st.lists(number, min_size=1, max_size=5, unique=True).map(sorted)),
+    unseen=st.lists(word, max_size=6),
+)
+def test_encode_then_decode_loses_nothing(
+    table: pa.Table, buckets: int, fixed: list[float] | None, unseen: list[str]
+) -> None:
     schema = _schema(buckets, fixed)
     t = validate_table(table, schema, "t")
     enc = FeatureEncoder(schema).fit(t)
@@ -62,7 +99,7 @@ def test_encode_then_decode_loses_nothing(table: pa.Table, buckets: int, fixed: 
     bounds = np.asarray(enc.encoders_["price"].boundaries_)
     if fixed:
         assert bounds.tolist() == fixed
-    for v, i in zip(t.column("price").to_pylist(), x[:, 1]):
+    for v, i in zip(t.column("price").to_pylist(), x[:, 1], strict=False):
         if v is None:
             assert i == MISSING_ID
         else:
@@ -77,7 +114,7 @@ def test_encode_then_decode_loses_nothing(table: pa.Table, buckets: int, fixed: 
 
     hashed = x[:, 5]
     items = t.column("item").to_pylist()
-    assert all((h == MISSING_ID) == (v is None) for v, h in zip(items, hashed))
+    assert all((h == MISSING_ID) == (v is None) for v, h in zip(items, hashed, strict=False))
     assert (hashed < N_RESERVED + 97).all()
 
     new = [u for u in unseen if u not in set(brand)]
@@ -92,9 +129,11 @@ def test_encode_then_decode_loses_nothing(table: pa.Table, buckets: int, fixed: 
 def test_hash_is_a_pure_function_of_the_value(values: list[str], split_at: int) -> None:
     """Ids do not depend on the batch a value arrives in, nor on its neighbours."""
     whole = fnv1a64(pa.array(values))
-    parts = np.concatenate([fnv1a64(pa.array(values[:split_at], pa.string())), fnv1a64(pa.array(values[split_at:], pa.string()))])
+    parts = np.concatenate(
+        [fnv1a64(pa.array(values[:split_at], pa.string())), fnv1a64(pa.array(values[split_at:], pa.string()))]
+    )
     assert (whole == parts).all()
-    for v, h in zip(values, whole):  # reference FNV-1a, one byte at a time
+    for v, h in zip(values, whole, strict=False):  # reference FNV-1a, one byte at a time
         ref = 0xCBF29CE484222325
         for byte in v.encode():
             ref = ((ref ^ byte) * 0x100000001B3) % (1 << 64)
@@ -107,13 +146,24 @@ def test_hash_is_a_pure_function_of_the_value(values: list[str], split_at: int) 
 @given(table=tables(), batch=st.integers(1, 9))
 def test_streamed_fit_equals_the_in_memory_fit(table: pa.Table, batch: int) -> None:
     n = table.num_rows
-    table = table.set_column(0, "d", pa.array((["A", "B"] * n)[:n])).set_column(1, "y", pa.array(([0, 1, 1, 0] * n)[:n]))
+    table = table.set_column(0, "d", pa.array((["A", "B"] * n)[:n])).set_column(
+        1, "y", pa.array(([0, 1, 1, 0] * n)[:n])
+    )
     schema = _schema(5, None)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         pq.write_table(table, root / "p.parquet")
-        (root / "d.yaml").write_text(yaml.safe_dump({**schema.model_dump(mode="json"), "split": {"kind": "random", "fractions": [0.98, 0.01, 0.01], "seed": 0}}))
-        opts = PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=batch, allow_constant=True, allow_single_class=True)
+        (root / "d.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    **schema.model_dump(mode="json"),
+                    "split": {"kind": "random", "fractions": [0.98, 0.01, 0.01], "seed": 0},
+                }
+            )
+        )
+        opts = PrepareOptions(
+            progress=False, max_memory=64 << 30, batch_rows=batch, allow_constant=True, allow_single_class=True
+        )
         try:
             streamed = load_prepared(prepare_dataset(root / "d.yaml", root / "out", opts).out)
         except Exception as err:  # a random table may leave a split or a domain empty: that is reported, not encoded

@@ -44,7 +44,11 @@ def test_paper_grid_counts() -> None:
     keys = [s.key for s in plan.specs()]
     assert len(keys) == len(set(keys)) == 135
     # Self-train and Src-only run once, on all domains: no pair run exists for them.
-    assert not [k for k in keys if k.split("/")[0] in ("self_train", "src_only", "dcn", "deepfm") and "/all/" not in k and "/f" not in k]
+    assert not [
+        k
+        for k in keys
+        if k.split("/")[0] in ("self_train", "src_only", "dcn", "deepfm") and "/all/" not in k and "/f" not in k
+    ]
 
 
 def test_keys_are_stable_and_readable() -> None:
@@ -56,7 +60,9 @@ def test_keys_are_stable_and_readable() -> None:
     cid = candidate_id(exp.tune["cnan_at"][0])
     assert f"cnan_at/all/t-{cid}/s0" in a
     # a candidate's id depends on its content only
-    assert candidate_id(Override(train={"loss_weights": {"adv": 0.1}})) == candidate_id(Override.model_validate({"train": {"loss_weights": {"adv": 0.1}}}))
+    assert candidate_id(Override(train={"loss_weights": {"adv": 0.1}})) == candidate_id(
+        Override.model_validate({"train": {"loss_weights": {"adv": 0.1}}})
+    )
 
 
 def test_order_puts_the_most_informative_runs_first() -> None:
@@ -131,7 +137,11 @@ def test_seeds_override_and_tuned_settings_reach_the_config() -> None:
 
 
 def test_invalid_experiments_say_what_is_wrong(tmp_path) -> None:
-    doc = {"name": "x", "methods": {"m": {"label": "M", "model": {"name": "cnan"}}}, "tables": {"table3": {"methods": ["m", "nope"]}}}
+    doc = {
+        "name": "x",
+        "methods": {"m": {"label": "M", "model": {"name": "cnan"}}},
+        "tables": {"table3": {"methods": ["m", "nope"]}},
+    }
     with pytest.raises(Exception, match="unknown method"):
         Experiment.model_validate(doc)
     doc["tables"] = {"table3": {"methods": ["m"]}}
@@ -145,7 +155,9 @@ def test_invalid_experiments_say_what_is_wrong(tmp_path) -> None:
     # which methods and fractions Table 4 and Figure 4 show is the experiment file's to say: no default names a method
     for table, given in (("table4", {"fractions": [0.5, 1.0]}), ("figure4", {"attention": "private"})):
         with pytest.raises(Exception, match="method"):
-            Experiment.model_validate({**doc, "methods": {"m": {"label": "M", "model": {"name": "cnan"}}}, "tables": {table: given}})
+            Experiment.model_validate(
+                {**doc, "methods": {"m": {"label": "M", "model": {"name": "cnan"}}}, "tables": {table: given}}
+            )
 
 
 def test_select_candidate_takes_the_best_validation_auc() -> None:

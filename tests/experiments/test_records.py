@@ -26,7 +26,7 @@ def test_every_published_results_file_parses_and_round_trips(path: Path, caplog)
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     records = ResultsFile(path).read()
     assert len(records) == len(lines) and not caplog.records  # no line dropped as unreadable
-    for line, rec in zip(lines, records):
+    for line, rec in zip(lines, records, strict=False):
         assert rec.to_json() == json.loads(line)  # an old record keeps its fields: none added, none lost
     assert all(isinstance(r.test["overall"].auc, float) for r in records if r.test and r.test.get("overall"))
 
@@ -66,7 +66,13 @@ def _imports(path: Path, package: str) -> set[str]:
     """The crossctr.experiments modules `path` imports, at the top or inside functions."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        names = (
+            [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else []
+        )
         found |= {n.split(".")[2] for n in names if n.startswith(package + ".")}
     return found
 
@@ -76,7 +82,9 @@ def test_no_import_cycle_in_the_experiments_package_and_render_reads_records_onl
     folder = Path(crossctr.experiments.__file__).parent
     graph = {p.stem: _imports(p, package) - {p.stem} for p in folder.glob("*.py") if p.stem != "__init__"}
     assert graph["render"] <= {"choice", "grid", "records", "search"} and "runner" not in graph["render"]
-    assert not ({"runner", "render", "scheduler"} & (graph["records"] | graph["choice"] | graph["search"] | graph["grid"]))
+    assert not (
+        {"runner", "render", "scheduler"} & (graph["records"] | graph["choice"] | graph["search"] | graph["grid"])
+    )
     assert graph["scheduler"] == set()  # scheduling knows nothing of runs or records
     done: set[str] = set()
 

@@ -9,13 +9,22 @@ import pytest
 from click.testing import CliRunner
 
 from crossctr.experiments.grid import candidate_id, expand, load_experiment
-from crossctr.experiments.render import public_command, publish_report, render_report
 from crossctr.experiments.records import RESULTS_FILE, ResultsFile, RunRecord, write_plan
+from crossctr.experiments.render import public_command, publish_report, render_report
 from crossctr.schema import ConfigError
 
 SIZES = {"A": 20_000, "B": 2_000, "C": 150}
 # Test AUC of a method = BASE + 0.01 * seed + OFFSET[domain]: mean BASE + 0.01 + offset, std 0.01.
-BASE = {"deep_only": 0.60, "dcn": 0.65, "src_only": 0.62, "self_train": 0.65, "finetune": 0.66, "dann": 0.67, "cnan1": 0.68, "cnan_at": 0.70}
+BASE = {
+    "deep_only": 0.60,
+    "dcn": 0.65,
+    "src_only": 0.62,
+    "self_train": 0.65,
+    "finetune": 0.66,
+    "dann": 0.67,
+    "cnan1": 0.68,
+    "cnan_at": 0.70,
+}
 OFFSET = {"A": 0.05, "B": 0.0, "C": -0.05}
 
 
@@ -29,24 +38,51 @@ def _write(out: Path, drop: str | None = None) -> None:
             continue
         # CNAN-AT is 0.02 worse at half of the target's rows; Self-train 0.10 worse.
         penalty = 0.0 if spec.fraction >= 1 else (0.10 if spec.method == "self_train" else 0.02)
-        tune_bonus = 0.01 * [candidate_id(c) for c in exp.tune["cnan_at"]].index(spec.candidate) if spec.candidate else 0.0
-        per = {d: {"auc": BASE[spec.method] + 0.01 * spec.seed + OFFSET[d] - penalty + tune_bonus} for d in spec.domains}
-        results.append(record(
-            spec, test=per, valid=per, valid_mean_auc=sum(v["auc"] for v in per.values()) / len(per),
-            attention={"groups": ["price", "brand"], "domains": list(spec.domains),
-                       "private": [[0.2 + 0.1 * k, 0.8 - 0.1 * k] for k in range(len(spec.domains))]},
-            crossctr_version="0.1.0", reused_from=None,
-            parameters=1000 + len(spec.method), train_seconds=10.0 + spec.seed, epochs_run={"joint": 2},
-        ))
+        tune_bonus = (
+            0.01 * [candidate_id(c) for c in exp.tune["cnan_at"]].index(spec.candidate) if spec.candidate else 0.0
+        )
+        per = {
+            d: {"auc": BASE[spec.method] + 0.01 * spec.seed + OFFSET[d] - penalty + tune_bonus} for d in spec.domains
+        }
+        results.append(
+            record(
+                spec,
+                test=per,
+                valid=per,
+                valid_mean_auc=sum(v["auc"] for v in per.values()) / len(per),
+                attention={
+                    "groups": ["price", "brand"],
+                    "domains": list(spec.domains),
+                    "private": [[0.2 + 0.1 * k, 0.8 - 0.1 * k] for k in range(len(spec.domains))],
+                },
+                crossctr_version="0.1.0",
+                reused_from=None,
+                parameters=1000 + len(spec.method),
+                train_seconds=10.0 + spec.seed,
+                epochs_run={"joint": 2},
+            )
+        )
 
 
 def record(spec, **fields) -> RunRecord:
     """A run record of `spec` with made-up numbers (`fields`); the settings fields are placeholders."""
-    return RunRecord.model_validate({
-        "key": spec.key, "fingerprint": "-", "experiment": "smoke", "dataset": "synthetic", "method": spec.method,
-        "label": spec.method, "phase": spec.phase, "scenario": spec.scenario, "domains": list(spec.domains), "seed": spec.seed,
-        "config": {"model": {}, "strategy": {}, "train": {}}, "train_rows": {}, **fields,
-    })
+    return RunRecord.model_validate(
+        {
+            "key": spec.key,
+            "fingerprint": "-",
+            "experiment": "smoke",
+            "dataset": "synthetic",
+            "method": spec.method,
+            "label": spec.method,
+            "phase": spec.phase,
+            "scenario": spec.scenario,
+            "domains": list(spec.domains),
+            "seed": spec.seed,
+            "config": {"model": {}, "strategy": {}, "train": {}},
+            "train_rows": {},
+            **fields,
+        }
+    )
 
 
 @pytest.fixture()
@@ -58,7 +94,15 @@ def rendered(tmp_path):
 
 def test_every_table_with_mean_and_std(rendered) -> None:
     out, report, md = rendered
-    for heading in ("## Table 1", "## Table 2", "### Scenario A+B", "### Scenario A+C", "## Table 3", "## Table 4", "## Figure 4"):
+    for heading in (
+        "## Table 1",
+        "## Table 2",
+        "### Scenario A+B",
+        "### Scenario A+C",
+        "## Table 3",
+        "## Table 4",
+        "## Figure 4",
+    ):
         assert heading in md
     # Table 1: Deep & Cross on A = 0.65 + 0.01 + 0.05 ± 0.01, the best of its column
     assert "| Deep & Cross | **0.7100 ± 0.0100** |" in md
@@ -128,9 +172,17 @@ def test_render_only_from_the_cli(tmp_path) -> None:
 
 def test_public_command_hides_the_data_root_only() -> None:
     cmd = "crossctr experiment paper --dataset movielens-1m --data-root '/home/me/raw data' --out runs/x"
-    assert public_command(cmd) == "crossctr experiment paper --dataset movielens-1m --data-root '<data-root>' --out runs/x"
-    assert public_command("crossctr experiment paper --data-root=/srv/d --out o") == "crossctr experiment paper '--data-root=<data-root>' --out o"
-    assert public_command("crossctr experiment paper --dataset simulator") == "crossctr experiment paper --dataset simulator"
+    assert (
+        public_command(cmd) == "crossctr experiment paper --dataset movielens-1m --data-root '<data-root>' --out runs/x"
+    )
+    assert (
+        public_command("crossctr experiment paper --data-root=/srv/d --out o")
+        == "crossctr experiment paper '--data-root=<data-root>' --out o"
+    )
+    assert (
+        public_command("crossctr experiment paper --dataset simulator")
+        == "crossctr experiment paper --dataset simulator"
+    )
 
 
 def test_publish_copies_the_report_without_this_machines_folders(tmp_path) -> None:
@@ -139,15 +191,22 @@ def test_publish_copies_the_report_without_this_machines_folders(tmp_path) -> No
     out, pub = tmp_path / "xp", tmp_path / "docs" / "xp"
     out.mkdir()
     _write(out)
-    write_plan(out, load_experiment("smoke"), expand(load_experiment("smoke"), SIZES, seeds=(0, 1, 2)), "synthetic",
-               command="crossctr experiment smoke --dataset movielens-1m --data-root /secret/raw --out runs/xp")
+    write_plan(
+        out,
+        load_experiment("smoke"),
+        expand(load_experiment("smoke"), SIZES, seeds=(0, 1, 2)),
+        "synthetic",
+        command="crossctr experiment smoke --dataset movielens-1m --data-root /secret/raw --out runs/xp",
+    )
     res = CliRunner().invoke(cli, ["experiment", "smoke", "--out", str(out), "--render-only", "--publish", str(pub)])
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in pub.iterdir()) == ["figure4.png", "report.json", "report.md", RESULTS_FILE]
     md, doc = (pub / "report.md").read_text(), json.loads((pub / "report.json").read_text())
     for text in (md, json.dumps(doc)):
         assert "/secret/raw" not in text and str(out) not in text
-    assert "--data-root '<data-root>' --out runs/xp" in md and doc["command"].endswith("--data-root '<data-root>' --out runs/xp")
+    assert "--data-root '<data-root>' --out runs/xp" in md and doc["command"].endswith(
+        "--data-root '<data-root>' --out runs/xp"
+    )
     assert (pub / RESULTS_FILE).read_bytes() == (out / RESULTS_FILE).read_bytes()
     assert doc["table1"] == json.loads((out / "report.json").read_text())["table1"]
     assert publish_report(out, pub) == [pub / n for n in ("report.md", "report.json", "figure4.png", RESULTS_FILE)]
@@ -162,7 +221,9 @@ def test_cost_table_gives_parameters_and_seconds_per_epoch(rendered) -> None:
 
 def test_published_reference_rows_and_overall_column_beside_table3(tmp_path) -> None:
     exp = load_experiment("smoke")
-    exp = exp.model_copy(update={"reference": {"synthetic": {"Public SB": {"A": 0.99, "overall": 0.5}}}, "reference_source": "a paper"})
+    exp = exp.model_copy(
+        update={"reference": {"synthetic": {"Public SB": {"A": 0.99, "overall": 0.5}}}, "reference_source": "a paper"}
+    )
     plan = expand(exp, SIZES, seeds=(0,))
     write_plan(tmp_path, exp, plan, "synthetic", command="x")
     results = ResultsFile(tmp_path / RESULTS_FILE)

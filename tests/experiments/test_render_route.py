@@ -16,4 +16,7 @@ def test_report_states_which_model_scores_finetunes_source(tmp_path: Path) -> No
     _cases._write(tmp_path)  # the smoke grid's synthetic results (A is the richest domain)
     render_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
-    assert "FineTune: pretrained on A (the most training rows), then fine-tuned on the other domains' rows; A is scored by the model pretrained on it" in md
+    assert (
+        "FineTune: pretrained on A (the most training rows), then fine-tuned on the other domains' rows; A is scored by the model pretrained on it"
+        in md
+    )

@@ -56,9 +56,20 @@ class FakeTrain:
         adv = cfg.train.loss_weights.get("adv", 0.0)
         base = 0.7 - abs(adv - 0.05) + 0.001 * cfg.train.seed
         per = {d: {"rows": 10.0, "ctr": 0.2, "auc": base + 0.01 * k, "logloss": 0.4} for k, d in enumerate(names)}
-        metrics = {"valid": {**per, "overall": per[names[0]]}, "test": {**per, "overall": per[names[0]]}, "fit_seconds": {"joint": 0.01}, "best_epoch": {"joint": 1}}
-        attention = {"groups": ["g1", "g2"], "domains": names,
-                     "attention_private": {"per_feature": np.full((len(names), 3), 0.5), "per_group": np.full((len(names), 2), 0.5)}}
+        metrics = {
+            "valid": {**per, "overall": per[names[0]]},
+            "test": {**per, "overall": per[names[0]]},
+            "fit_seconds": {"joint": 0.01},
+            "best_epoch": {"joint": 1},
+        }
+        attention = {
+            "groups": ["g1", "g2"],
+            "domains": names,
+            "attention_private": {
+                "per_feature": np.full((len(names), 3), 0.5),
+                "per_group": np.full((len(names), 2), 0.5),
+            },
+        }
         return RunResult(out, metrics, attention, StrategyResult({}, {}))
 
 
@@ -81,8 +92,11 @@ def restore_threads():
 
 
 def test_end_to_end_smoke_on_simulated_data(tmp_path, sim_yaml, sim_data, restore_threads) -> None:
-    exp = _subset(load_experiment("smoke"), {"table3": {"methods": ["self_train", "cnan_at"]}, "figure4": {"method": "cnan_at", "attention": "private"}},
-                  ["self_train", "cnan_at"])
+    exp = _subset(
+        load_experiment("smoke"),
+        {"table3": {"methods": ["self_train", "cnan_at"]}, "figure4": {"method": "cnan_at", "attention": "private"}},
+        ["self_train", "cnan_at"],
+    )
     out = tmp_path / "xp"
     summary = run_experiment(exp, sim_yaml, out, only=["table3"], data=sim_data, command="crossctr experiment test")
     assert (summary.planned, summary.trained) == (2, 2)
@@ -105,7 +119,11 @@ def _tuned_experiment() -> Experiment:
     cands = [{"train": {"loss_weights": {"adv": a}}} for a in (0.01, 0.05, 0.2)]
     return _subset(
         load_experiment("smoke"),
-        {"table1": {"methods": ["deep_only", "dcn"]}, "table3": {"methods": ["self_train", "cnan1", "cnan_at"]}, "table4": {"baseline": "self_train", "method": "cnan_at", "fractions": [0.5, 1.0]}},
+        {
+            "table1": {"methods": ["deep_only", "dcn"]},
+            "table3": {"methods": ["self_train", "cnan1", "cnan_at"]},
+            "table4": {"baseline": "self_train", "method": "cnan_at", "fractions": [0.5, 1.0]},
+        },
         ["deep_only", "dcn", "self_train", "cnan1", "cnan_at"],
         tune={"cnan_at": cands},
     )
@@ -162,13 +180,23 @@ def test_rerun_is_resumable(tmp_path, tiny_data) -> None:
     doc = exp.model_dump(mode="json")
     doc["train"]["batch_size"] = 256
     fourth = FakeTrain()
-    run_experiment(Experiment.model_validate(doc), "unused.yaml", out, data=tiny_data, train_fn=fourth, only=["table1"], render=False)
+    run_experiment(
+        Experiment.model_validate(doc),
+        "unused.yaml",
+        out,
+        data=tiny_data,
+        train_fn=fourth,
+        only=["table1"],
+        render=False,
+    )
     assert len(fourth.calls) == 2  # deep_only and self_train (dcn reuses the latter)
 
 
 def test_dry_run_trains_and_writes_nothing(tmp_path, tiny_data) -> None:
     fake = FakeTrain()
-    summary = run_experiment(_tuned_experiment(), "unused.yaml", tmp_path / "xp", data=tiny_data, train_fn=fake, dry_run=True)
+    summary = run_experiment(
+        _tuned_experiment(), "unused.yaml", tmp_path / "xp", data=tiny_data, train_fn=fake, dry_run=True
+    )
     assert fake.calls == [] and not (tmp_path / "xp").exists()
     assert summary.planned == len([line for line in summary.listing if line.startswith("  todo")])
 
@@ -192,8 +220,14 @@ def _wait_for(cond, what: str, timeout: float = 20.0) -> None:
 def test_runners_sharing_a_folder_split_the_grid(tmp_path, tiny_data) -> None:
     exp, out = _tuned_experiment(), tmp_path / "xp"
     fakes = [SlowFake(), SlowFake()]
-    threads = [threading.Thread(target=run_experiment, args=(exp, "unused.yaml", out),
-                                kwargs={"data": tiny_data, "train_fn": f, "render": False, "poll_seconds": 0.02}) for f in fakes]
+    threads = [
+        threading.Thread(
+            target=run_experiment,
+            args=(exp, "unused.yaml", out),
+            kwargs={"data": tiny_data, "train_fn": f, "render": False, "poll_seconds": 0.02},
+        )
+        for f in fakes
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -216,7 +250,9 @@ def test_eta_counts_the_runners_holding_claims(tmp_path) -> None:
     finished.close()  # a finished run's claim file stays, unlocked
     me = Claims(tmp_path)
     with me.hold("b/all/s0") as mine:
-        assert mine and me.held == {"b/all/s0"} and not me.hold("b/all/s0").__enter__()  # a held key cannot be held twice
+        assert (
+            mine and me.held == {"b/all/s0"} and not me.hold("b/all/s0").__enter__()
+        )  # a held key cannot be held twice
         assert me.count_held_elsewhere() == 1 and me.held_elsewhere("a/all/s0") and not me.held_elsewhere("c/all/s0")
         other.close()
         assert me.count_held_elsewhere() == 0 and Claims(tmp_path / "none").count_held_elsewhere() == 0
@@ -233,22 +269,31 @@ def test_a_held_run_waits_and_a_dead_runners_claim_is_taken_over(tmp_path, tiny_
     dry = run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), dry_run=True).listing
     assert f"  busy  {tune_key}" in dry
     fake = FakeTrain()
-    runner = threading.Thread(target=run_experiment, args=(exp, "unused.yaml", out),
-                              kwargs={"data": tiny_data, "train_fn": fake, "render": False, "poll_seconds": 0.02})
+    runner = threading.Thread(
+        target=run_experiment,
+        args=(exp, "unused.yaml", out),
+        kwargs={"data": tiny_data, "train_fn": fake, "render": False, "poll_seconds": 0.02},
+    )
     runner.start()
     try:
         untuned = {"deep_only", "dcn", "self_train"}
-        _wait_for(lambda: {r["method"] for r in _latest(out).values() if r["phase"] != "tune"} >= untuned, "the untuned runs")
+        _wait_for(
+            lambda: {r["method"] for r in _latest(out).values() if r["phase"] != "tune"} >= untuned, "the untuned runs"
+        )
         time.sleep(0.1)
         recorded = _latest(out)
-        assert tune_key not in recorded and not any(r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune" for r in recorded.values())
+        assert tune_key not in recorded and not any(
+            r["method"] in ("cnan_at", "cnan1") and r["phase"] != "tune" for r in recorded.values()
+        )
         assert runner.is_alive()  # waiting for the held tuning run
     finally:
         held.close()  # as when the holder dies: the lock goes with it
     runner.join(timeout=60)
     assert not runner.is_alive()
     recorded = _latest(out)
-    assert tune_key in recorded and recorded["cnan_at/all/s0"]["tuning"]["choice"] == candidate_id(exp.tune["cnan_at"][1])
+    assert tune_key in recorded and recorded["cnan_at/all/s0"]["tuning"]["choice"] == candidate_id(
+        exp.tune["cnan_at"][1]
+    )
 
 
 def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
@@ -258,10 +303,38 @@ def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
     stub = types.ModuleType("crossctr.data.registry")
     stub.resolve_dataset = lambda name, cache_dir, data_root=None: Path(name)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "crossctr.data.registry", stub)
-    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(tmp_path / "xp"), "--dry-run", "--only", "table1"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "experiment",
+            "smoke",
+            "--dataset",
+            str(tiny_dataset_dir / "dataset.yaml"),
+            "--out",
+            str(tmp_path / "xp"),
+            "--dry-run",
+            "--only",
+            "table1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "todo  deep_only/all/s0" in res.output and "2 runs planned" in res.output
-    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", str(tiny_dataset_dir / "dataset.yaml"), "--out", str(tmp_path / "xp"), "--dry-run", "--only", "table1", "--methods", "deep_only"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "experiment",
+            "smoke",
+            "--dataset",
+            str(tiny_dataset_dir / "dataset.yaml"),
+            "--out",
+            str(tmp_path / "xp"),
+            "--dry-run",
+            "--only",
+            "table1",
+            "--methods",
+            "deep_only",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "todo  deep_only/all/s0" in res.output and "dcn/all/s0" not in res.output and "1 runs planned" in res.output
     res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", "x.yaml", "--seeds", "a,b"])
@@ -284,8 +357,25 @@ def test_cli_records_the_whole_grids_command_when_narrowed(tmp_path, tiny_datase
 
     monkeypatch.setattr(runner, "run_experiment", fake_run)
     yaml = str(tiny_dataset_dir / "dataset.yaml")
-    res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", yaml, "--data-root", str(tmp_path), "--out", str(tmp_path / "xp"),
-                                   "--only", "table1", "--methods", "deep_only", "--seeds", "0,1"])
+    res = CliRunner().invoke(
+        cli,
+        [
+            "experiment",
+            "smoke",
+            "--dataset",
+            yaml,
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "xp"),
+            "--only",
+            "table1",
+            "--methods",
+            "deep_only",
+            "--seeds",
+            "0,1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert seen["only"] == ("table1",) and seen["methods"] == ("deep_only",)
     assert "--only" not in seen["command"] and "--methods" not in seen["command"]
@@ -303,7 +393,15 @@ def test_dry_run_marks_changed_settings_stale_and_unset_schema_fields_do_not(tmp
 
     doc = exp.model_dump(mode="json")
     doc["train"]["batch_size"] = 256
-    changed = run_experiment(Experiment.model_validate(doc), "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), only=["table1"], dry_run=True)
+    changed = run_experiment(
+        Experiment.model_validate(doc),
+        "unused.yaml",
+        out,
+        data=tiny_data,
+        train_fn=FakeTrain(),
+        only=["table1"],
+        dry_run=True,
+    )
     assert changed.done_before == 0 and sum(line.startswith("  stale") for line in changed.listing) == changed.planned
 
     # An optional schema field left unset is not part of the identity, so adding such a field

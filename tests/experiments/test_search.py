@@ -26,7 +26,10 @@ SEARCH = {
     "startup_trials": 2,  # trials 2.. are modelled by TPE: they depend on the results before them
     "methods": "all",
     "space": {
-        "default": {"train.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "train.weight_decay": {"choices": [0.0, 1e-6, 1e-5]}},
+        "default": {
+            "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+            "train.weight_decay": {"choices": [0.0, 1e-6, 1e-5]},
+        },
         "cnan_at": {"train.loss_weights.adv": {"low": 0.005, "high": 0.3, "log": True}},
     },
 }
@@ -34,7 +37,9 @@ TUNE = {"dann": [{"train": {"loss_weights": {"adv": a}}} for a in (0.01, 0.1)]} 
 METHODS = ("self_train", "dann", "cnan1", "cnan_at")  # searched: self_train, cnan_at; cnan1 follows cnan_at
 
 
-def _experiment(search: dict | None = None, tune: dict | None = None, methods: tuple[str, ...] = METHODS, **over) -> Experiment:
+def _experiment(
+    search: dict | None = None, tune: dict | None = None, methods: tuple[str, ...] = METHODS, **over
+) -> Experiment:
     doc = load_experiment("smoke").model_dump(mode="json")
     doc["methods"] = {m: doc["methods"][m] for m in methods}
     doc["tables"] = {"table3": {"methods": list(methods)}}
@@ -63,10 +68,21 @@ class FakeTrain:
         self.calls.append(cfg)
         Path(out).mkdir(parents=True, exist_ok=True)
         t = cfg.train
-        base = 0.8 - 0.05 * math.log10(t.lr / 0.002) ** 2 - 1000 * t.weight_decay - abs(t.loss_weights["adv"] - 0.05) + 0.001 * t.seed
+        base = (
+            0.8
+            - 0.05 * math.log10(t.lr / 0.002) ** 2
+            - 1000 * t.weight_decay
+            - abs(t.loss_weights["adv"] - 0.05)
+            + 0.001 * t.seed
+        )
         names = list(cfg.domains)
         per = {d: {"rows": 10.0, "ctr": 0.2, "auc": base + 0.01 * k, "logloss": 0.4} for k, d in enumerate(names)}
-        metrics = {"valid": {**per, "overall": per[names[0]]}, "test": {**per, "overall": per[names[0]]}, "fit_seconds": {"joint": 0.01}, "best_epoch": {"joint": 1}}
+        metrics = {
+            "valid": {**per, "overall": per[names[0]]},
+            "test": {**per, "overall": per[names[0]]},
+            "fit_seconds": {"joint": 0.01},
+            "best_epoch": {"joint": 1},
+        }
         return RunResult(Path(out), metrics, {}, StrategyResult({}, {}))
 
 
@@ -92,17 +108,39 @@ def test_invalid_searches_say_what_to_fix() -> None:
     _invalid({**SEARCH, "methods": ["cnan1"]}, "tune_from")
     _invalid({**SEARCH, "trials": 0}, "trials must be at least 1")
     _invalid({**SEARCH, "space": {"default": {}}}, r"empty space for \['self_train', 'cnan_at'\]")
-    _invalid({**SEARCH, "space": {**space, "dann": space["default"]}}, r"entries for \['dann'\], which are not searched")
-    _invalid({**SEARCH, "space": {"default": {"lr": {"low": 0.001, "high": 0.01}}}}, "'lr' is not a config path; write model.<key> or train.<key>")
+    _invalid(
+        {**SEARCH, "space": {**space, "dann": space["default"]}}, r"entries for \['dann'\], which are not searched"
+    )
+    _invalid(
+        {**SEARCH, "space": {"default": {"lr": {"low": 0.001, "high": 0.01}}}},
+        "'lr' is not a config path; write model.<key> or train.<key>",
+    )
     # a path must name a setting of the method's config ...
-    _invalid({**SEARCH, "space": {"default": {"train.lrr": {"low": 0.001, "high": 0.01}}}}, r"'lrr' is not a key of train .*keys there: \[.*'lr'")
-    _invalid({**SEARCH, "space": {"default": {"train.loss_weights.advv": {"low": 0.01, "high": 0.1}}}}, "'advv' is not a key of train.loss_weights")
-    _invalid({**SEARCH, "space": {**space, "cnan_at": {"model.shared_dimm": {"choices": [4, 8]}}}}, "'shared_dimm' is not a key of model for model 'cnan'")
+    _invalid(
+        {**SEARCH, "space": {"default": {"train.lrr": {"low": 0.001, "high": 0.01}}}},
+        r"'lrr' is not a key of train .*keys there: \[.*'lr'",
+    )
+    _invalid(
+        {**SEARCH, "space": {"default": {"train.loss_weights.advv": {"low": 0.01, "high": 0.1}}}},
+        "'advv' is not a key of train.loss_weights",
+    )
+    _invalid(
+        {**SEARCH, "space": {**space, "cnan_at": {"model.shared_dimm": {"choices": [4, 8]}}}},
+        "'shared_dimm' is not a key of model for model 'cnan'",
+    )
     # ... and every value it can take must give a valid config
-    _invalid({**SEARCH, "space": {"default": {"train.lr": {"low": 0.0, "high": 0.01}}}}, r"train.lr' of method 'self_train' = 0.0.*\n.*lr")
+    _invalid(
+        {**SEARCH, "space": {"default": {"train.lr": {"low": 0.0, "high": 0.01}}}},
+        r"train.lr' of method 'self_train' = 0.0.*\n.*lr",
+    )
     _invalid({**SEARCH, "space": {"default": {"train.lr": {"low": 0.01, "high": 0.001}}}}, "low` must be below `high")
-    _invalid({**SEARCH, "space": {"default": {"train.lr": {"low": 0.0, "high": 0.01, "log": True}}}}, "log range needs low > 0")
-    _invalid({**SEARCH, "space": {"default": {"train.lr": {"low": 0.001, "high": 0.01, "choices": [0.001]}}}}, "not both")
+    _invalid(
+        {**SEARCH, "space": {"default": {"train.lr": {"low": 0.0, "high": 0.01, "log": True}}}},
+        "log range needs low > 0",
+    )
+    _invalid(
+        {**SEARCH, "space": {"default": {"train.lr": {"low": 0.001, "high": 0.01, "choices": [0.001]}}}}, "not both"
+    )
     _invalid({**SEARCH, "sampler": "grid"}, "sampler")
     # a method may be tuned with explicit candidates or searched, not both; tune_from may follow a searched method
     assert _experiment().tuned_by("cnan1") == "cnan_at" and _experiment().searched == ("self_train", "cnan_at")
@@ -134,8 +172,16 @@ def test_every_searched_method_gets_the_same_budget(tmp_path, tiny_data) -> None
     for r in tune:
         if r.get("search"):
             assert r["config"]["train"]["lr"] == r["search"]["params"]["train.lr"]
-            assert r["tuning"] == {"method": r["method"], "space": json.loads(json.dumps(r["tuning"]["space"])), "trials": 6, "sampler": "tpe", "seed": 0}
-    assert "train.loss_weights.adv" in trials[("cnan_at", 0)] and "train.loss_weights.adv" not in trials[("self_train", 0)]
+            assert r["tuning"] == {
+                "method": r["method"],
+                "space": json.loads(json.dumps(r["tuning"]["space"])),
+                "trials": 6,
+                "sampler": "tpe",
+                "seed": 0,
+            }
+    assert (
+        "train.loss_weights.adv" in trials[("cnan_at", 0)] and "train.loss_weights.adv" not in trials[("self_train", 0)]
+    )
     # 2 dann candidates + 12 trials + cnan1 (the other table runs reuse the chosen trial's run)
     assert summary.planned == 2 + 12 + 4 and len(fake.calls) == 2 + 12 + 1 and summary.reused == 3
 
@@ -158,11 +204,15 @@ def test_a_killed_search_resumes_with_the_proposals_of_an_uninterrupted_one(tmp_
     run_experiment(exp, "unused.yaml", out, data=tiny_data, train_fn=again, render=False)
     assert len(again.calls) == len(whole.calls) - 6  # only what the kill left undone
     assert _trials(out) == _trials(tmp_path / "whole")  # same settings for every trial, TPE's included
-    a, b = ({k: r.to_json() for k, r in ResultsFile(p / RESULTS_FILE).latest().items()} for p in (out, tmp_path / "whole"))
+    a, b = (
+        {k: r.to_json() for k, r in ResultsFile(p / RESULTS_FILE).latest().items()} for p in (out, tmp_path / "whole")
+    )
     assert sorted(a) == sorted(b) and all(a[k]["fingerprint"] == b[k]["fingerprint"] for k in a)
     # another seed proposes other settings
     other = tmp_path / "other"
-    run_experiment(_experiment({**SEARCH, "seed": 1}), "unused.yaml", other, data=tiny_data, train_fn=FakeTrain(), render=False)
+    run_experiment(
+        _experiment({**SEARCH, "seed": 1}), "unused.yaml", other, data=tiny_data, train_fn=FakeTrain(), render=False
+    )
     assert _trials(other)[("self_train", 0)] != _trials(out)[("self_train", 0)]
 
 
@@ -182,11 +232,18 @@ def test_the_best_trial_is_chosen_and_used_by_every_table_run(tmp_path, tiny_dat
             rec = records[f"{user}/all/s0"]
             assert rec["config"]["train"]["lr"] == best["search"]["params"]["train.lr"]
             assert rec["config"]["train"]["weight_decay"] == best["search"]["params"]["train.weight_decay"]
-            assert rec["tuning"]["method"] == method and rec["tuning"]["choice"] == best["candidate"] and len(rec["tuning"]["candidates"]) == 6
+            assert (
+                rec["tuning"]["method"] == method
+                and rec["tuning"]["choice"] == best["candidate"]
+                and len(rec["tuning"]["candidates"]) == 6
+            )
         # the chosen trial is the seed-0 all-domains run: reused, not trained again
         assert records[f"{method}/all/s0"]["reused_from"] == best["key"]
         assert "search" not in records[f"{method}/all/s0"]
-    assert records["cnan1/all/s0"]["config"]["train"]["loss_weights"]["adv"] == report["search"]["cnan_at"]["chosen_params"]["train.loss_weights.adv"]
+    assert (
+        records["cnan1/all/s0"]["config"]["train"]["loss_weights"]["adv"]
+        == report["search"]["cnan_at"]["chosen_params"]["train.loss_weights.adv"]
+    )
     assert report["tuning"]["dann"]["choice"] is not None  # explicit candidates still chosen as before
 
 
@@ -198,11 +255,21 @@ def test_the_report_lists_space_budget_and_every_trial(tmp_path, tiny_data) -> N
     md = (out / "report.md").read_text()
     info = report["search"]["cnan_at"]
     assert (info["trials"], info["sampler"], info["seed"], info["startup_trials"], info["done"]) == (6, "tpe", 0, 2, 6)
-    assert info["space"] == {"train.loss_weights.adv": {"low": 0.005, "high": 0.3, "log": True},
-                             "train.lr": {"low": 1e-4, "high": 1e-2, "log": True}, "train.weight_decay": {"choices": [0.0, 1e-6, 1e-5]}}
-    assert [c["trial"] for c in info["candidates"]] == list(range(6)) and all(c["valid_mean_auc"] for c in info["candidates"])
-    assert "## Hyper-parameter search on validation" in md and "6 trials proposed by Optuna's TPE sampler (2 random trials first), seed 0" in md
-    assert "| `train.lr` | [0.0001, 0.01] log scale |" in md and "| `train.weight_decay` | one of 0, 1e-06, 1e-05 |" in md
+    assert info["space"] == {
+        "train.loss_weights.adv": {"low": 0.005, "high": 0.3, "log": True},
+        "train.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+        "train.weight_decay": {"choices": [0.0, 1e-6, 1e-5]},
+    }
+    assert [c["trial"] for c in info["candidates"]] == list(range(6)) and all(
+        c["valid_mean_auc"] for c in info["candidates"]
+    )
+    assert (
+        "## Hyper-parameter search on validation" in md
+        and "6 trials proposed by Optuna's TPE sampler (2 random trials first), seed 0" in md
+    )
+    assert (
+        "| `train.lr` | [0.0001, 0.01] log scale |" in md and "| `train.weight_decay` | one of 0, 1e-06, 1e-05 |" in md
+    )
     assert "Its choice is also used by: `cnan1`." in md
     for c in info["candidates"]:
         assert f"| {c['trial']} | {c['id']} | {c['params']['train.loss_weights.adv']:.4g} |" in md
@@ -215,13 +282,22 @@ def test_the_report_lists_space_budget_and_every_trial(tmp_path, tiny_data) -> N
     from crossctr.experiments.render import render_report
 
     report = render_report(partial)
-    assert report.search is not None and report.search["self_train"].done == 2 and report.search["self_train"].choice is None
+    assert (
+        report.search is not None
+        and report.search["self_train"].done == 2
+        and report.search["self_train"].choice is None
+    )
     assert "2 of 6 trials have finished: no choice yet." in (partial / "report.md").read_text()
 
 
 def test_repeated_settings_are_one_run_listing_every_trial(tmp_path, tiny_data) -> None:
-    search = {"trials": 5, "sampler": "random", "seed": 0, "methods": ["self_train"],
-              "space": {"default": {"train.weight_decay": {"choices": [0.0, 1e-5]}}}}
+    search = {
+        "trials": 5,
+        "sampler": "random",
+        "seed": 0,
+        "methods": ["self_train"],
+        "space": {"default": {"train.weight_decay": {"choices": [0.0, 1e-5]}}},
+    }
     exp = _experiment(search, tune={}, methods=("self_train",))
     out = tmp_path / "xp"
     fake = FakeTrain()
@@ -236,7 +312,9 @@ def test_repeated_settings_are_one_run_listing_every_trial(tmp_path, tiny_data) 
 
 def test_raising_the_budget_keeps_the_trials_already_run(tmp_path, tiny_data) -> None:
     out = tmp_path / "xp"
-    run_experiment(_experiment({**SEARCH, "trials": 3}), "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), render=False)
+    run_experiment(
+        _experiment({**SEARCH, "trials": 3}), "unused.yaml", out, data=tiny_data, train_fn=FakeTrain(), render=False
+    )
     more = FakeTrain()
     run_experiment(_experiment(), "unused.yaml", out, data=tiny_data, train_fn=more, render=False)
     # the 3 new trials of each method; the table runs follow the (maybe new) choice
@@ -244,7 +322,10 @@ def test_raising_the_budget_keeps_the_trials_already_run(tmp_path, tiny_data) ->
     assert sorted(n for m, n in _trials(out) if m == "cnan_at") == list(range(6))
 
 
-@pytest.mark.skipif(not {"shared_bottom", "mmoe", "ple", "star", "epnet"} <= set(REGISTRY), reason="the multi-domain models are not registered yet")
+@pytest.mark.skipif(
+    not {"shared_bottom", "mmoe", "ple", "star", "epnet"} <= set(REGISTRY),
+    reason="the multi-domain models are not registered yet",
+)
 def test_modern_experiment_searches_every_method_with_the_same_budget() -> None:
     exp = load_experiment("modern")
     plan = expand(exp, {"18-44": 600_000, "45+": 150_000, "under-18": 20_000})
@@ -265,4 +346,6 @@ def test_every_method_sees_the_same_values_of_the_shared_dimensions(tmp_path, ti
         a, b = trials[("self_train", n)], trials[("cnan_at", n)]
         assert a["train.lr"] == b["train.lr"] and a["train.weight_decay"] == b["train.weight_decay"]
     assert len({trials[("cnan_at", n)]["train.lr"] for n in range(6)}) == 6  # but they vary over trials
-    assert len({trials[("cnan_at", n)]["train.loss_weights.adv"] for n in range(6)}) > 1  # its own dimension is searched
+    assert (
+        len({trials[("cnan_at", n)]["train.loss_weights.adv"] for n in range(6)}) > 1
+    )  # its own dimension is searched

@@ -51,7 +51,11 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_partial_one(monkey
 
 def test_the_temporary_file_sits_beside_the_target_and_names_the_writer(tmp_path: Path) -> None:
     with atomic_file(tmp_path / "weights.safetensors") as tmp:
-        assert tmp.parent == tmp_path and tmp.name.startswith(f".weights.safetensors.{os.getpid()}-") and tmp.suffix == ".tmp"
+        assert (
+            tmp.parent == tmp_path
+            and tmp.name.startswith(f".weights.safetensors.{os.getpid()}-")
+            and tmp.suffix == ".tmp"
+        )
         tmp.write_bytes(b"w")
         assert not (tmp_path / "weights.safetensors").exists()  # nothing at the target until the block ends
     assert (tmp_path / "weights.safetensors").read_bytes() == b"w" and not tmp.exists()
@@ -68,4 +72,6 @@ def test_serving_and_inference_import_no_training_module() -> None:
     assert "crossctr.serving.app" in served and "crossctr.inference.predictor" in served  # the import did happen
     assert [m for m in served if m.startswith("crossctr.training")] == []
     inference = _crossctr_modules_after("import crossctr.inference")
-    assert [m for m in inference if m.startswith(("crossctr.training", "crossctr.serving", "crossctr.evaluation"))] == []
+    assert [
+        m for m in inference if m.startswith(("crossctr.training", "crossctr.serving", "crossctr.evaluation"))
+    ] == []

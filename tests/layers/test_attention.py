@@ -12,7 +12,7 @@ from crossctr.layers import AttentionUnit
 def _set(unit: AttentionUnit, W0, b0, W1, b1, W2, b2) -> None:
     lin = [m for m in unit.score if isinstance(m, torch.nn.Linear)]
     with torch.no_grad():
-        for m, (w, b) in zip(lin, [(W0, b0), (W1, b1), (W2, b2)]):
+        for m, (w, b) in zip(lin, [(W0, b0), (W1, b1), (W2, b2)], strict=False):
             m.weight.copy_(torch.tensor(w, dtype=torch.float32))
             m.bias.copy_(torch.tensor(b, dtype=torch.float32))
 

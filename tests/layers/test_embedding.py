@@ -38,7 +38,7 @@ def test_shared_and_specific_parts_are_the_right_rows() -> None:
     out = emb(x, domain)
     total = 10
     for b in range(3):
-        for f, (local, off) in enumerate(zip([2, 4, 1], [0, 3, 8])):
+        for f, (local, off) in enumerate(zip([2, 4, 1], [0, 3, 8], strict=False)):
             assert torch.equal(out[b, f, :4], emb.shared.weight[off + local])
             assert torch.equal(out[b, f, 4:], emb.specific.weight[b * total + off + local])
     # the shared part is the same for every domain, the specific part is not

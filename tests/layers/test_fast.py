@@ -23,7 +23,7 @@ def test_matches_f_linear_values_and_gradients(shape: tuple[int, ...], n_out: in
     y_ref = F.linear(x, w, b)
     grads_ref = torch.autograd.grad(y_ref, [x, w] + ([b] if bias else []), g)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
-    for a, r in zip(grads, grads_ref):
+    for a, r in zip(grads, grads_ref, strict=False):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
 
 
@@ -59,7 +59,7 @@ def test_linear_module_is_nn_linear_and_frozen_keeps_gradients_off_its_weights()
     g = torch.randn(10, 3)
     got = torch.autograd.grad(layer(x), [x, layer.weight, layer.bias], g)
     want = torch.autograd.grad(ref(x), [x, ref.weight, ref.bias], g)
-    for a, r in zip(got, want):
+    for a, r in zip(got, want, strict=False):
         torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
     y = layer(x, frozen=True)
     torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-5)
@@ -102,7 +102,7 @@ def test_rows_by_group_equals_each_row_through_its_module(monkeypatch: pytest.Mo
     want = _by_row(towers, x, group)
     grads_ref = torch.autograd.grad(want, [x, *towers.parameters()], g, allow_unused=True)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    for a, r in zip(grads, grads_ref):
+    for a, r in zip(grads, grads_ref, strict=False):
         assert (a is None) == (r is None)
         if a is not None:
             torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-6)
@@ -129,6 +129,7 @@ def test_rows_by_group_traced_path_equals_eager_path() -> None:
     traced = fast._rows_by_group_traceable(towers, x, group, outputs=2)
     assert eager[1] is None and traced[1] is None
     torch.testing.assert_close(traced[0], eager[0], rtol=1e-6, atol=1e-6)
+
     class Routed(nn.Module):
         def __init__(self) -> None:
             super().__init__()

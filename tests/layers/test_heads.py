@@ -39,7 +39,9 @@ def test_wrong_number_of_inputs() -> None:
         heads(torch.randn(3, 2), domain=torch.zeros(3, dtype=torch.long))
 
 
-@pytest.mark.parametrize("kwargs, name", [(dict(in_dim=0), "in_dim"), (dict(n_domains=0), "n_domains"), (dict(n_inputs=0), "n_inputs")])
+@pytest.mark.parametrize(
+    "kwargs, name", [(dict(in_dim=0), "in_dim"), (dict(n_domains=0), "n_domains"), (dict(n_inputs=0), "n_inputs")]
+)
 def test_invalid_args(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         DomainHeads(**(dict(in_dim=2, n_domains=2) | kwargs))

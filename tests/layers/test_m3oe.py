@@ -9,7 +9,7 @@ from crossctr.layers.m3oe import StackedNormMLP, balance_domains, norm_block
 
 def _member(stack: StackedNormMLP, j: int, x: torch.Tensor) -> torch.Tensor:
     """Member j run alone, as a plain Linear → LayerNorm → ReLU chain."""
-    for w, b, g, s in zip(stack.weights, stack.biases, stack.gains, stack.shifts):
+    for w, b, g, s in zip(stack.weights, stack.biases, stack.gains, stack.shifts, strict=False):
         x = torch.relu(F.layer_norm(F.linear(x, w[j].t(), b[j]), (w.shape[-1],), g[j], s[j]))
     return x
 
@@ -18,7 +18,7 @@ def test_stack_equals_each_member_alone() -> None:
     torch.manual_seed(0)
     stack = StackedNormMLP(3, 5, (7, 4))
     with torch.no_grad():
-        for g, s in zip(stack.gains, stack.shifts):  # per-member scale and shift, not the identity
+        for g, s in zip(stack.gains, stack.shifts, strict=False):  # per-member scale and shift, not the identity
             g.normal_()
             s.normal_()
     x = torch.randn(6, 5)

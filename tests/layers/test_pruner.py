@@ -43,7 +43,10 @@ def test_annealing_drives_binarization_to_a_step() -> None:
     torch.testing.assert_close(hard, torch.tensor([[0.0, 1.0]]), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(domain_dim=0), dict(in_dim=0), dict(out_dim=0), dict(form="hard"), dict(beta=0.0), dict(epsilon=-1.0)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(domain_dim=0), dict(in_dim=0), dict(out_dim=0), dict(form="hard"), dict(beta=0.0), dict(epsilon=-1.0)],
+)
 def test_invalid_args(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         DomainPruner(**(dict(domain_dim=2, in_dim=3, out_dim=3) | kwargs))

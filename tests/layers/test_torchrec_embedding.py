@@ -9,7 +9,10 @@ import torch
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.torchrec_embedding import torchrec_available
 
-pytestmark = pytest.mark.skipif(not torchrec_available(), reason="torchrec / fbgemm-gpu for this torch not installed (see docs/scaling.md to install it)")
+pytestmark = pytest.mark.skipif(
+    not torchrec_available(),
+    reason="torchrec / fbgemm-gpu for this torch not installed (see docs/scaling.md to install it)",
+)
 
 
 @pytest.mark.parametrize("slots", [None, [1, 3, 1]])
@@ -41,7 +44,13 @@ def test_cnan_with_a_torchrec_lookup_scores_as_before() -> None:
     from crossctr.training.distributed import replace_embedding
 
     torch.manual_seed(0)
-    m = build_model(parse_model_config({"name": "cnan", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}), [9, 6, 12], 3).eval()
+    m = build_model(
+        parse_model_config(
+            {"name": "cnan", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
+        ),
+        [9, 6, 12],
+        3,
+    ).eval()
     batch = Batch(torch.randint(1, 6, (32, 3)), torch.arange(32) % 3, torch.zeros(32))
     with torch.no_grad():
         before = m(batch).logits

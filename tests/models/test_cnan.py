@@ -125,7 +125,7 @@ def test_private_row_buckets_are_few_and_cover_the_rows() -> None:
     from crossctr.layers.fast import _bucket
 
     sizes = [_bucket(n) for n in range(1, 4097)]
-    assert all(s >= n for n, s in zip(range(1, 4097), sizes))
+    assert all(s >= n for n, s in zip(range(1, 4097), sizes, strict=False))
     assert len(set(sizes)) == 9 + 15  # 1, 2, 4, ..., 256, then 512, 768, ..., 4096
     assert _bucket(3) == 4 and _bucket(256) == 256 and _bucket(257) == 512 and _bucket(4096) == 4096
 
@@ -141,7 +141,13 @@ def test_padding_the_private_rows_changes_no_output_nor_gradient(monkeypatch) ->
         out = m(b)
         loss = F.binary_cross_entropy_with_logits(out.logits, b.label) + sum(out.aux_losses.values())
         loss.backward()
-        results.append((out.logits.detach(), out.extras["attention_private"], {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}))
+        results.append(
+            (
+                out.logits.detach(),
+                out.extras["attention_private"],
+                {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None},
+            )
+        )
     (la, aa, ga), (lb, ab, gb) = results
     torch.testing.assert_close(la, lb, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(aa, ab, rtol=1e-6, atol=1e-7)

@@ -16,18 +16,55 @@ from crossctr.schema import ConfigError
 from crossctr.training.run import RunConfig
 
 OLD_CNAN = {
-    "name": "cnan", "shared_dim": 8, "specific_dim": 2, "attention": True, "attention_hidden": [8, 4], "attention_activation": "relu",
-    "cross_layers": 2, "deep": [16, 8], "stacking": "stacked", "dropout": 0.0, "norm": None, "private_layers": None, "adversarial": "grl",
-    "discriminator_step": True, "domain_loss": True, "grl_scale": 1.0, "sparse_embeddings": False, "embedding_init_std": 0.01,
-    "wasserstein_source": 0, "gp_weight": 10.0, "wasserstein_margin": 1.0, "tasks": None,
+    "name": "cnan",
+    "shared_dim": 8,
+    "specific_dim": 2,
+    "attention": True,
+    "attention_hidden": [8, 4],
+    "attention_activation": "relu",
+    "cross_layers": 2,
+    "deep": [16, 8],
+    "stacking": "stacked",
+    "dropout": 0.0,
+    "norm": None,
+    "private_layers": None,
+    "adversarial": "grl",
+    "discriminator_step": True,
+    "domain_loss": True,
+    "grl_scale": 1.0,
+    "sparse_embeddings": False,
+    "embedding_init_std": 0.01,
+    "wasserstein_source": 0,
+    "gp_weight": 10.0,
+    "wasserstein_margin": 1.0,
+    "tasks": None,
 }
 OLD_TOWER = {
-    "name": "tower", "nn": "deepfm", "shared_dim": 64, "specific_dim": 8, "attention": True, "attention_hidden": [64, 32],
-    "attention_activation": "relu", "cross_layers": 2, "deep": [16], "stacking": "stacked", "dropout": 0.0, "domain_adversarial": False,
-    "grl_scale": 1.0, "sparse_embeddings": False, "embedding_init_std": 0.01,
+    "name": "tower",
+    "nn": "deepfm",
+    "shared_dim": 64,
+    "specific_dim": 8,
+    "attention": True,
+    "attention_hidden": [64, 32],
+    "attention_activation": "relu",
+    "cross_layers": 2,
+    "deep": [16],
+    "stacking": "stacked",
+    "dropout": 0.0,
+    "domain_adversarial": False,
+    "grl_scale": 1.0,
+    "sparse_embeddings": False,
+    "embedding_init_std": 0.01,
 }
 OLD_RUN_MODELS = [
-    {"name": "cnan", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8], "adversarial": "grl"},
+    {
+        "name": "cnan",
+        "shared_dim": 8,
+        "specific_dim": 2,
+        "attention_hidden": [8, 4],
+        "deep": [16, 8],
+        "adversarial": "grl",
+    },
     {"name": "tower", "nn": "deepfm", "deep": [16]},
 ]
 
@@ -37,23 +74,33 @@ def test_old_full_model_configs_load_with_the_same_keys_and_values(old: dict, cl
     cfg = parse_model_config(dict(old))
     assert type(cfg) is cls
     assert cfg.model_dump(mode="json") == old  # no key added, removed or changed in value
-    assert parse_model_config({"name": old["name"]}).model_dump(mode="json").keys() == old.keys()  # defaults: the same keys
+    assert (
+        parse_model_config({"name": old["name"]}).model_dump(mode="json").keys() == old.keys()
+    )  # defaults: the same keys
 
 
 @pytest.mark.parametrize("given", OLD_RUN_MODELS)
 def test_run_config_model_is_typed_and_written_as_given(given: dict) -> None:
     cfg = RunConfig.model_validate({"dataset": "data/ml.yaml", "model": given, "strategy": {"name": "self_train"}})
     assert isinstance(cfg.model, (CNANConfig, TowerConfig)) and cfg.model.name == given["name"]
-    assert cfg.model_dump(mode="json")["model"] == given  # config.json "run" and checkpoint fingerprints keep their form
+    assert (
+        cfg.model_dump(mode="json")["model"] == given
+    )  # config.json "run" and checkpoint fingerprints keep their form
     assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # a written run config reads back equal
     assert RunConfig(dataset="d").model_dump(mode="json")["model"] == {"name": "cnan"}  # the default, as before
     assert type(RunConfig(dataset="d").model) is CNANConfig
 
 
-@pytest.mark.parametrize("model, error", [
-    ("{name: tower, nn: deep, shared_dims: 8}", r"run.yaml: invalid RunConfig\n  - model: invalid TowerConfig\n.*shared_dims: unknown key; allowed keys here: .*shared_dim"),
-    ("{nn: deep}", r"run.yaml: invalid RunConfig\n  - model: needs a 'name' key; registered models: \[.*'cnan'"),
-])
+@pytest.mark.parametrize(
+    "model, error",
+    [
+        (
+            "{name: tower, nn: deep, shared_dims: 8}",
+            r"run.yaml: invalid RunConfig\n  - model: invalid TowerConfig\n.*shared_dims: unknown key; allowed keys here: .*shared_dim",
+        ),
+        ("{nn: deep}", r"run.yaml: invalid RunConfig\n  - model: needs a 'name' key; registered models: \[.*'cnan'"),
+    ],
+)
 def test_run_config_model_errors_name_the_model_and_its_keys(tmp_path: Path, model: str, error: str) -> None:
     """The typed field reports under `model`, once: the model's own message, not pydantic's wrapping."""
     (tmp_path / "run.yaml").write_text(f"dataset: d.yaml\nmodel: {model}\n")

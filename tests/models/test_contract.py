@@ -45,7 +45,7 @@ def flag_combinations(name: str) -> list[dict[str, typing.Any]]:
     if "specific_dim" in cfg_cls.model_fields:
         flags["specific_dim"] = [0, 2]
     keys = sorted(flags)
-    combos = [dict(zip(keys, vals)) for vals in itertools.product(*(flags[k] for k in keys))]
+    combos = [dict(zip(keys, vals, strict=False)) for vals in itertools.product(*(flags[k] for k in keys))]
     # Optional flags (added later, None = the old behaviour): each value once, the rest default.
     for k, f in cfg_cls.model_fields.items():
         combos += [{k: v} for v in _optional_choices(f.annotation) or []]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from crossctr.data.dataset import Batch
-from crossctr.models import EPNet, MMoE, PLE, REGISTRY, STAR, SharedBottom, build_model
+from crossctr.models import PLE, REGISTRY, STAR, EPNet, MMoE, SharedBottom, build_model
 
 SMALL = dict(shared_dim=4, specific_dim=2, deep=(8, 4))
 CARDS, N = [7, 5, 9], 3
@@ -41,7 +42,12 @@ PER_DOMAIN: dict[str, Callable[[Any], list[torch.Tensor]]] = {
     "shared_bottom": lambda m: [*m.towers.weights, *m.towers.biases],
     "mmoe": lambda m: [*m.towers.weights, *m.gates.logits.weights],
     "ple": lambda m: [*m.towers.weights, *m.levels[-1].domain_gates.logits.weights],
-    "star": lambda m: [*(l.domain_weight for l in m.fcn.layers), *(l.domain_bias for l in m.fcn.layers), m.norm.domain_gamma, m.domain_embedding.weight],
+    "star": lambda m: [
+        *(l.domain_weight for l in m.fcn.layers),
+        *(l.domain_bias for l in m.fcn.layers),
+        m.norm.domain_gamma,
+        m.domain_embedding.weight,
+    ],
     "epnet": lambda m: [m.domain_embedding.weight],
 }
 
@@ -141,7 +147,9 @@ def test_epnet_gate_reads_embeddings_without_gradient() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_learns_tiny_data(name: str, tiny_data, tiny_fit_auc) -> None:
     torch.manual_seed(0)
-    cfg = REGISTRY[name].config.model_validate({"name": name, "shared_dim": 8, "specific_dim": 2, "deep": (32, 16), **SMALL_EXTRA[name]})
+    cfg = REGISTRY[name].config.model_validate(
+        {"name": name, "shared_dim": 8, "specific_dim": 2, "deep": (32, 16), **SMALL_EXTRA[name]}
+    )
     auc = tiny_fit_auc(build_model(cfg, tiny_data.encoder.cardinalities, 3), tiny_data)
     assert auc > 0.6, (name, auc)
 
@@ -157,7 +165,9 @@ def test_trains_through_train_run_and_reloads(name: str, tiny_data, tmp_path) ->
     from crossctr.training.run import RunConfig, train_run
 
     model = {"name": name, "shared_dim": 8, "specific_dim": 2, "deep": [16, 8]}
-    res = train_run(RunConfig(dataset="unused", model=model, train={"epochs": 1, "progress": False}), tmp_path, tiny_data)
+    res = train_run(
+        RunConfig(dataset="unused", model=model, train={"epochs": 1, "progress": False}), tmp_path, tiny_data
+    )
     assert set(res.metrics["test"]) == {"A", "B", "C", "overall"}
     assert all(np.isfinite(m["auc"]) for m in res.metrics["test"].values())
     p = Predictor.load(tmp_path).predict_encoded(tiny_data.test)

@@ -33,9 +33,25 @@ def _batch(n: int = 24) -> Batch:
 def test_registered_with_benchmark_defaults() -> None:
     assert REGISTRY["adasparse"].build is AdaSparse and REGISTRY["m3oe"].build is M3oE
     a = parse_model_config({"name": "adasparse"})
-    assert (a.deep, a.dropout, a.batch_norm, a.form, a.epsilon, a.beta, a.alpha, a.alpha_step) == ((32, 32), 0.2, True, "fusion", 0.01, 2.0, 1.0, 1e-4)
+    assert (a.deep, a.dropout, a.batch_norm, a.form, a.epsilon, a.beta, a.alpha, a.alpha_step) == (
+        (32, 32),
+        0.2,
+        True,
+        "fusion",
+        0.01,
+        2.0,
+        1.0,
+        1e-4,
+    )
     m = parse_model_config({"name": "m3oe"})
-    assert (m.star, m.deep, m.tower, m.n_experts, m.balance_init, m.expert_weight_init) == ((128, 64), (64, 32), (32,), 4, 1.0, 1.0)
+    assert (m.star, m.deep, m.tower, m.n_experts, m.balance_init, m.expert_weight_init) == (
+        (128, 64),
+        (64, 32),
+        (32,),
+        4,
+        1.0,
+        1.0,
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -48,7 +64,13 @@ def test_shape_and_no_aux_losses(name: str) -> None:
 # Parameters with a leading domain axis that a row of domain d may only reach at index d.
 PER_DOMAIN = {
     "adasparse": lambda m: [m.domain_embedding.weight],
-    "m3oe": lambda m: [*m.towers.weights, *m.heads.weights, *m.gates.logits.weights, m.star.domain_weight, m.star.domain_bias],
+    "m3oe": lambda m: [
+        *m.towers.weights,
+        *m.heads.weights,
+        *m.gates.logits.weights,
+        m.star.domain_weight,
+        m.star.domain_bias,
+    ],
 }
 
 
@@ -132,7 +154,9 @@ def test_m3oe_without_tower_and_with_one_domain() -> None:
     assert _model("m3oe", tower=()).towers is None
     assert _model("m3oe", tower=())(_batch()).logits.shape == (24,)
     torch.manual_seed(0)
-    one = build_model(REGISTRY["m3oe"].config.model_validate({"name": "m3oe", **SMALL, **SMALL_EXTRA["m3oe"]}), CARDS, 1)
+    one = build_model(
+        REGISTRY["m3oe"].config.model_validate({"name": "m3oe", **SMALL, **SMALL_EXTRA["m3oe"]}), CARDS, 1
+    )
     b = _batch()
     assert one(Batch(b.features, torch.zeros(24, dtype=torch.long), b.label)).logits.shape == (24,)
 
@@ -140,7 +164,9 @@ def test_m3oe_without_tower_and_with_one_domain() -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_learns_tiny_data(name: str, tiny_data, tiny_fit_auc) -> None:
     torch.manual_seed(0)
-    cfg = REGISTRY[name].config.model_validate({"name": name, "shared_dim": 8, "specific_dim": 2, "deep": (32, 16), **SMALL_EXTRA[name]})
+    cfg = REGISTRY[name].config.model_validate(
+        {"name": name, "shared_dim": 8, "specific_dim": 2, "deep": (32, 16), **SMALL_EXTRA[name]}
+    )
     auc = tiny_fit_auc(build_model(cfg, tiny_data.encoder.cardinalities, 3), tiny_data)
     assert auc > 0.6, (name, auc)
 
@@ -151,14 +177,18 @@ def test_trains_through_train_run_and_reloads(name: str, tiny_data, tmp_path) ->
     from crossctr.training.run import RunConfig, train_run
 
     model = {"name": name, "shared_dim": 8, "specific_dim": 2, "deep": [16, 8]}
-    res = train_run(RunConfig(dataset="unused", model=model, train={"epochs": 1, "progress": False}), tmp_path, tiny_data)
+    res = train_run(
+        RunConfig(dataset="unused", model=model, train={"epochs": 1, "progress": False}), tmp_path, tiny_data
+    )
     assert set(res.metrics["test"]) == {"A", "B", "C", "overall"}
     assert all(np.isfinite(m["auc"]) for m in res.metrics["test"].values())
     p = Predictor.load(tmp_path).predict_encoded(tiny_data.test)
     assert p.shape == (len(tiny_data.test),) and ((p > 0) & (p < 1)).all()
 
 
-@pytest.mark.parametrize("name,extra", [("adasparse", {}), ("adasparse", {"form": "binarization", "input_pruning": "field"}), ("m3oe", {})])
+@pytest.mark.parametrize(
+    "name,extra", [("adasparse", {}), ("adasparse", {"form": "binarization", "input_pruning": "field"}), ("m3oe", {})]
+)
 def test_exports_to_onnx_with_parity(name: str, extra: dict) -> None:
     """Exported through their own eval forward, as the other newer models (serving.export)."""
     pytest.importorskip("onnxruntime")
@@ -166,7 +196,13 @@ def test_exports_to_onnx_with_parity(name: str, extra: dict) -> None:
 
     cards = [9, 6, 12]
     torch.manual_seed(0)
-    m = build_model(parse_model_config({"name": name, "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8], **extra}), cards, N).eval()
+    m = build_model(
+        parse_model_config(
+            {"name": name, "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8], **extra}
+        ),
+        cards,
+        N,
+    ).eval()
     for p in m.parameters():
         p.data.add_(0.1 * torch.randn_like(p))
     graph = InferenceGraph({"joint": m}, {"A": "joint", "B": "joint", "C": "joint"}, ["A", "B", "C"]).eval()
@@ -209,10 +245,24 @@ def test_m3oe_learns_a_second_label(tmp_path, tiny_table, tiny_schema) -> None:
     click = t.column("click").to_numpy()
     buy = (rng.random(len(click)) < np.where(brand % 2 == 0, 0.8, 0.15)).astype(float)
     t = t.append_column("purchase", pa.array(np.where(click == 1, buy, np.nan), mask=click == 0))
-    data = prepare(DatasetSchema.model_validate({**tiny_schema.model_dump(mode="json", exclude_none=True), "tasks": ["purchase"]}), tmp_path, t)
-    model = {"name": "m3oe", "shared_dim": 8, "specific_dim": 2, "star": [32, 16], "deep": [16, 8], "tower": [8], "tasks": 1}
+    data = prepare(
+        DatasetSchema.model_validate({**tiny_schema.model_dump(mode="json", exclude_none=True), "tasks": ["purchase"]}),
+        tmp_path,
+        t,
+    )
+    model = {
+        "name": "m3oe",
+        "shared_dim": 8,
+        "specific_dim": 2,
+        "star": [32, 16],
+        "deep": [16, 8],
+        "tower": [8],
+        "tasks": 1,
+    }
     train = {"epochs": 4, "batch_size": 128, "progress": False, "threads": 1, "device": "cpu"}
-    res = train_run(RunConfig.model_validate({"dataset": "unused", "model": model, "train": train}), tmp_path / "run", data)
+    res = train_run(
+        RunConfig.model_validate({"dataset": "unused", "model": model, "train": train}), tmp_path / "run", data
+    )
     per_task = json.loads((tmp_path / "run" / "metrics.json").read_text())["tasks"]["purchase"]["test"]
     assert per_task["overall"]["auc"] > 0.7, per_task
     assert res.metrics["test"]["overall"]["auc"] > 0.6

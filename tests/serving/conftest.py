@@ -15,7 +15,11 @@ SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep":
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory, tiny_data) -> Path:
     out = tmp_path_factory.mktemp("run")
-    train_run(RunConfig(dataset="unused", model={"name": "cnan", **SMALL}, train={"epochs": 1, "progress": False}), out, tiny_data)
+    train_run(
+        RunConfig(dataset="unused", model={"name": "cnan", **SMALL}, train={"epochs": 1, "progress": False}),
+        out,
+        tiny_data,
+    )
     return out
 
 

@@ -14,7 +14,6 @@ with warnings.catch_warnings():  # starlette >= 1.10 prefers httpx2 for its Test
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from crossctr.inference import Predictor
 from crossctr.serving.app import ServeLimits, create_app
 
 LIMITS = ServeLimits(max_body_bytes=20_000, max_rows=50)
@@ -85,18 +84,27 @@ def test_rank_sorts_items_by_score(client, predictor) -> None:
     scores = [o["score"] for o in out]
     assert scores == sorted(scores, reverse=True)
     assert {o["item"]["item_id"] for o in out} == {f"sku{i}" for i in range(20)}
-    table = pa.Table.from_pylist([{"site": "C", "user": "u7", **{k: v for k, v in it.items() if k != "item_id"}} for it in items])
+    table = pa.Table.from_pylist(
+        [{"site": "C", "user": "u7", **{k: v for k, v in it.items() if k != "item_id"}} for it in items]
+    )
     want = predictor.predict(table)
     for o in out:
         assert abs(o["score"] - want[o["index"]]) < 1e-5
         assert o["item"] == items[o["index"]]
-    top = client.post("/v1/rank", json={"domain": "C", "context": {"user": "u7"}, "items": items, "top_k": 3}).json()["items"]
+    top = client.post("/v1/rank", json={"domain": "C", "context": {"user": "u7"}, "items": items, "top_k": 3}).json()[
+        "items"
+    ]
     assert [o["index"] for o in top] == [o["index"] for o in out[:3]]
 
 
 def test_rank_item_value_overrides_context(client) -> None:
-    a = client.post("/v1/rank", json={"domain": "A", "context": {"user": "u1", "brand": "b1", "price": 0.0}, "items": [{"brand": "b2"}]}).json()
-    b = client.post("/v1/rank", json={"domain": "A", "context": {"user": "u1", "price": 0.0}, "items": [{"brand": "b2"}]}).json()
+    a = client.post(
+        "/v1/rank",
+        json={"domain": "A", "context": {"user": "u1", "brand": "b1", "price": 0.0}, "items": [{"brand": "b2"}]},
+    ).json()
+    b = client.post(
+        "/v1/rank", json={"domain": "A", "context": {"user": "u1", "price": 0.0}, "items": [{"brand": "b2"}]}
+    ).json()
     assert a["items"][0]["score"] == b["items"][0]["score"]
 
 
@@ -109,8 +117,15 @@ def _error(r, status: int) -> str:
 
 
 def test_unknown_domain(torch_client) -> None:
-    assert "rows[0].site: Input should be 'A', 'B' or 'C'" in _error(torch_client.post("/v1/score", json={"rows": [{**ROW, "site": "Z"}]}), 422)
-    assert "domain: Input should be 'A', 'B' or 'C'" in _error(torch_client.post("/v1/rank", json={"domain": "Z", "context": {"user": "u"}, "items": [{"brand": "b", "price": 1}]}), 422)
+    assert "rows[0].site: Input should be 'A', 'B' or 'C'" in _error(
+        torch_client.post("/v1/score", json={"rows": [{**ROW, "site": "Z"}]}), 422
+    )
+    assert "domain: Input should be 'A', 'B' or 'C'" in _error(
+        torch_client.post(
+            "/v1/rank", json={"domain": "Z", "context": {"user": "u"}, "items": [{"brand": "b", "price": 1}]}
+        ),
+        422,
+    )
 
 
 def test_missing_feature(torch_client) -> None:
@@ -119,42 +134,90 @@ def test_missing_feature(torch_client) -> None:
     msg = _error(torch_client.post("/v1/score", json={"rows": [ROW, row]}), 422)
     assert msg.startswith("rows[1].price: Field required")
     # rank: missing everywhere is said once, at the context; missing in one item, at that item
-    msg = _error(torch_client.post("/v1/rank", json={"domain": "A", "context": {}, "items": [{"brand": "b", "price": 1}] * 3}), 422)
+    msg = _error(
+        torch_client.post("/v1/rank", json={"domain": "A", "context": {}, "items": [{"brand": "b", "price": 1}] * 3}),
+        422,
+    )
     assert msg == "context.user: feature 'user' is missing: give it in context or in every item"
-    msg = _error(torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u"}, "items": [{"brand": "b", "price": 1}, {"brand": "b"}]}), 422)
+    msg = _error(
+        torch_client.post(
+            "/v1/rank",
+            json={"domain": "A", "context": {"user": "u"}, "items": [{"brand": "b", "price": 1}, {"brand": "b"}]},
+        ),
+        422,
+    )
     assert msg == "items[1].price: feature 'price' is missing: give it in context or in every item"
 
 
-@pytest.mark.parametrize("field,value,expect", [
-    ("price", "1.5", "rows[0].price: Value error, a numeric feature takes a number or null, got str '1.5'"),
-    ("price", True, "rows[0].price: Value error, a numeric feature takes a number or null, got bool True"),
-    ("brand", 2.5, "rows[0].brand: Value error, a categorical feature takes a string, an integer or null, got float 2.5"),
-    ("brand", {"a": 1}, "rows[0].brand: Value error, a categorical feature takes a string, an integer or null, got dict"),
-    ("site", 1, "rows[0].site: Input should be 'A', 'B' or 'C'"),
-])
+@pytest.mark.parametrize(
+    "field,value,expect",
+    [
+        ("price", "1.5", "rows[0].price: Value error, a numeric feature takes a number or null, got str '1.5'"),
+        ("price", True, "rows[0].price: Value error, a numeric feature takes a number or null, got bool True"),
+        (
+            "brand",
+            2.5,
+            "rows[0].brand: Value error, a categorical feature takes a string, an integer or null, got float 2.5",
+        ),
+        (
+            "brand",
+            {"a": 1},
+            "rows[0].brand: Value error, a categorical feature takes a string, an integer or null, got dict",
+        ),
+        ("site", 1, "rows[0].site: Input should be 'A', 'B' or 'C'"),
+    ],
+)
 def test_wrong_type(torch_client, field, value, expect) -> None:
     assert expect in _error(torch_client.post("/v1/score", json={"rows": [{**ROW, field: value}]}), 422)
 
 
 def test_wrong_type_in_rank_is_located_in_item_or_context(torch_client) -> None:
-    msg = _error(torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u", "price": "x"}, "items": [{"brand": "b"}] * 4}), 422)
-    assert msg == "context.price: Value error, a numeric feature takes a number or null, got str 'x'"  # once, not per item
-    msg = _error(torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u"}, "items": [{"brand": "b", "price": 1}, {"brand": [1], "price": 1}]}), 422)
+    msg = _error(
+        torch_client.post(
+            "/v1/rank", json={"domain": "A", "context": {"user": "u", "price": "x"}, "items": [{"brand": "b"}] * 4}
+        ),
+        422,
+    )
+    assert (
+        msg == "context.price: Value error, a numeric feature takes a number or null, got str 'x'"
+    )  # once, not per item
+    msg = _error(
+        torch_client.post(
+            "/v1/rank",
+            json={
+                "domain": "A",
+                "context": {"user": "u"},
+                "items": [{"brand": "b", "price": 1}, {"brand": [1], "price": 1}],
+            },
+        ),
+        422,
+    )
     assert msg.startswith("items[1].brand: Value error, a categorical feature")
 
 
 def test_too_many_rows_and_empty_requests(torch_client) -> None:
-    assert "rows: List should have at most 50 items" in _error(torch_client.post("/v1/score", json={"rows": [ROW] * 51}), 422)
+    assert "rows: List should have at most 50 items" in _error(
+        torch_client.post("/v1/score", json={"rows": [ROW] * 51}), 422
+    )
     assert "rows: List should have at least 1 item" in _error(torch_client.post("/v1/score", json={"rows": []}), 422)
     items = [{"brand": "b", "price": 1}] * 51
-    assert "items: List should have at most 50 items" in _error(torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u"}, "items": items}), 422)
-    assert "top_k: Input should be greater than or equal to 1" in _error(torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u"}, "items": items[:2], "top_k": 0}), 422)
+    assert "items: List should have at most 50 items" in _error(
+        torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u"}, "items": items}), 422
+    )
+    assert "top_k: Input should be greater than or equal to 1" in _error(
+        torch_client.post("/v1/rank", json={"domain": "A", "context": {"user": "u"}, "items": items[:2], "top_k": 0}),
+        422,
+    )
 
 
 def test_malformed_bodies(torch_client) -> None:
-    msg = _error(torch_client.post("/v1/score", content=b'{"rows": [', headers={"content-type": "application/json"}), 422)
+    msg = _error(
+        torch_client.post("/v1/score", content=b'{"rows": [', headers={"content-type": "application/json"}), 422
+    )
     assert msg.startswith("body is not valid JSON")
-    assert "rowz: Extra inputs are not permitted" in _error(torch_client.post("/v1/score", json={"rows": [ROW], "rowz": 1}), 422)
+    assert "rowz: Extra inputs are not permitted" in _error(
+        torch_client.post("/v1/score", json={"rows": [ROW], "rowz": 1}), 422
+    )
     assert "rows: Input should be a valid list" in _error(torch_client.post("/v1/score", json={"rows": ROW}), 422)
     assert torch_client.get("/v1/score").status_code == 405
 
@@ -168,7 +231,9 @@ def test_body_over_limit_is_413_before_parsing(torch_client) -> None:
         for _ in range(10):
             yield b"y" * 4000
 
-    assert "the limit is 20000 bytes" in _error(torch_client.post("/v1/rank", content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert "the limit is 20000 bytes" in _error(
+        torch_client.post("/v1/rank", content=chunks(), headers={"content-type": "application/json"}), 413
+    )
     # just under the limit passes through to validation
     ok = {"rows": [ROW] * 50}
     assert len(json.dumps(ok)) < 20_000 and torch_client.post("/v1/score", json=ok).status_code == 200

@@ -57,12 +57,24 @@ def _garbage(p: Path) -> None:
     p.write_bytes(np.random.default_rng(0).bytes(4000))
 
 
-@pytest.mark.parametrize("damage", [_zero, _head, _tail, _garbage], ids=["0-byte", "truncated-header", "truncated-data", "garbage"])
+@pytest.mark.parametrize(
+    "damage", [_zero, _head, _tail, _garbage], ids=["0-byte", "truncated-header", "truncated-data", "garbage"]
+)
 def test_damaged_weights_are_a_clean_error(monkeypatch, capsys, tmp_path: Path, copy_run: Path, damage) -> None:
     damage(copy_run / "weights.safetensors")
-    with pytest.raises(ConfigError, match=r"weights\.safetensors: cannot be read as safetensors .*the run folder is damaged"):
+    with pytest.raises(
+        ConfigError, match=r"weights\.safetensors: cannot be read as safetensors .*the run folder is damaged"
+    ):
         Predictor.load(copy_run)
-    err = cli_error(monkeypatch, capsys, "predict", str(copy_run), str(tmp_path / "in.parquet"), "--out", str(tmp_path / "out.parquet"))
+    err = cli_error(
+        monkeypatch,
+        capsys,
+        "predict",
+        str(copy_run),
+        str(tmp_path / "in.parquet"),
+        "--out",
+        str(tmp_path / "out.parquet"),
+    )
     assert err.startswith("error: ") and "weights.safetensors: cannot be read as safetensors" in err
 
 
@@ -86,19 +98,38 @@ def _deeper(config: dict) -> dict:
     return config
 
 
-@pytest.mark.parametrize("edit,expect", [
-    (_deeper, r"member 'joint' does not match weights\.safetensors \(Error\(s\) in loading state_dict"),
-    (lambda c: {**c, "members": ["other"], "route": dict.fromkeys(c["route"], "other")}, r"member 'other' does not match weights\.safetensors"),
-    (_edit("members", ["other"]), r"route .* must send each domain .* to one of the members \['other'\]"),
-    (_edit("members", "joint"), r"members must be a non-empty list"),
-    (_edit("route", {"A": "joint"}), r"route .* must send each domain"),
-    (_edit("route", {"A": "joint", "B": "joint", "C": "nobody"}), r"route .* must send each domain"),
-    (_edit("cardinalities", "23,11"), r"cardinalities must be a list of positive integers"),
-    (_edit("cardinalities", [23, 11]), r"member 'joint' does not match"),
-    (_edit("domains", ["A", "B"]), r"domains \['A', 'B'\] differ from encoders\.json"),
-    (_drop("model"), r"missing key\(s\) \['model'\]"),
-    (lambda c: [c], r"holds a JSON list, not an object"),
-], ids=["model", "member-renamed", "member-unrouted", "members-type", "route-short", "route-unknown", "cards-type", "cards-short", "domains", "no-model", "list"])
+@pytest.mark.parametrize(
+    "edit,expect",
+    [
+        (_deeper, r"member 'joint' does not match weights\.safetensors \(Error\(s\) in loading state_dict"),
+        (
+            lambda c: {**c, "members": ["other"], "route": dict.fromkeys(c["route"], "other")},
+            r"member 'other' does not match weights\.safetensors",
+        ),
+        (_edit("members", ["other"]), r"route .* must send each domain .* to one of the members \['other'\]"),
+        (_edit("members", "joint"), r"members must be a non-empty list"),
+        (_edit("route", {"A": "joint"}), r"route .* must send each domain"),
+        (_edit("route", {"A": "joint", "B": "joint", "C": "nobody"}), r"route .* must send each domain"),
+        (_edit("cardinalities", "23,11"), r"cardinalities must be a list of positive integers"),
+        (_edit("cardinalities", [23, 11]), r"member 'joint' does not match"),
+        (_edit("domains", ["A", "B"]), r"domains \['A', 'B'\] differ from encoders\.json"),
+        (_drop("model"), r"missing key\(s\) \['model'\]"),
+        (lambda c: [c], r"holds a JSON list, not an object"),
+    ],
+    ids=[
+        "model",
+        "member-renamed",
+        "member-unrouted",
+        "members-type",
+        "route-short",
+        "route-unknown",
+        "cards-type",
+        "cards-short",
+        "domains",
+        "no-model",
+        "list",
+    ],
+)
 def test_edited_config_is_a_clean_error(monkeypatch, capsys, tmp_path: Path, copy_run: Path, edit, expect: str) -> None:
     path = copy_run / "config.json"
     path.write_text(json.dumps(edit(json.loads(path.read_text()))))
@@ -144,7 +175,9 @@ def test_damaged_export_manifest_is_a_clean_error(monkeypatch, capsys, copy_expo
     with pytest.raises(ConfigError, match=r"export\.json: cannot be read as JSON"):
         load_serving_model(copy_export)
     (copy_export / "export.json").write_text(json.dumps({"format": "onnx"}))
-    assert "export.json: missing ['file', 'route', 'sha256']" in cli_error(monkeypatch, capsys, "serve", str(copy_export))
+    assert "export.json: missing ['file', 'route', 'sha256']" in cli_error(
+        monkeypatch, capsys, "serve", str(copy_export)
+    )
 
 
 def test_intact_export_still_loads(copy_export: Path, predictor) -> None:

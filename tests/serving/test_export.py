@@ -17,7 +17,16 @@ from crossctr.data.dataset import EncodedSplit
 from crossctr.inference import Predictor
 from crossctr.models import REGISTRY, build_model, parse_model_config
 from crossctr.schema import ConfigError
-from crossctr.serving.export import InferenceGraph, OnnxEngine, TorchEngine, _ort_session, export_run, load_serving_model, onnx_bytes, random_rows
+from crossctr.serving.export import (
+    InferenceGraph,
+    OnnxEngine,
+    TorchEngine,
+    _ort_session,
+    export_run,
+    load_serving_model,
+    onnx_bytes,
+    random_rows,
+)
 from crossctr.training.run import RunConfig, train_run
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]}
@@ -31,7 +40,12 @@ def cnan_run(run_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def self_train_run(tmp_path_factory, tiny_data) -> Path:
     out = tmp_path_factory.mktemp("self_train")
-    cfg = RunConfig(dataset="unused", model={"name": "tower", "nn": "deepfm", **SMALL}, strategy={"name": "self_train"}, train={"epochs": 1, "progress": False})
+    cfg = RunConfig(
+        dataset="unused",
+        model={"name": "tower", "nn": "deepfm", **SMALL},
+        strategy={"name": "self_train"},
+        train={"epochs": 1, "progress": False},
+    )
     train_run(cfg, out, tiny_data)
     return out
 
@@ -47,7 +61,13 @@ def _torch_scores(predictor: Predictor, data: EncodedSplit) -> np.ndarray:
 
 def test_onnx_export_folder_and_manifest(cnan_export) -> None:
     out = cnan_export.out
-    assert {p.name for p in out.iterdir()} == {"model.onnx", "encoders.json", "config.json", "metrics.json", "export.json"}
+    assert {p.name for p in out.iterdir()} == {
+        "model.onnx",
+        "encoders.json",
+        "config.json",
+        "metrics.json",
+        "export.json",
+    }
     manifest = json.loads((out / "export.json").read_text())
     assert manifest["format"] == "onnx" and manifest["opset"] >= 17 and manifest["graph"] == "single"
     assert manifest["inputs"]["features"]["columns"] == ["brand", "price", "user"]
@@ -55,7 +75,9 @@ def test_onnx_export_folder_and_manifest(cnan_export) -> None:
     assert manifest["parity"]["max_abs_diff"] == cnan_export.max_abs_diff < 1e-5
     model = onnx.load(str(out / "model.onnx"))
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
-    assert [i.name for i in model.graph.input] == ["features", "domain"] and [o.name for o in model.graph.output] == ["prob"]
+    assert [i.name for i in model.graph.input] == ["features", "domain"] and [o.name for o in model.graph.output] == [
+        "prob"
+    ]
     text = json.dumps(manifest)
     assert str(out.parent) not in text and str(Path.cwd()) not in text, "no machine paths in the manifest"
 
@@ -71,11 +93,16 @@ def test_onnx_matches_predictor_on_real_rows(cnan_run, cnan_export, tiny_data) -
 
 def test_self_train_combined_graph_routes_each_domain_to_its_member(tmp_path: Path, self_train_run, tiny_data) -> None:
     res = export_run(self_train_run, tmp_path / "exp", parity_rows=1024, bench_seconds=0)
-    assert res.manifest["graph"] == "combined" and res.manifest["members"] == ["A", "B", "C"] and res.max_abs_diff < 1e-5
+    assert (
+        res.manifest["graph"] == "combined" and res.manifest["members"] == ["A", "B", "C"] and res.max_abs_diff < 1e-5
+    )
     predictor = Predictor.load(self_train_run)
     engine = load_serving_model(tmp_path / "exp").engine
     test = tiny_data.test
-    assert np.max(np.abs(engine.score(test.features.numpy(), test.domain.numpy()) - predictor.predict_encoded(test))) < 1e-5
+    assert (
+        np.max(np.abs(engine.score(test.features.numpy(), test.domain.numpy()) - predictor.predict_encoded(test)))
+        < 1e-5
+    )
     # routing: domain B's rows are scored by member B, not by A
     rows = test.select(test.domain == 1)
     member_b = predictor.members["B"]
@@ -89,15 +116,18 @@ def test_self_train_combined_graph_routes_each_domain_to_its_member(tmp_path: Pa
         assert np.max(np.abs(got - graph_a(x, rows.domain).numpy())) > 1e-4
 
 
-@pytest.mark.parametrize("model", [
-    {"name": "cnan", **SMALL},
-    {"name": "cnan", **SMALL, "specific_dim": 0, "attention": False},
-    {"name": "cnan", **SMALL, "stacking": "parallel", "adversarial": "grl"},
-    {"name": "tower", "nn": "dcn", "domain_adversarial": True, **SMALL},
-    {"name": "tower", "nn": "wide_deep", **SMALL},
-    {"name": "tower", "nn": "deepfm", **SMALL},
-    *({"name": n, **SMALL} for n in ("shared_bottom", "mmoe", "ple", "star", "epnet")),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "cnan", **SMALL},
+        {"name": "cnan", **SMALL, "specific_dim": 0, "attention": False},
+        {"name": "cnan", **SMALL, "stacking": "parallel", "adversarial": "grl"},
+        {"name": "tower", "nn": "dcn", "domain_adversarial": True, **SMALL},
+        {"name": "tower", "nn": "wide_deep", **SMALL},
+        {"name": "tower", "nn": "deepfm", **SMALL},
+        *({"name": n, **SMALL} for n in ("shared_bottom", "mmoe", "ple", "star", "epnet")),
+    ],
+)
 def test_inference_graph_equals_model_forward(model) -> None:
     """The graph scores with what the models' own forwards compute."""
     cards, n_domains = [9, 6, 12], 3
@@ -139,7 +169,9 @@ def test_serving_model_checks(tmp_path: Path, cnan_run, cnan_export) -> None:
 
 
 def test_cli_export_prints_parity_and_speed(tmp_path: Path, cnan_run) -> None:
-    r = CliRunner().invoke(cli, ["export", str(cnan_run), "--out", str(tmp_path / "e"), "--parity-rows", "512", "--bench-seconds", "0.05"])
+    r = CliRunner().invoke(
+        cli, ["export", str(cnan_run), "--out", str(tmp_path / "e"), "--parity-rows", "512", "--bench-seconds", "0.05"]
+    )
     assert r.exit_code == 0, r.output
     assert "parity: max abs diff" in r.output and "onnx batch   100" in r.output and "torch batch   512" in r.output
     diff = json.loads((tmp_path / "e" / "export.json").read_text())["parity"]["max_abs_diff"]

@@ -24,7 +24,10 @@ from crossctr.serving.predict import predict_file
 from crossctr.training.run import RunConfig, train_run
 
 SPEC = {
-    "name": "kinds", "path": "kinds.parquet", "label": "click", "domain": {"column": "site", "values": ["A", "B"]},
+    "name": "kinds",
+    "path": "kinds.parquet",
+    "label": "click",
+    "domain": {"column": "site", "values": ["A", "B"]},
     "features": [
         {"name": "brand", "kind": "categorical"},
         {"name": "price", "kind": "numeric", "boundaries": [-1.0, 0.0, 1.0]},
@@ -43,12 +46,25 @@ def kinds_run(tmp_path_factory) -> tuple[Path, pa.Table]:
     genres = np.array(["Action", "Comedy", "Drama", "Kids"])
     cells = ["|".join(rng.choice(genres, rng.integers(1, 4), replace=False)) for _ in range(n)]
     brand = rng.integers(0, 9, n)
-    t = pa.table({"site": rng.choice(["A", "B"], n), "click": (rng.random(n) < 0.2 + 0.06 * (brand % 4)).astype(np.int64),
-                  "brand": [f"b{i}" for i in brand], "price": rng.normal(size=n), "item": [f"i{i}" for i in rng.integers(0, 500, n)], "genres": cells})
+    t = pa.table(
+        {
+            "site": rng.choice(["A", "B"], n),
+            "click": (rng.random(n) < 0.2 + 0.06 * (brand % 4)).astype(np.int64),
+            "brand": [f"b{i}" for i in brand],
+            "price": rng.normal(size=n),
+            "item": [f"i{i}" for i in rng.integers(0, 500, n)],
+            "genres": cells,
+        }
+    )
     pq.write_table(t, root / "kinds.parquet")
     (root / "kinds.yaml").write_text(yaml.safe_dump(SPEC))
-    cfg = RunConfig.model_validate({"dataset": str(root / "kinds.yaml"), "model": {"name": "cnan", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]},
-                                    "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"}})
+    cfg = RunConfig.model_validate(
+        {
+            "dataset": str(root / "kinds.yaml"),
+            "model": {"name": "cnan", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]},
+            "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"},
+        }
+    )
     train_run(cfg, root / "run")
     return root, t
 
@@ -63,7 +79,9 @@ def test_predictor_scores_raw_rows_with_crossed_and_multi_valued_columns(kinds_r
     want, _, _ = route_scores(pred.members, pred.route, enc, ["A", "B"])
     assert np.allclose(got, want) and len(got) == table.num_rows
     res = predict_file(root / "run", _write(root, raw), root / "scored.parquet", progress=False)
-    assert res.rows == table.num_rows and np.allclose(pq.read_table(root / "scored.parquet").column("score").to_numpy(), got)
+    assert res.rows == table.num_rows and np.allclose(
+        pq.read_table(root / "scored.parquet").column("score").to_numpy(), got
+    )
     assert data.schema.raw_feature_columns() == {"brand": False, "price": True, "item": False, "genres": False}
 
 
@@ -87,8 +105,20 @@ def test_service_takes_the_raw_columns(kinds_run) -> None:
 
 def test_wide_and_fm_models_with_multi_valued_features_export_to_onnx(kinds_run, tmp_path: Path) -> None:
     root, table = kinds_run
-    cfg = RunConfig.model_validate({"dataset": str(root / "kinds.yaml"), "model": {"name": "tower", "nn": "deepfm", "shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [16, 8]},
-                                    "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"}})
+    cfg = RunConfig.model_validate(
+        {
+            "dataset": str(root / "kinds.yaml"),
+            "model": {
+                "name": "tower",
+                "nn": "deepfm",
+                "shared_dim": 8,
+                "specific_dim": 2,
+                "attention_hidden": [8, 4],
+                "deep": [16, 8],
+            },
+            "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"},
+        }
+    )
     train_run(cfg, tmp_path / "run")
     res = export_run(tmp_path / "run", tmp_path / "onnx", parity_rows=300, bench_seconds=0)
     assert res.max_abs_diff < 1e-5 and res.manifest["inputs"]["features"]["slots"] == [1, 1, 1, 1, 3]

@@ -75,7 +75,10 @@ def test_non_finite_domain_top_k_and_item_value_in_rank_are_422(client, token: s
 def test_huge_integers(client) -> None:
     big = "1" + "0" * 400
     msg = _error(_post(client, "/v1/score", _score(json.dumps({**ROW, "price": "@"}).replace('"@"', big))), 422)
-    assert msg == "rows[0].price: Value error, a numeric feature takes a number within +-1.8e308, got an integer of 401 digits"
+    assert (
+        msg
+        == "rows[0].price: Value error, a numeric feature takes a number within +-1.8e308, got an integer of 401 digits"
+    )
     msg = _error(_post(client, "/v1/score", _score(json.dumps({**ROW, "site": "@"}).replace('"@"', big))), 422)
     assert msg.startswith("rows[0].site: Input should be 'A', 'B' or 'C'")
     # a huge integer is a category like any other (unseen: OOV); as top_k it means "all"
@@ -96,35 +99,61 @@ def test_non_utf8_body_is_400_with_error(client) -> None:
 
 
 def test_deeply_nested_bodies_are_400_with_error(client, run_dir: Path) -> None:
-    with TestClient(create_app(run_dir, engine="torch"), raise_server_exceptions=False) as default_limits:  # 200 kB fits 1 MiB
-        assert "too deeply" in _error(_post(default_limits, "/v1/score", "[" * 100_000 + "]" * 100_000), 400)  # past the parser's recursion
+    with TestClient(
+        create_app(run_dir, engine="torch"), raise_server_exceptions=False
+    ) as default_limits:  # 200 kB fits 1 MiB
+        assert "too deeply" in _error(
+            _post(default_limits, "/v1/score", "[" * 100_000 + "]" * 100_000), 400
+        )  # past the parser's recursion
     assert "too deeply" in _error(_post(client, "/v1/rank", '{"items": ' + "[" * 5000), 400)
     deep = "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5)  # parses, but is refused before validation or echo
-    msg = _error(_post(client, "/v1/rank", json.dumps({**RANK, "items": [{"brand": "b", "price": 1, "ref": "@"}]}).replace('"@"', deep)), 400)
+    msg = _error(
+        _post(
+            client,
+            "/v1/rank",
+            json.dumps({**RANK, "items": [{"brand": "b", "price": 1, "ref": "@"}]}).replace('"@"', deep),
+        ),
+        400,
+    )
     assert msg.startswith("items[0].ref[0]") and f"more than {MAX_DEPTH} levels" in msg
     shallow = "[" * 10 + "]" * 10  # a nested ride-along value is echoed as sent
-    r = _post(client, "/v1/rank", json.dumps({**RANK, "items": [{"brand": "b", "price": 1, "ref": "@"}]}).replace('"@"', shallow))
+    r = _post(
+        client,
+        "/v1/rank",
+        json.dumps({**RANK, "items": [{"brand": "b", "price": 1, "ref": "@"}]}).replace('"@"', shallow),
+    )
     assert r.status_code == 200 and r.json()["items"][0]["item"]["ref"] == json.loads(shallow)
 
 
 def test_lone_surrogates_are_400_and_pairs_are_text(client) -> None:
     for field in ("brand", "ref"):
-        msg = _error(_post(client, "/v1/score", _score(json.dumps({**ROW, field: "@"}).replace('"@"', '"x\\ud800"'))), 400)
+        msg = _error(
+            _post(client, "/v1/score", _score(json.dumps({**ROW, field: "@"}).replace('"@"', '"x\\ud800"'))), 400
+        )
         assert msg.startswith(f"rows[0].{field}: ") and "surrogate" in msg
     msg = _error(_post(client, "/v1/score", '{"rows": [{"\\udfff": 1}]}'), 400)
     assert "key" in msg and "surrogate" in msg
-    assert _post(client, "/v1/score", _score(json.dumps({**ROW, "brand": "@"}).replace('"@"', '"\\ud83d\\ude00"'))).status_code == 200
+    assert (
+        _post(
+            client, "/v1/score", _score(json.dumps({**ROW, "brand": "@"}).replace('"@"', '"\\ud83d\\ude00"'))
+        ).status_code
+        == 200
+    )
 
 
 def test_wrong_content_type_unknown_path_and_method_get_error_bodies(client) -> None:
-    assert "Content-Type: application/json" in _error(_post(client, "/v1/score", json.dumps({"rows": [ROW]}), {"content-type": "text/plain"}), 422)
+    assert "Content-Type: application/json" in _error(
+        _post(client, "/v1/score", json.dumps({"rows": [ROW]}), {"content-type": "text/plain"}), 422
+    )
     assert "the service answers" in _error(client.get("/v1/nope"), 404)
     assert "the service answers" in _error(client.get("/v1/rank"), 405)
     assert _error(_post(client, "/v1/score", "NaN"), 422).startswith("body: NaN is not a JSON number")
 
 
 def test_parse_body_accepts_what_json_does() -> None:
-    assert parse_body(b'{"rows": [{"a": 1e308, "b": -0.0, "c": null, "d": "\\u00e9"}]}') == {"rows": [{"a": 1e308, "b": -0.0, "c": None, "d": "é"}]}
+    assert parse_body(b'{"rows": [{"a": 1e308, "b": -0.0, "c": null, "d": "\\u00e9"}]}') == {
+        "rows": [{"a": 1e308, "b": -0.0, "c": None, "d": "é"}]
+    }
     with pytest.raises(json.JSONDecodeError):
         parse_body(b'{"rows": [')
 
@@ -140,16 +169,26 @@ def test_scores_unchanged_by_the_strict_reader(client, predictor, tiny_table) ->
 # ---- fuzz: any JSON value in any field ----
 
 _SCALARS = st.one_of(
-    st.none(), st.booleans(),
-    st.integers(), st.sampled_from([2**63, -(2**64), 10**400, 0]),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e308, -1e-320]),
-    st.text(max_size=12), st.sampled_from(["A", "B", "C", "b3", "u17", "", "\x00", "\ud800", "é" * 3]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.sampled_from([2**63, -(2**64), 10**400, 0]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e308, -1e-320]),
+    st.text(max_size=12),
+    st.sampled_from(["A", "B", "C", "b3", "u17", "", "\x00", "\ud800", "é" * 3]),
 )
-_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=12)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)),
+    max_leaves=12,
+)
 _FIELDS = ["site", "brand", "price", "user"]
 _CATEGORY = st.one_of(st.none(), st.text(max_size=8), st.integers(), st.sampled_from(["b3", "u17", 10**400]))
 _VALID = {  # what the contract accepts, odd values included: these must score
-    "site": st.sampled_from(["A", "B", "C"]), "brand": _CATEGORY, "user": _CATEGORY,
+    "site": st.sampled_from(["A", "B", "C"]),
+    "brand": _CATEGORY,
+    "user": _CATEGORY,
     "price": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False), st.integers(-(10**300), 10**300)),
 }
 
@@ -169,12 +208,30 @@ def _row(draw: st.DrawFn) -> dict:
     return row
 
 
-_SCORE = st.one_of(_VALUES, st.fixed_dictionaries({"rows": st.one_of(st.lists(_row(), min_size=1, max_size=4), _VALUES)}, optional={"extra": _VALUES}),
-                   st.fixed_dictionaries({"rows": st.lists(_row(), min_size=1, max_size=4)}))
-_RANK = st.one_of(_VALUES, st.fixed_dictionaries({"domain": st.sampled_from(["A", "B", "C"]), "items": st.lists(_row(), min_size=1, max_size=4), "context": _row()}), st.fixed_dictionaries(
-    {"domain": st.one_of(st.sampled_from(["A", "B", "C"]), _VALUES), "items": st.one_of(st.lists(_row(), max_size=4), _VALUES)},
-    optional={"context": st.one_of(_row(), _VALUES), "top_k": st.one_of(st.integers(-2, 5), _VALUES)},
-))
+_SCORE = st.one_of(
+    _VALUES,
+    st.fixed_dictionaries(
+        {"rows": st.one_of(st.lists(_row(), min_size=1, max_size=4), _VALUES)}, optional={"extra": _VALUES}
+    ),
+    st.fixed_dictionaries({"rows": st.lists(_row(), min_size=1, max_size=4)}),
+)
+_RANK = st.one_of(
+    _VALUES,
+    st.fixed_dictionaries(
+        {
+            "domain": st.sampled_from(["A", "B", "C"]),
+            "items": st.lists(_row(), min_size=1, max_size=4),
+            "context": _row(),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "domain": st.one_of(st.sampled_from(["A", "B", "C"]), _VALUES),
+            "items": st.one_of(st.lists(_row(), max_size=4), _VALUES),
+        },
+        optional={"context": st.one_of(_row(), _VALUES), "top_k": st.one_of(st.integers(-2, 5), _VALUES)},
+    ),
+)
 
 
 def _check(r) -> None:
@@ -187,8 +244,16 @@ def _check(r) -> None:
         assert 400 <= r.status_code < 500 and isinstance(body.get("error"), str) and body["error"], body
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(path=st.sampled_from(["/v1/score", "/v1/rank"]), score=_SCORE, rank=_RANK, mangle=st.sampled_from(["none", "none", "none", "cut", "byte"]), at=st.integers(0, 10_000))
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    path=st.sampled_from(["/v1/score", "/v1/rank"]),
+    score=_SCORE,
+    rank=_RANK,
+    mangle=st.sampled_from(["none", "none", "none", "cut", "byte"]),
+    at=st.integers(0, 10_000),
+)
 def test_fuzz_any_json_in_any_field_is_2xx_or_4xx(client, path: str, score, rank, mangle: str, at: int) -> None:
     body = json.dumps(score if path == "/v1/score" else rank, allow_nan=True).encode("utf-8", "surrogatepass")
     if mangle == "cut":

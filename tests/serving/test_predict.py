@@ -33,7 +33,11 @@ def test_same_rows_plus_score_equal_to_predictor(tmp_path: Path, run_dir, predic
     out = tmp_path / f"out.{dst}"
     res = predict_file(run_dir, inp, out, batch_rows=700, progress=False, predictor=predictor)  # 4 batches
     assert res.rows == rows.num_rows
-    got = pq.read_table(out) if dst == "parquet" else pacsv.read_csv(out, parse_options=pacsv.ParseOptions(delimiter="\t" if dst == "tsv" else ","))
+    got = (
+        pq.read_table(out)
+        if dst == "parquet"
+        else pacsv.read_csv(out, parse_options=pacsv.ParseOptions(delimiter="\t" if dst == "tsv" else ","))
+    )
     assert got.column_names == [*rows.column_names, "score"]
     assert got.column("request_id").to_pylist() == rows.column("request_id").to_pylist()
     assert got.column("brand").to_pylist() == rows.column("brand").to_pylist()
@@ -63,7 +67,14 @@ def test_unknown_domain_names_file_rows_and_leaves_no_output(tmp_path: Path, run
     t = rows.set_column(rows.column_names.index("site"), "site", pa.array(site))
     pq.write_table(t, tmp_path / "in.parquet")
     with pytest.raises(DataError, match=r"in\.parquet: column 'site' \(domain\) .* \['Y', 'Z'\] on rows 1501, 1504;"):
-        predict_file(run_dir, tmp_path / "in.parquet", tmp_path / "out.parquet", batch_rows=700, progress=False, predictor=predictor)
+        predict_file(
+            run_dir,
+            tmp_path / "in.parquet",
+            tmp_path / "out.parquet",
+            batch_rows=700,
+            progress=False,
+            predictor=predictor,
+        )
     assert not list(tmp_path.glob("*out*")), "a failed run must not leave a partial output"
 
 
@@ -86,14 +97,33 @@ def test_refuses_bad_paths_and_an_existing_score_column(tmp_path: Path, run_dir,
     with pytest.raises(DataError, match="overwrite the input"):
         predict_file(run_dir, tmp_path / "in.parquet", tmp_path / "in.parquet", progress=False, predictor=predictor)
     with pytest.raises(DataError, match="already has a column 'click'"):
-        predict_file(run_dir, tmp_path / "in.parquet", tmp_path / "o.parquet", score_column="click", progress=False, predictor=predictor)
+        predict_file(
+            run_dir,
+            tmp_path / "in.parquet",
+            tmp_path / "o.parquet",
+            score_column="click",
+            progress=False,
+            predictor=predictor,
+        )
     with pytest.raises(DataError, match="file not found"):
         predict_file(run_dir, tmp_path / "nope.csv", tmp_path / "o.csv", progress=False, predictor=predictor)
 
 
 def test_cli_predict(tmp_path: Path, run_dir, predictor, rows) -> None:
     pq.write_table(rows, tmp_path / "in.parquet")
-    r = CliRunner().invoke(cli, ["predict", str(run_dir), str(tmp_path / "in.parquet"), "--out", str(tmp_path / "out.csv"), "--no-progress", "--batch-rows", "1000"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "predict",
+            str(run_dir),
+            str(tmp_path / "in.parquet"),
+            "--out",
+            str(tmp_path / "out.csv"),
+            "--no-progress",
+            "--batch-rows",
+            "1000",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert f"scored {rows.num_rows} rows" in r.output
     got = pacsv.read_csv(tmp_path / "out.csv").column("score").to_numpy()

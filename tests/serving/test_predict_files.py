@@ -13,13 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from crossctr.cli import main
 from crossctr.files import DiskFullError
 from crossctr.inference import atomic_write
 from crossctr.serving import predict as predict_module
 from crossctr.serving.predict import predict_file
-
-
 
 
 @pytest.fixture()
@@ -37,7 +34,9 @@ def _dead_pid() -> int:
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
-def test_full_disk_is_a_clean_error_and_leaves_nothing(cli_run, monkeypatch, capsys, tmp_path: Path, run_dir: Path, rows: Path, suffix: str) -> None:
+def test_full_disk_is_a_clean_error_and_leaves_nothing(
+    cli_run, monkeypatch, capsys, tmp_path: Path, run_dir: Path, rows: Path, suffix: str
+) -> None:
     write = predict_module._Writer.write
     calls = {"n": 0}
 
@@ -58,7 +57,9 @@ def test_full_disk_is_a_clean_error_and_leaves_nothing(cli_run, monkeypatch, cap
         predict_file(run_dir, rows, out, batch_rows=500, progress=False)
 
 
-def test_rerun_removes_temp_files_of_killed_predicts_and_never_reads_them(tmp_path: Path, run_dir: Path, rows: Path, predictor) -> None:
+def test_rerun_removes_temp_files_of_killed_predicts_and_never_reads_them(
+    tmp_path: Path, run_dir: Path, rows: Path, predictor
+) -> None:
     out = tmp_path / "scored.parquet"
     dead = tmp_path / f".scored.parquet.{_dead_pid()}-abc123.tmp"
     live = tmp_path / f".scored.parquet.{os.getppid()}-def456.tmp"  # a predict still running

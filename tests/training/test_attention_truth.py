@@ -20,13 +20,24 @@ from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.schema import DatasetSchema
 from crossctr.training.run import RunConfig, train_run
 
-MODEL = {"name": "cnan", "shared_dim": 16, "specific_dim": 4, "attention_hidden": [16, 8], "deep": [64, 32], "embedding_init_std": 0.1}
+MODEL = {
+    "name": "cnan",
+    "shared_dim": 16,
+    "specific_dim": 4,
+    "attention_hidden": [16, 8],
+    "deep": [64, 32],
+    "embedding_init_std": 0.1,
+}
 
 
 def _brand_minus_price(tmp_path: Path, rows: int, epochs: int) -> dict[str, float]:
     yaml_path = write_simulated_dataset(tmp_path / "data", SimulatorConfig(rows=rows, seed=2))
     data = prepare(DatasetSchema.from_yaml(yaml_path), yaml_path.parent)
-    cfg = RunConfig(dataset=str(yaml_path), model=MODEL, train={"epochs": epochs, "patience": epochs, "batch_size": 512, "threads": 1, "progress": False})
+    cfg = RunConfig(
+        dataset=str(yaml_path),
+        model=MODEL,
+        train={"epochs": epochs, "patience": epochs, "batch_size": 512, "threads": 1, "progress": False},
+    )
     att = train_run(cfg, tmp_path / "run", data).attention
     groups, per_group = att["groups"], np.asarray(att["attention_private"]["per_group"])
     b, p = groups.index("brand"), groups.index("price")

@@ -13,11 +13,11 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from crossctr.data.batch import Shard
 from crossctr.layers.embedding import FeatureEmbedding
+from crossctr.losses import click_loss, per_domain_mean
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
-from crossctr.data.batch import Shard
-from crossctr.losses import click_loss, per_domain_mean
 from crossctr.training.distributed import EmbeddingLookup, replace_embedding, shard_mask
 
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [32, 16]}
@@ -41,7 +41,9 @@ def test_rank_losses_average_to_the_global_batch_loss(weighting: str) -> None:
     ranks = [shard_mask(dom, 3, r, 2) for r in range(2)]
     shard = Shard(2, 37, counts)
     # each rank's row-mean form times W·B_r/B (losses.shard_share)
-    per_rank = [click_loss(logits[m], label[m], dom[m], 3, weighting, shard=shard) * (2 * int(m.sum()) / 37) for m in ranks]
+    per_rank = [
+        click_loss(logits[m], label[m], dom[m], 3, weighting, shard=shard) * (2 * int(m.sum()) / 37) for m in ranks
+    ]
     assert torch.allclose(sum(per_rank) / 2, click_loss(logits, label, dom, 3, weighting), atol=1e-6)
 
 
@@ -60,7 +62,10 @@ def test_per_domain_means_of_shards_scaled_like_a_row_mean_add_up_to_the_global_
         shares.append(world * int(m.sum()) / 41 * t_r)  # the trainer's row-mean scaling
     assert torch.allclose(sum(shares) / world, whole, atol=1e-6)
     # Without the global counts each shard averages its own rows: not the global value.
-    local = [world * int(m.sum()) / 41 * per_domain_mean(values[m], dom[m], 3).sum() for m in (shard_mask(dom, 3, r, world) for r in range(world))]
+    local = [
+        world * int(m.sum()) / 41 * per_domain_mean(values[m], dom[m], 3).sum()
+        for m in (shard_mask(dom, 3, r, world) for r in range(world))
+    ]
     assert not torch.allclose(sum(local) / world, whole, atol=1e-4)
 
 
@@ -78,7 +83,9 @@ def test_embedding_is_a_replaceable_lookup(tiny_data) -> None:
 
 def _run(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def test_two_gloo_ranks_match_one_process_and_validate_on_every_row(tiny_dataset_dir: Path, tiny_data) -> None:
@@ -93,13 +100,18 @@ def test_two_gloo_ranks_match_one_process_and_validate_on_every_row(tiny_dataset
     }
     (tiny_dataset_dir / "run.yaml").write_text(yaml.safe_dump(run))
     train = ["-m", "crossctr", "train", "--config", "run.yaml", "--out"]
-    two = _run(["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *train, "two"], tiny_dataset_dir)
+    two = _run(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *train, "two"], tiny_dataset_dir
+    )
     one = _run([*train, "one"], tiny_dataset_dir)
     for p in (two, one):
         out, _ = p.communicate(timeout=180)
         assert p.returncode == 0, out
 
-    a, b = load_file(tiny_dataset_dir / "one" / "weights.safetensors"), load_file(tiny_dataset_dir / "two" / "weights.safetensors")
+    a, b = (
+        load_file(tiny_dataset_dir / "one" / "weights.safetensors"),
+        load_file(tiny_dataset_dir / "two" / "weights.safetensors"),
+    )
     assert a.keys() == b.keys()
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
     print(f"2 ranks vs 1 process: largest weight difference {diff:.1e}")
@@ -117,4 +129,7 @@ def test_two_gloo_ranks_match_one_process_and_validate_on_every_row(tiny_dataset
     metrics = json.loads((tiny_dataset_dir / "two" / "metrics.json").read_text())
     assert metrics["valid"]["overall"]["rows"] == len(tiny_data.valid)
     # Rank 0 alone wrote the run folder and the checkpoint: no stray files from rank 1.
-    assert sorted(p.name for p in (tiny_dataset_dir / "two" / "checkpoint").iterdir()) == ["fit-0.safetensors", "state.safetensors"]
+    assert sorted(p.name for p in (tiny_dataset_dir / "two" / "checkpoint").iterdir()) == [
+        "fit-0.safetensors",
+        "state.safetensors",
+    ]

@@ -23,7 +23,11 @@ def test_rows_per_strategy(tiny_data) -> None:
 def test_estimate_is_positive_and_leaves_the_rng_alone(tiny_data) -> None:
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    est = estimate_run(RunConfig(dataset="unused", model=SMALL, train=TrainConfig(epochs=2, batch_size=256, progress=False)), tiny_data, steps=2)
+    est = estimate_run(
+        RunConfig(dataset="unused", model=SMALL, train=TrainConfig(epochs=2, batch_size=256, progress=False)),
+        tiny_data,
+        steps=2,
+    )
     assert torch.equal(torch.get_rng_state(), before)
     assert est.seconds > 0 and est.rows_per_s > 0 and "2 epochs over" in est.text
 

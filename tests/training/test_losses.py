@@ -42,7 +42,9 @@ def _rows(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
-def _loss(obj: Objective, r: dict[str, torch.Tensor], idx: torch.Tensor, shard: Shard | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _loss(
+    obj: Objective, r: dict[str, torch.Tensor], idx: torch.Tensor, shard: Shard | None
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The objective on rows `idx`, as a model on that shard would report them."""
     dom = r["domain"][idx]
     batch = Batch(torch.zeros(len(idx), 1, dtype=torch.long), dom, r["label"][idx], r["tasks"][idx], shard)
@@ -51,7 +53,9 @@ def _loss(obj: Objective, r: dict[str, torch.Tensor], idx: torch.Tensor, shard: 
 
 
 def _objective(weighting: str, domain: torch.Tensor) -> Objective:
-    cfg = TrainConfig(domain_weighting=weighting, weighting_power=0.3, loss_weights={"domain": 0.2, "adv": 0.7}, task_weight=0.5)
+    cfg = TrainConfig(
+        domain_weighting=weighting, weighting_power=0.3, loss_weights={"domain": 0.2, "adv": 0.7}, task_weight=0.5
+    )
     train_domain = torch.cat([domain, torch.zeros(60, dtype=torch.long)])  # a training mix other than the batch's
     return Objective.from_config(cfg, N, train_domain)
 
@@ -72,12 +76,12 @@ def test_shards_of_a_global_batch_average_to_the_one_process_loss_and_gradient(w
         loss_r, terms_r = _loss(obj, r, idx, shard)
         total = total + loss_r.detach()
         terms = {k: terms[k] + terms_r[k] for k in terms}
-        grads = [a + b for a, b in zip(grads, torch.autograd.grad(loss_r, leaves))]
+        grads = [a + b for a, b in zip(grads, torch.autograd.grad(loss_r, leaves), strict=False)]
     # DDP averages over the ranks: the averages are the one-process values.
     assert torch.allclose(total / world, whole.detach(), atol=1e-6)
     for k, v in whole_terms.items():
         assert torch.allclose(terms[k] / world, v, atol=1e-6), k
-    for got, want in zip(grads, want_grads):
+    for got, want in zip(grads, want_grads, strict=False):
         assert torch.allclose(got / world, want, atol=1e-6)
 
 
@@ -109,7 +113,9 @@ def test_objective_is_click_plus_weighted_tasks_and_auxiliary_terms() -> None:
     want = click + 0.5 * task + 0.2 * l_d + 0.7 * r["ent"].mean()
     assert torch.allclose(total, want, atol=1e-6)
     assert sorted(terms) == ["adv", "click", "domain", "tasks"]
-    assert torch.allclose(terms["click"], click.detach(), atol=1e-6) and torch.allclose(terms["tasks"], task.detach(), atol=1e-6)
+    assert torch.allclose(terms["click"], click.detach(), atol=1e-6) and torch.allclose(
+        terms["tasks"], task.detach(), atol=1e-6
+    )
 
 
 def test_rows_and_power_weighting_of_the_click() -> None:
@@ -122,12 +128,16 @@ def test_rows_and_power_weighting_of_the_click() -> None:
     scale = torch.tensor([2.0, 1.0, 0.5])
     power, _ = Objective(N, "power", row_scale=scale)(out, batch)
     assert torch.allclose(power, 0.5 * (bce * scale[r["domain"]]).mean(), atol=1e-6)
-    assert shard_share(batch) == 1.0 and shard_share(Batch(batch.features[:10], batch.domain[:10], batch.label[:10], shard=Shard(3, B, torch.ones(N)))) == pytest.approx(30 / B)
+    assert shard_share(batch) == 1.0 and shard_share(
+        Batch(batch.features[:10], batch.domain[:10], batch.label[:10], shard=Shard(3, B, torch.ones(N)))
+    ) == pytest.approx(30 / B)
 
 
 def test_an_auxiliary_loss_without_a_weight_and_task_heads_without_labels_are_errors() -> None:
     batch = Batch(torch.zeros(2, 1, dtype=torch.long), torch.tensor([0, 1]), torch.tensor([1.0, 0.0]))
-    with pytest.raises(ConfigError, match=r"auxiliary loss 'adv' with no weight; add it to train.loss_weights \(now \['disc'\]\)"):
+    with pytest.raises(
+        ConfigError, match=r"auxiliary loss 'adv' with no weight; add it to train.loss_weights \(now \['disc'\]\)"
+    ):
         Objective(2, "equal", {"disc": 1.0})(_Out(torch.zeros(2), {"adv": torch.tensor(1.0)}), batch)
     with pytest.raises(ConfigError, match="declares no `tasks` columns"):
         Objective(2, "equal")(_Out(torch.zeros(2), task_logits=torch.zeros(2, 1)), batch)

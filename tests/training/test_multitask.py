@@ -20,6 +20,7 @@ from crossctr.losses import click_loss, task_counts, task_loss
 from crossctr.schema import ConfigError, DatasetSchema
 from crossctr.training.distributed import shard_mask
 from crossctr.training.run import RunConfig, train_run
+
 SMALL = {"shared_dim": 8, "specific_dim": 2, "attention_hidden": [8, 4], "deep": [32, 16]}
 
 
@@ -49,10 +50,18 @@ def test_task_loss_is_the_click_loss_form_over_labelled_rows() -> None:
     has = ~torch.isnan(labels[:, 1])
     want = click_loss(logits[:, 0], labels[:, 0], dom, 3) + click_loss(logits[has, 1], labels[has, 1], dom[has], 3)
     assert torch.allclose(got, want, atol=1e-6)
-    assert torch.allclose(task_loss(logits, labels, dom, 3, "rows"), click_loss(logits[:, 0], labels[:, 0], dom, 3, "rows") + click_loss(logits[has, 1], labels[has, 1], dom[has], 3, "rows"), atol=1e-6)
+    assert torch.allclose(
+        task_loss(logits, labels, dom, 3, "rows"),
+        click_loss(logits[:, 0], labels[:, 0], dom, 3, "rows")
+        + click_loss(logits[has, 1], labels[has, 1], dom[has], 3, "rows"),
+        atol=1e-6,
+    )
     # Data-parallel shares with the global counts average to the global value.
     shard = Shard(2, 50, torch.bincount(dom, minlength=3), task_counts(labels, dom, 3))
-    shares = [task_loss(logits[m], labels[m], dom[m], 3, "equal", shard) * (2 * int(m.sum()) / 50) for m in (shard_mask(dom, 3, r, 2) for r in range(2))]
+    shares = [
+        task_loss(logits[m], labels[m], dom[m], 3, "equal", shard) * (2 * int(m.sum()) / 50)
+        for m in (shard_mask(dom, 3, r, 2) for r in range(2))
+    ]
     assert torch.allclose(sum(shares) / 2, got, atol=1e-6)
 
 
@@ -60,9 +69,13 @@ def test_task_labels_are_validated_and_missing_values_kept(tmp_path: Path, mt_sc
     schema = DatasetSchema.model_validate(mt_schema)
     data = prepare(schema, tmp_path, mt_table)
     tasks = torch.cat([s.tasks for s in data.splits.values()])
-    assert tasks.shape == (6000, 1) and int(torch.isnan(tasks).sum()) == int((mt_table.column("click").to_numpy() == 0).sum())
+    assert tasks.shape == (6000, 1) and int(torch.isnan(tasks).sum()) == int(
+        (mt_table.column("click").to_numpy() == 0).sum()
+    )
     bad = mt_table.set_column(mt_table.column_names.index("purchase"), "purchase", pa.array([2.0] + [1.0] * 5999))
-    with pytest.raises(DataError, match=r"column 'purchase' \(task label\) must be 0, 1 or missing; rows 1 hold \[2.0\]"):
+    with pytest.raises(
+        DataError, match=r"column 'purchase' \(task label\) must be 0, 1 or missing; rows 1 hold \[2.0\]"
+    ):
         prepare(schema, tmp_path, bad)
     with pytest.raises(DataError, match=r"table for dataset 'tiny': missing column\(s\) \['purchase'\]"):
         prepare(schema, tmp_path, mt_table.drop_columns(["purchase"]))
@@ -74,7 +87,11 @@ def test_streamed_prepare_keeps_the_task_labels(tmp_path: Path, mt_schema: dict,
     pq.write_table(mt_table, tmp_path / "tiny.parquet")
     (tmp_path / "dataset.yaml").write_text(yaml.safe_dump(mt_schema))
     memory = prepare(DatasetSchema.model_validate(mt_schema), tmp_path, mt_table)
-    res = prepare_dataset(tmp_path / "dataset.yaml", tmp_path / "prep", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=700))
+    res = prepare_dataset(
+        tmp_path / "dataset.yaml",
+        tmp_path / "prep",
+        PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=700),
+    )
     streamed = load_prepared(res.out)
     for s in ("train", "valid", "test"):
         assert torch.equal(torch.isnan(streamed.splits[s].tasks), torch.isnan(memory.splits[s].tasks))
@@ -83,11 +100,13 @@ def test_streamed_prepare_keeps_the_task_labels(tmp_path: Path, mt_schema: dict,
 
 def test_cnan_at_learns_the_second_label_per_domain(tmp_path: Path, mt_schema: dict, mt_table: pa.Table) -> None:
     data = prepare(DatasetSchema.model_validate(mt_schema), tmp_path, mt_table)
-    cfg = RunConfig.model_validate({
-        "dataset": "unused",
-        "model": {"name": "cnan", **SMALL, "tasks": 1},
-        "train": {"epochs": 4, "batch_size": 128, "progress": False, "threads": 1, "device": "cpu"},
-    })
+    cfg = RunConfig.model_validate(
+        {
+            "dataset": "unused",
+            "model": {"name": "cnan", **SMALL, "tasks": 1},
+            "train": {"epochs": 4, "batch_size": 128, "progress": False, "threads": 1, "device": "cpu"},
+        }
+    )
     res = train_run(cfg, tmp_path / "run", data)
     per_task = json.loads((tmp_path / "run" / "metrics.json").read_text())["tasks"]["purchase"]["test"]
     assert per_task["overall"]["rows"] == float((~torch.isnan(data.test.tasks)).sum())  # labelled rows only
@@ -99,18 +118,25 @@ def test_cnan_at_learns_the_second_label_per_domain(tmp_path: Path, mt_schema: d
 
 
 def test_task_heads_must_match_the_dataset(tmp_path: Path, tiny_data) -> None:
-    cfg = RunConfig.model_validate({"dataset": "unused", "model": {"name": "cnan", **SMALL, "tasks": 2}, "train": {"epochs": 1, "progress": False}})
+    cfg = RunConfig.model_validate(
+        {"dataset": "unused", "model": {"name": "cnan", **SMALL, "tasks": 2}, "train": {"epochs": 1, "progress": False}}
+    )
     with pytest.raises(ConfigError, match=r"tasks: 2 extra-task heads, but dataset 'tiny' declares 0"):
         train_run(cfg, tmp_path / "run", tiny_data)
 
 
 def test_predict_writes_a_score_column_per_task(tmp_path: Path, mt_schema: dict, mt_table: pa.Table) -> None:
-    from crossctr.serving.predict import predict_file
     from crossctr.inference import Predictor
+    from crossctr.serving.predict import predict_file
 
     data = prepare(DatasetSchema.model_validate(mt_schema), tmp_path, mt_table)
-    cfg = RunConfig.model_validate({"dataset": "unused", "model": {"name": "cnan", **SMALL, "tasks": 1},
-                                    "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"}})
+    cfg = RunConfig.model_validate(
+        {
+            "dataset": "unused",
+            "model": {"name": "cnan", **SMALL, "tasks": 1},
+            "train": {"epochs": 1, "batch_size": 256, "progress": False, "threads": 1, "device": "cpu"},
+        }
+    )
     train_run(cfg, tmp_path / "run", data)
     raw = mt_table.slice(0, 500).drop_columns(["click", "purchase"])  # rows to score carry no labels
     pq.write_table(raw, tmp_path / "in.parquet")
@@ -118,4 +144,6 @@ def test_predict_writes_a_score_column_per_task(tmp_path: Path, mt_schema: dict,
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.column_names[-2:] == ["score", "score_purchase"]
     want = Predictor.load(tmp_path / "run").predict_encoded_all(Predictor.load(tmp_path / "run").encode(raw))
-    assert np.allclose(out.column("score").to_numpy(), want["click"]) and np.allclose(out.column("score_purchase").to_numpy(), want["purchase"])
+    assert np.allclose(out.column("score").to_numpy(), want["click"]) and np.allclose(
+        out.column("score_purchase").to_numpy(), want["purchase"]
+    )

@@ -13,7 +13,9 @@ from crossctr.training.optim import RowWiseAdagrad
 from crossctr.training.trainer import make_optimizers
 
 
-def _reference(w: torch.Tensor, acc: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, eps: float) -> None:
+def _reference(
+    w: torch.Tensor, acc: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, eps: float
+) -> None:
     """The rule written row by row: sum duplicate rows, G += mean(g^2), w -= lr g / (sqrt(G) + eps)."""
     for r in ids.unique().tolist():
         g = grads[ids == r].sum(0)

@@ -25,13 +25,17 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def test_power_one_is_the_row_mean() -> None:
     logits, label, domain = _batch()
     scale = power_row_scale(torch.tensor([700.0, 200.0, 100.0]), 1.0)
-    assert torch.allclose(click_loss(logits, label, domain, 3, "power", scale), click_loss(logits, label, domain, 3, "rows"))
+    assert torch.allclose(
+        click_loss(logits, label, domain, 3, "power", scale), click_loss(logits, label, domain, 3, "rows")
+    )
 
 
 def test_power_zero_weighs_domains_equally_when_the_batch_has_the_training_mix() -> None:
     logits, label, domain = _batch()  # the batch's mix 7 / 2 / 1 is the training mix below
     scale = power_row_scale(torch.tensor([700.0, 200.0, 100.0]), 0.0)
-    assert torch.allclose(click_loss(logits, label, domain, 3, "power", scale), click_loss(logits, label, domain, 3, "equal") / 3)
+    assert torch.allclose(
+        click_loss(logits, label, domain, 3, "power", scale), click_loss(logits, label, domain, 3, "equal") / 3
+    )
 
 
 def test_power_half_lies_between_and_gives_domains_weights_in_proportion_to_sqrt_rows() -> None:
@@ -49,15 +53,30 @@ def test_sharded_power_loss_averages_to_the_global_one() -> None:
     whole = click_loss(logits, label, domain, 3, "power", scale)
     counts = torch.bincount(domain, minlength=3)
     halves = [torch.arange(0, 10, 2), torch.arange(1, 10, 2)]
-    parts = [click_loss(logits[i], label[i], domain[i], 3, "power", scale, Shard(2, 10, counts)) * (2 * len(i) / 10) for i in halves]
+    parts = [
+        click_loss(logits[i], label[i], domain[i], 3, "power", scale, Shard(2, 10, counts)) * (2 * len(i) / 10)
+        for i in halves
+    ]
     assert torch.allclose(sum(parts) / 2, whole)
 
 
 def test_power_weighting_trains_and_selection_on_overall_auc(tiny_data) -> None:
     names = list(tiny_data.schema.domain.values)
-    cfg = TrainConfig(epochs=3, batch_size=256, progress=False, patience=3, domain_weighting="power", weighting_power=0.3, select_on="overall")
+    cfg = TrainConfig(
+        epochs=3,
+        batch_size=256,
+        progress=False,
+        patience=3,
+        domain_weighting="power",
+        weighting_power=0.3,
+        select_on="overall",
+    )
     torch.manual_seed(0)
-    model = build_model(SharedBottomConfig(shared_dim=8, specific_dim=0, deep=(16,), tower=(4,), batch_norm=True), tiny_data.encoder.cardinalities, 3)
+    model = build_model(
+        SharedBottomConfig(shared_dim=8, specific_dim=0, deep=(16,), tower=(4,), batch_norm=True),
+        tiny_data.encoder.cardinalities,
+        3,
+    )
     fit = Trainer(cfg, names).fit(model, tiny_data.train, tiny_data.valid)
     overall = [h["valid"]["overall"]["auc"] for h in fit.history]
     assert [h["valid_selection_auc"] for h in fit.history] == overall
@@ -74,4 +93,6 @@ def test_unknown_weighting_and_power_out_of_range_are_errors() -> None:
 
 def test_bce_reference() -> None:  # the loss is the plain BCE the weighting scales, not a re-implementation
     logits, label, domain = _batch()
-    assert torch.allclose(click_loss(logits, label, domain, 3, "rows"), 0.5 * F.binary_cross_entropy_with_logits(logits, label))
+    assert torch.allclose(
+        click_loss(logits, label, domain, 3, "rows"), 0.5 * F.binary_cross_entropy_with_logits(logits, label)
+    )

@@ -64,14 +64,25 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def _run(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def test_sigkill_mid_epoch_then_resume_ends_bit_identical(tiny_dataset_dir: Path) -> None:
     run = {
         "dataset": "dataset.yaml",
         "model": {"name": "cnan", **SMALL},
-        "train": {"epochs": 3, "batch_size": 128, "patience": 5, "progress": False, "threads": 1, "device": "cpu", "deterministic": True, "checkpoint_every": 4},
+        "train": {
+            "epochs": 3,
+            "batch_size": 128,
+            "patience": 5,
+            "progress": False,
+            "threads": 1,
+            "device": "cpu",
+            "deterministic": True,
+            "checkpoint_every": 4,
+        },
     }
     (tiny_dataset_dir / "run.yaml").write_text(yaml.safe_dump(run))
     train = ["train", "--config", "run.yaml", "--out"]
@@ -95,7 +106,10 @@ def test_sigkill_mid_epoch_then_resume_ends_bit_identical(tiny_dataset_dir: Path
     for p in (resumed, whole):
         out, _ = p.communicate(timeout=120)
         assert p.returncode == 0, out
-    a, b = load_file(tiny_dataset_dir / "whole" / "weights.safetensors"), load_file(tiny_dataset_dir / "killed" / "weights.safetensors")
+    a, b = (
+        load_file(tiny_dataset_dir / "whole" / "weights.safetensors"),
+        load_file(tiny_dataset_dir / "killed" / "weights.safetensors"),
+    )
     assert _same(a, b)  # bit-identical, not merely close
     # The whole trajectory matches too: every epoch's summed training losses, to the last bit.
     hw = json.loads((tiny_dataset_dir / "whole" / "history.json").read_text())["joint"]
@@ -160,7 +174,9 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path: P
     assert sorted(p.name for p in folder.iterdir()) == ["state.safetensors"]  # no half-written temp file left
     cur = _state(folder / "state.safetensors")["current"]
     assert cur["global_step"] == 6  # the second checkpoint, whole
-    assert all(torch.isfinite(v).all() for k, v in load_file(folder / "state.safetensors").items() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for k, v in load_file(folder / "state.safetensors").items() if v.is_floating_point()
+    )
 
     monkeypatch.setattr(runfolder_mod, "_write_all", write_all)
     train_run(cfg, tmp_path, tiny_data, resume=True)
@@ -182,7 +198,10 @@ def test_non_finite_gradient_stops_before_the_step_and_keeps_the_checkpoint(tmp_
 
     weight = dict(model.named_parameters())["discriminator.weight"]
     weight.register_hook(poison)
-    with pytest.raises(FloatingPointError, match=r"epoch 1 step 5 .*non-finite gradient in \['discriminator.weight'\] with finite loss terms click=.*adv=.*intact"):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"epoch 1 step 5 .*non-finite gradient in \['discriminator.weight'\] with finite loss terms click=.*adv=.*intact",
+    ):
         trainer.fit(model, tiny_data.train, tiny_data.valid, desc="joint", key="joint")
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was not taken
     state = _state(ckpt.path)
@@ -191,7 +210,9 @@ def test_non_finite_gradient_stops_before_the_step_and_keeps_the_checkpoint(tmp_
 
 
 def test_non_finite_loss_names_the_terms(tiny_data) -> None:
-    cfg = TrainConfig(epochs=1, progress=False, threads=1, loss_weights={"adv": float("inf"), "domain": 0.05, "disc": 1.0})
+    cfg = TrainConfig(
+        epochs=1, progress=False, threads=1, loss_weights={"adv": float("inf"), "domain": 0.05, "disc": 1.0}
+    )
     trainer = Trainer(cfg, ["A", "B", "C"])
     model = build_model(CNANConfig(**SMALL), tiny_data.encoder.cardinalities, 3)
     with pytest.raises(FloatingPointError, match=r"step 1 .*non-finite loss: click=.*, disc=.*, adv=.*, domain="):

@@ -26,7 +26,14 @@ def cnan_run(tmp_path_factory, tiny_data):
 
 def test_run_folder_holds_what_a_predictor_needs(cnan_run) -> None:
     files = {p.name for p in cnan_run.out.iterdir()}
-    assert {"config.json", "encoders.json", "weights.safetensors", "metrics.json", "history.json", "attention.json"} <= files
+    assert {
+        "config.json",
+        "encoders.json",
+        "weights.safetensors",
+        "metrics.json",
+        "history.json",
+        "attention.json",
+    } <= files
     assert not any(p.suffix in (".pt", ".pkl", ".pth") for p in cnan_run.out.iterdir())
     cfg = json.loads((cnan_run.out / "config.json").read_text())
     assert cfg["model"]["name"] == "cnan" and cfg["crossctr_version"]
@@ -57,7 +64,9 @@ def test_not_a_run_folder(tmp_path: Path) -> None:
 
 
 def test_scenario_restricts_domains(tmp_path: Path, tiny_data) -> None:
-    cfg = RunConfig(dataset="unused", model={"name": "tower", **SMALL}, domains=("A", "C"), train={"epochs": 1, "progress": False})
+    cfg = RunConfig(
+        dataset="unused", model={"name": "tower", **SMALL}, domains=("A", "C"), train={"epochs": 1, "progress": False}
+    )
     res = train_run(cfg, tmp_path, tiny_data)
     assert set(res.metrics["test"]) == {"A", "C", "overall"}
     assert Predictor.load(tmp_path).domains == ["A", "C"]

@@ -16,9 +16,9 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from crossctr.files import DiskFullError
+from crossctr.inference import runfolder as runfolder_module
 from crossctr.schema import ConfigError
 from crossctr.training import checkpoint as ckpt_module
-from crossctr.inference import runfolder as runfolder_module
 from crossctr.training.checkpoint import CheckpointError
 from crossctr.training.run import RunConfig, train_run
 
@@ -28,8 +28,6 @@ ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 def _cfg(**train) -> RunConfig:
     return RunConfig(dataset="unused", model=SMALL, train={"epochs": 1, "progress": False, **train})
-
-
 
 
 @pytest.fixture()
@@ -42,7 +40,9 @@ def run_yaml(tiny_dataset_dir: Path) -> Path:
 # ---- an existing run folder needs --resume or --overwrite ----
 
 
-def test_train_into_existing_run_refuses_without_overwrite(cli_run, monkeypatch, capsys, run_yaml: Path, tmp_path: Path) -> None:
+def test_train_into_existing_run_refuses_without_overwrite(
+    cli_run, monkeypatch, capsys, run_yaml: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
     assert cli_run("train", "--config", str(run_yaml), "--out", str(out))[0] == 0
     before = {p.name: p.stat().st_mtime_ns for p in (out / "checkpoint").iterdir()}
@@ -55,7 +55,9 @@ def test_train_into_existing_run_refuses_without_overwrite(cli_run, monkeypatch,
     assert (out / "weights.safetensors").is_file()
 
 
-def test_train_into_an_empty_or_new_folder_needs_no_flag(cli_run, monkeypatch, capsys, run_yaml: Path, tmp_path: Path) -> None:
+def test_train_into_an_empty_or_new_folder_needs_no_flag(
+    cli_run, monkeypatch, capsys, run_yaml: Path, tmp_path: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     assert cli_run("train", "--config", str(run_yaml), "--out", str(tmp_path / "empty"))[0] == 0
     (tmp_path / "other").mkdir()
@@ -73,7 +75,9 @@ def test_failed_run_leaves_no_empty_out_folder(tmp_path: Path, tiny_data) -> Non
     with pytest.raises((ConfigError, FileNotFoundError, OSError)):
         train_run(cfg, tmp_path / "a" / "run")
     assert not (tmp_path / "a" / "run").exists()
-    bad = RunConfig(dataset="unused", model={**SMALL, "tasks": 2}, train={"epochs": 1, "progress": False})  # the dataset declares no task columns
+    bad = RunConfig(
+        dataset="unused", model={**SMALL, "tasks": 2}, train={"epochs": 1, "progress": False}
+    )  # the dataset declares no task columns
     with pytest.raises(ConfigError):
         train_run(bad, tmp_path / "b", tiny_data)
     assert not (tmp_path / "b").exists()
@@ -109,19 +113,26 @@ def test_full_disk_after_a_checkpoint_says_it_is_intact(monkeypatch, tmp_path: P
         write_all(f, data)
 
     monkeypatch.setattr(runfolder_module, "_write_all", full_after_one)
-    with pytest.raises(CheckpointError, match=r"the previous checkpoint in .* is intact: free space, then resume from it with --resume"):
+    with pytest.raises(
+        CheckpointError, match=r"the previous checkpoint in .* is intact: free space, then resume from it with --resume"
+    ):
         train_run(_cfg(checkpoint_every=2), tmp_path / "run", tiny_data)
 
 
 def test_full_disk_while_writing_weights_is_a_clean_error(monkeypatch, capsys, tmp_path: Path, tiny_data) -> None:
     def full(state, path, metadata=None):  # noqa: ANN001
         Path(path).write_bytes(b"partial")
-        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")  # as safetensors says it
+        raise RuntimeError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )  # as safetensors says it
 
     monkeypatch.setattr(runfolder_module, "save_file", full)
     with pytest.raises(DiskFullError, match=r"the disk filled while the run folder was written .* --resume"):
         train_run(_cfg(), tmp_path / "run", tiny_data)
-    assert not list((tmp_path / "run").glob(".weights.safetensors*.tmp")) and not (tmp_path / "run" / "weights.safetensors").exists()
+    assert (
+        not list((tmp_path / "run").glob(".weights.safetensors*.tmp"))
+        and not (tmp_path / "run" / "weights.safetensors").exists()
+    )
     monkeypatch.setattr(runfolder_module, "save_file", save_file)
     res = train_run(_cfg(), tmp_path / "run", tiny_data, resume=True)  # the finished training is reused
     assert (tmp_path / "run" / "weights.safetensors").is_file() and res.metrics["test"]
@@ -146,7 +157,11 @@ def test_run_folder_file_modes_follow_the_umask(tmp_path: Path, tiny_data, umask
         train_run(_cfg(checkpoint_every=5), tmp_path / "run", tiny_data)
     finally:
         os.umask(old)
-    modes = {str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    modes = {
+        str(p.relative_to(tmp_path)): stat.S_IMODE(p.stat().st_mode)
+        for p in (tmp_path / "run").rglob("*")
+        if p.is_file()
+    }
     assert "run/weights.safetensors" in modes and "run/checkpoint/state.safetensors" in modes
     assert modes == dict.fromkeys(modes, 0o666 & ~umask)
 
@@ -163,8 +178,15 @@ def test_checkpoint_naming_a_file_outside_is_refused_on_resume(tmp_path: Path, t
     meta = ckpt_module._metadata(data)
     state = json.loads(meta["state"])
     state["finished"] = {k: "../../elsewhere.safetensors" for k in state["finished"]}
-    save_file(load_file(folder / "state.safetensors"), str(folder / "state.safetensors"), metadata={**meta, "state": json.dumps(state)})
-    with pytest.raises(CheckpointError, match=r"finished fit 'joint' is '\.\./\.\./elsewhere\.safetensors', not a file name inside the folder"):
+    save_file(
+        load_file(folder / "state.safetensors"),
+        str(folder / "state.safetensors"),
+        metadata={**meta, "state": json.dumps(state)},
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"finished fit 'joint' is '\.\./\.\./elsewhere\.safetensors', not a file name inside the folder",
+    ):
         train_run(_cfg(), out, tiny_data, resume=True)
 
 

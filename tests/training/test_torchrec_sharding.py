@@ -13,7 +13,10 @@ import pytest
 
 from crossctr.layers.torchrec_embedding import torchrec_available
 
-pytestmark = pytest.mark.skipif(not torchrec_available(), reason="torchrec / fbgemm-gpu for this torch not installed (see docs/scaling.md to install it)")
+pytestmark = pytest.mark.skipif(
+    not torchrec_available(),
+    reason="torchrec / fbgemm-gpu for this torch not installed (see docs/scaling.md to install it)",
+)
 
 SCRIPT = """
 import json, torch, torch.distributed as dist
@@ -43,10 +46,19 @@ dist.destroy_process_group()
 def test_two_ranks_shard_the_tables_and_score_like_one_process(tmp_path: Path) -> None:
     (tmp_path / "shard.py").write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "shard.py"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "shard.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     ranks = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
     assert len(ranks) == 2 and all(r["max_diff"] < 1e-6 for r in ranks), ranks
     # table-wise: each rank holds one whole table
-    assert sorted(t for r in ranks for t in r["local_tables"]) == ["embedding.tables.embedding_bags.shared.weight", "embedding.tables.embedding_bags.specific.weight"]
+    assert sorted(t for r in ranks for t in r["local_tables"]) == [
+        "embedding.tables.embedding_bags.shared.weight",
+        "embedding.tables.embedding_bags.specific.weight",
+    ]

@@ -35,7 +35,11 @@ def test_without_tensorboard_the_error_says_how_to_install(tmp_path: Path, monke
 def test_run_logs_steps_and_per_domain_validation(tmp_path: Path, tiny_data) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = RunConfig(dataset="unused", model=SMALL, train=TrainConfig(epochs=2, patience=5, batch_size=256, progress=False, tensorboard=True))
+    cfg = RunConfig(
+        dataset="unused",
+        model=SMALL,
+        train=TrainConfig(epochs=2, patience=5, batch_size=256, progress=False, tensorboard=True),
+    )
     train_run(cfg, tmp_path / "run", tiny_data)
     acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
     acc.Reload()

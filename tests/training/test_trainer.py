@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from crossctr.losses import click_loss
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
 from crossctr.training.config import TrainConfig
-from crossctr.losses import click_loss
 from crossctr.training.strategies import FineTuneStrategy, SelfTrainStrategy, SrcOnlyStrategy, run_strategy
 from crossctr.training.trainer import Trainer
 
@@ -64,7 +64,9 @@ def test_src_only_and_finetune_route_every_domain_to_one_model(tiny_data) -> Non
     src = run_strategy(SrcOnlyStrategy(), _factory(tiny_data), tiny_data.train, tiny_data.valid, trainer)
     assert set(src.route.values()) == {"source"}
     assert set(src.fits["source"].best_valid) == {"A", "overall"}  # A is the richest domain
-    ft = run_strategy(FineTuneStrategy(finetune_epochs=1), _factory(tiny_data), tiny_data.train, tiny_data.valid, trainer)
+    ft = run_strategy(
+        FineTuneStrategy(finetune_epochs=1), _factory(tiny_data), tiny_data.train, tiny_data.valid, trainer
+    )
     assert set(ft.fits) == {"pretrain", "finetune"}
     assert set(ft.fits["finetune"].best_valid) == {"B", "C", "overall"}
     with pytest.raises(ConfigError, match="strategy.source 'Z' is not a domain"):

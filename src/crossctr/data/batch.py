@@ -29,7 +29,7 @@ class Shard:
     domain_rows: torch.Tensor  # (N,) int64 rows of each domain in the global batch
     task_rows: torch.Tensor | None = None  # (T, N) int64 rows of each domain carrying each extra label
 
-    def to(self, device: torch.device | str) -> "Shard":
+    def to(self, device: torch.device | str) -> Shard:
         tasks = None if self.task_rows is None else self.task_rows.to(device, non_blocking=True)
         return Shard(self.world, self.rows, self.domain_rows.to(device, non_blocking=True), tasks)
 
@@ -44,10 +44,16 @@ class Batch:
     tasks: torch.Tensor | None = None  # (B, T) float32 extra 0/1 labels (multi-task), NaN: none
     shard: Shard | None = None  # data-parallel training only: the global batch this is a shard of
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         tasks = None if self.tasks is None else self.tasks.to(device, non_blocking=True)
         shard = None if self.shard is None else self.shard.to(device)
-        return Batch(self.features.to(device, non_blocking=True), self.domain.to(device, non_blocking=True), self.label.to(device, non_blocking=True), tasks, shard)
+        return Batch(
+            self.features.to(device, non_blocking=True),
+            self.domain.to(device, non_blocking=True),
+            self.label.to(device, non_blocking=True),
+            tasks,
+            shard,
+        )
 
     def __len__(self) -> int:
         return self.label.shape[0]

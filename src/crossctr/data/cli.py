@@ -12,47 +12,94 @@ _YAML = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
 def _options(max_memory: str, batch_rows: int | None, no_progress: bool, **flags: bool):  # type: ignore[no-untyped-def]
+    from crossctr.clihelp import show_progress
     from crossctr.data.prepare import PrepareOptions, parse_memory
 
-    from crossctr.clihelp import show_progress
+    return PrepareOptions(
+        max_memory=parse_memory(max_memory), batch_rows=batch_rows, progress=show_progress(no_progress), **flags
+    )
 
-    return PrepareOptions(max_memory=parse_memory(max_memory), batch_rows=batch_rows, progress=show_progress(no_progress), **flags)
 
-
-_memory = click.option("--max-memory", default="2GB", show_default=True, help="Resident memory the whole process may use, e.g. 2GB, 512MB, 4GiB.")
-_batch = click.option("--batch-rows", type=int, default=None, help="Rows per record batch (default: derived from --max-memory).")
-_quiet = click.option("--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal).")
+_memory = click.option(
+    "--max-memory",
+    default="2GB",
+    show_default=True,
+    help="Resident memory the whole process may use, e.g. 2GB, 512MB, 4GiB.",
+)
+_batch = click.option(
+    "--batch-rows", type=int, default=None, help="Rows per record batch (default: derived from --max-memory)."
+)
+_quiet = click.option(
+    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
+)
 
 
 @click.command("prepare")
 @click.argument("dataset_yaml", type=_YAML)
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Prepared folder to write (or reuse when the inputs are unchanged).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Prepared folder to write (or reuse when the inputs are unchanged).",
+)
 @_memory
 @_batch
 @click.option("--force", is_flag=True, help="Rebuild even when the inputs are unchanged.")
-@click.option("--allow-constant-features", "allow_constant", is_flag=True, help="Keep a constant categorical or all-missing numeric feature (warn instead of failing).")
-@click.option("--allow-single-class", is_flag=True, help="Keep a domain whose split has one label class only (warn instead of failing).")
+@click.option(
+    "--allow-constant-features",
+    "allow_constant",
+    is_flag=True,
+    help="Keep a constant categorical or all-missing numeric feature (warn instead of failing).",
+)
+@click.option(
+    "--allow-single-class",
+    is_flag=True,
+    help="Keep a domain whose split has one label class only (warn instead of failing).",
+)
 @_quiet
-def prepare_command(dataset_yaml: Path, out: Path, max_memory: str, batch_rows: int | None, force: bool, allow_constant: bool, allow_single_class: bool, no_progress: bool) -> None:
+def prepare_command(
+    dataset_yaml: Path,
+    out: Path,
+    max_memory: str,
+    batch_rows: int | None,
+    force: bool,
+    allow_constant: bool,
+    allow_single_class: bool,
+    no_progress: bool,
+) -> None:
     """Encode a dataset (CSV/Parquet file, folder or glob of shards) into memory-mappable arrays.
 
     Point a run config's `dataset:` at OUT to train from it.
     """
     from crossctr.data.prepare import prepare_dataset
 
-    opts = _options(max_memory, batch_rows, no_progress, force=force, allow_constant=allow_constant, allow_single_class=allow_single_class)
+    opts = _options(
+        max_memory,
+        batch_rows,
+        no_progress,
+        force=force,
+        allow_constant=allow_constant,
+        allow_single_class=allow_single_class,
+    )
     result = prepare_dataset(dataset_yaml, out, opts)
     rows = ", ".join(f"{k} {v:,}" for k, v in result.rows.items())
     if result.reused:
         click.echo(f"unchanged inputs: reusing {out} ({rows})")
     else:
         total = sum(result.rows.values())
-        click.echo(f"prepared {rows} rows into {out} in {result.seconds:.1f} s ({total / max(result.seconds, 1e-9):,.0f} rows/s end to end, two passes)")
+        click.echo(
+            f"prepared {rows} rows into {out} in {result.seconds:.1f} s ({total / max(result.seconds, 1e-9):,.0f} rows/s end to end, two passes)"
+        )
 
 
 @click.command("inspect")
 @click.argument("dataset_yaml", type=_YAML)
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for inspect.md, inspect.json and the PNG charts.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for inspect.md, inspect.json and the PNG charts.",
+)
 @_memory
 @_batch
 @_quiet

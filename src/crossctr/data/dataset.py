@@ -9,9 +9,9 @@ re-exported here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -39,18 +39,28 @@ class EncodedSplit:
     tasks: torch.Tensor | None = None  # (N, T) float32 extra labels, NaN where a row has none
 
     @classmethod
-    def from_numpy(cls, x: np.ndarray, d: np.ndarray, y: np.ndarray, tasks: np.ndarray | None = None) -> "EncodedSplit":
+    def from_numpy(cls, x: np.ndarray, d: np.ndarray, y: np.ndarray, tasks: np.ndarray | None = None) -> EncodedSplit:
         t = None if tasks is None else torch.from_numpy(np.ascontiguousarray(tasks, dtype=np.float32))
-        return cls(torch.from_numpy(np.ascontiguousarray(x, dtype=np.int32)), torch.from_numpy(d.astype(np.int64)), torch.from_numpy(y.astype(np.float32)), t)
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(x, dtype=np.int32)),
+            torch.from_numpy(d.astype(np.int64)),
+            torch.from_numpy(y.astype(np.float32)),
+            t,
+        )
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
-    def select(self, index: torch.Tensor) -> "EncodedSplit":
+    def select(self, index: torch.Tensor) -> EncodedSplit:
         """Rows at `index` (a bool mask or int positions)."""
-        return EncodedSplit(self.features[index], self.domain[index], self.label[index], None if self.tasks is None else self.tasks[index])
+        return EncodedSplit(
+            self.features[index],
+            self.domain[index],
+            self.label[index],
+            None if self.tasks is None else self.tasks[index],
+        )
 
-    def only_domains(self, domains: list[int]) -> "EncodedSplit":
+    def only_domains(self, domains: list[int]) -> EncodedSplit:
         return self.select(torch.isin(self.domain, torch.tensor(domains)))
 
     def domain_counts(self, n_domains: int) -> list[int]:
@@ -65,7 +75,9 @@ class EncodedSplit:
         return Batch(self.features, self.domain, self.label, self.tasks)
 
 
-def iterate_batches(data: EncodedSplit, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Batch]:
+def iterate_batches(
+    data: EncodedSplit, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+) -> Iterator[Batch]:
     n = len(data)
     order = torch.randperm(n, generator=generator) if shuffle else None
     for start in range(0, n, batch_size):
@@ -86,7 +98,9 @@ def split_table(table: pa.Table, schema: DatasetSchema) -> dict[str, pa.Table]:
         try:
             t = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            raise DataError(f"split column {split.column!r} must be numeric (a day or timestamp), got {col.type}") from None
+            raise DataError(
+                f"split column {split.column!r} must be numeric (a day or timestamp), got {col.type}"
+            ) from None
         if np.isnan(t).any():
             raise DataError(f"split column {split.column!r} is missing on {int(np.isnan(t).sum())} rows")
         which = np.where(t < split.valid_start, 0, np.where(t < split.test_start, 1, 2))
@@ -95,7 +109,9 @@ def split_table(table: pa.Table, schema: DatasetSchema) -> dict[str, pa.Table]:
         col = table.column(split.column).combine_chunks().cast(pa.string())
         which = pc.index_in(col, value_set=pa.array(SPLITS)).fill_null(-1).to_numpy(zero_copy_only=False)
         if (which < 0).any():
-            raise DataError(f"split column {split.column!r} must hold only {list(SPLITS)}; {int((which < 0).sum())} rows do not")
+            raise DataError(
+                f"split column {split.column!r} must hold only {list(SPLITS)}; {int((which < 0).sum())} rows do not"
+            )
     out = {}
     for i, name in enumerate(SPLITS):
         out[name] = table.filter(pa.array(which == i))
@@ -126,7 +142,13 @@ def encode_split(table: pa.Table, encoder: FeatureEncoder) -> EncodedSplit:
     y = table.column(schema.label).combine_chunks().cast(pa.float32()).to_numpy(zero_copy_only=False)
     tasks = None
     if schema.task_names:
-        tasks = np.stack([table.column(t).combine_chunks().cast(pa.float32()).to_numpy(zero_copy_only=False) for t in schema.task_names], axis=1)
+        tasks = np.stack(
+            [
+                table.column(t).combine_chunks().cast(pa.float32()).to_numpy(zero_copy_only=False)
+                for t in schema.task_names
+            ],
+            axis=1,
+        )
     return EncodedSplit.from_numpy(encoder.transform(table), encoder.domain_ids(table), y, tasks)
 
 

@@ -117,11 +117,11 @@ class CategoricalEncoder:
     def __init__(self, min_count: int = 1) -> None:
         self.min_count = min_count
 
-    def fit(self, col: pa.Array) -> "CategoricalEncoder":
+    def fit(self, col: pa.Array) -> CategoricalEncoder:
         counts = pc.value_counts(_as_string(col).drop_null()).flatten()
         return self.fit_counts(counts[0], counts[1].to_numpy())
 
-    def fit_counts(self, values: pa.Array, counts: np.ndarray) -> "CategoricalEncoder":
+    def fit_counts(self, values: pa.Array, counts: np.ndarray) -> CategoricalEncoder:
         """Fit from distinct values and their training counts (what a streaming pass collects)."""
         t = pa.table({"v": _as_string(values), "n": pa.array(np.asarray(counts, dtype=np.int64))})
         t = t.filter(pc.greater_equal(t.column("n"), self.min_count))
@@ -159,7 +159,7 @@ class CategoricalEncoder:
         return {"kind": "categorical", "min_count": self.min_count, "vocab": self.vocab_}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "CategoricalEncoder":
+    def from_state(cls, state: dict[str, Any]) -> CategoricalEncoder:
         enc = cls(state["min_count"])
         enc.vocab_ = list(state["vocab"])
         return enc
@@ -176,7 +176,7 @@ class NumericBucketizer:
         self.buckets = buckets
         self.boundaries = None if boundaries is None else [float(b) for b in boundaries]
 
-    def fit(self, col: pa.Array | np.ndarray) -> "NumericBucketizer":
+    def fit(self, col: pa.Array | np.ndarray) -> NumericBucketizer:
         if isinstance(col, (pa.Array, pa.ChunkedArray)):
             x = col.drop_null().to_numpy(zero_copy_only=False)
         else:
@@ -209,7 +209,7 @@ class NumericBucketizer:
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "NumericBucketizer":
+    def from_state(cls, state: dict[str, Any]) -> NumericBucketizer:
         bounds = [float(b) for b in state["boundaries"]]
         enc = cls(state["buckets"], bounds if state.get("fixed") else None)
         enc.boundaries_ = bounds
@@ -222,7 +222,7 @@ class HashedEncoder:
     def __init__(self, buckets: int) -> None:
         self.buckets = buckets
 
-    def fit(self, col: pa.Array | None = None) -> "HashedEncoder":
+    def fit(self, col: pa.Array | None = None) -> HashedEncoder:
         return self
 
     @property
@@ -240,7 +240,7 @@ class HashedEncoder:
         return {"kind": "hashed", "buckets": self.buckets}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "HashedEncoder":
+    def from_state(cls, state: dict[str, Any]) -> HashedEncoder:
         return cls(state["buckets"])
 
 
@@ -255,7 +255,7 @@ class CrossedEncoder:
         self.columns = list(columns)
         self.buckets = buckets
 
-    def fit(self, col: pa.Array | None = None) -> "CrossedEncoder":
+    def fit(self, col: pa.Array | None = None) -> CrossedEncoder:
         return self
 
     @property
@@ -279,7 +279,7 @@ class CrossedEncoder:
         return {"kind": "crossed", "columns": self.columns, "buckets": self.buckets}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "CrossedEncoder":
+    def from_state(cls, state: dict[str, Any]) -> CrossedEncoder:
         return cls(state["columns"], state["buckets"])
 
 
@@ -308,11 +308,11 @@ class MultiEncoder:
         t = pa.table({"v": flat.filter(pa.array(keep)), "n": weight[keep]}).group_by("v").aggregate([("n", "sum")])
         return t.column("v").combine_chunks(), t.column("n_sum").to_numpy()
 
-    def fit(self, col: pa.Array) -> "MultiEncoder":
+    def fit(self, col: pa.Array) -> MultiEncoder:
         values, counts = self.token_counts(col)
         return self.fit_counts(values, counts)
 
-    def fit_counts(self, values: pa.Array, counts: np.ndarray) -> "MultiEncoder":
+    def fit_counts(self, values: pa.Array, counts: np.ndarray) -> MultiEncoder:
         self.vocab.fit_counts(values, counts)
         self.vocab_ = self.vocab.vocab_
         return self
@@ -358,10 +358,16 @@ class MultiEncoder:
         return out
 
     def state(self) -> dict[str, Any]:
-        return {"kind": "multi", "separator": self.separator, "max_len": self.max_len, "min_count": self.min_count, "vocab": self.vocab_}
+        return {
+            "kind": "multi",
+            "separator": self.separator,
+            "max_len": self.max_len,
+            "min_count": self.min_count,
+            "vocab": self.vocab_,
+        }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "MultiEncoder":
+    def from_state(cls, state: dict[str, Any]) -> MultiEncoder:
         enc = cls(state["separator"], state["max_len"], state["min_count"])
         enc.vocab.vocab_ = enc.vocab_ = list(state["vocab"])
         return enc
@@ -418,7 +424,7 @@ class FeatureEncoder:
     def __init__(self, schema: DatasetSchema) -> None:
         self.schema = schema
 
-    def fit(self, table: pa.Table) -> "FeatureEncoder":
+    def fit(self, table: pa.Table) -> FeatureEncoder:
         self.encoders_ = {f.name: new_encoder(f) for f in self.schema.features}
         for f in self.schema.features:
             if f.kind not in (FeatureKind.HASHED, FeatureKind.CROSSED):
@@ -437,7 +443,7 @@ class FeatureEncoder:
     def slot_columns(self) -> list[slice]:
         """The columns of the encoded (N, S) array that each feature fills."""
         ends = np.cumsum([0, *self.slots])
-        return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
+        return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:], strict=False)]
 
     def _token(self, table: pa.Table, column: str) -> tuple[np.ndarray, np.ndarray]:
         """One crossed column as (uint64 token, missing mask)."""
@@ -454,7 +460,7 @@ class FeatureEncoder:
         S is the number of features when none is multi-valued (slots: `slot_columns`).
         """
         out = np.empty((table.num_rows, self.schema.n_slots), dtype=np.int32)
-        for spec, cols in zip(self.schema.features, self.slot_columns()):  # column-wise, vectorised per column
+        for spec, cols in zip(self.schema.features, self.slot_columns(), strict=False):  # column-wise, vectorised per column
             enc = self.encoders_[spec.name]
             if isinstance(enc, CrossedEncoder):
                 out[:, cols] = enc.combine(self._token(table, c) for c in enc.columns)[:, None]
@@ -466,7 +472,11 @@ class FeatureEncoder:
 
     def domain_ids(self, table: pa.Table) -> np.ndarray:
         col = table.column(self.schema.domain.column).combine_chunks().cast(pa.string())
-        return pc.index_in(col, value_set=pa.array(self.schema.domain.values)).to_numpy(zero_copy_only=False).astype(np.int64)
+        return (
+            pc.index_in(col, value_set=pa.array(self.schema.domain.values))
+            .to_numpy(zero_copy_only=False)
+            .astype(np.int64)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -479,12 +489,14 @@ class FeatureEncoder:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FeatureEncoder":
+    def from_dict(cls, data: dict[str, Any]) -> FeatureEncoder:
         enc = cls(DatasetSchema.model_validate(data["schema"]))
         states = data["features"]
-        enc.encoders_ = {f.name: _FROM_STATE[states[f.name]["kind"]].from_state(states[f.name]) for f in enc.schema.features}
+        enc.encoders_ = {
+            f.name: _FROM_STATE[states[f.name]["kind"]].from_state(states[f.name]) for f in enc.schema.features
+        }
         return enc
 
     @classmethod
-    def load(cls, path: str | Path) -> "FeatureEncoder":
+    def load(cls, path: str | Path) -> FeatureEncoder:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -143,7 +143,9 @@ class InspectReport:
     files: list[Path]  # what was written
 
 
-def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareOptions = PrepareOptions()) -> InspectReport:
+def inspect_dataset(
+    dataset_yaml: str | Path, out: str | Path, options: PrepareOptions = PrepareOptions()
+) -> InspectReport:
     """Profile a dataset and write the report into `out` (see the module docstring)."""
     dataset_yaml, out = Path(dataset_yaml), Path(out)
     schema = DatasetSchema.from_yaml(dataset_yaml)
@@ -156,9 +158,16 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
         problems = [str(err)]
 
     # Pass 2: OOV of valid / test values, occupied hash buckets on train.
-    oov = {f.name: np.zeros((3, 2), np.int64) for f in schema.features if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI)}
-    used = {f.name: np.zeros(f.buckets, bool) for f in schema.features
-            if f.kind in (FeatureKind.HASHED, FeatureKind.CROSSED) and f.buckets <= _BITMAP_LIMIT}
+    oov = {
+        f.name: np.zeros((3, 2), np.int64)
+        for f in schema.features
+        if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI)
+    }
+    used = {
+        f.name: np.zeros(f.buckets, bool)
+        for f in schema.features
+        if f.kind in (FeatureKind.HASHED, FeatureKind.CROSSED) and f.buckets <= _BITMAP_LIMIT
+    }
     cols = encoder.slot_columns()
     across = {f.name: _DomainValueCounts() for f in schema.features if f.kind is FeatureKind.CATEGORICAL}
     namespaced = {f.name for f in schema.features if f.per_domain}
@@ -166,10 +175,12 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
         for name, acc in across.items():
             values = b.table.column(name).combine_chunks()
             if name in namespaced:  # the raw value, without the domain prefix
-                values = pc.replace_substring_regex(values, f"^[^{DOMAIN_SEPARATOR}]*{DOMAIN_SEPARATOR}", "", max_replacements=1)
+                values = pc.replace_substring_regex(
+                    values, f"^[^{DOMAIN_SEPARATOR}]*{DOMAIN_SEPARATOR}", "", max_replacements=1
+                )
             acc.add(values, b.domain)
         x = encoder.transform(b.table)  # (n, S)
-        for f, sl in zip(schema.features, cols):
+        for f, sl in zip(schema.features, cols, strict=False):
             ids = x[:, sl]
             if f.name in oov:
                 present = (ids == OOV_ID) | (ids >= N_RESERVED)  # a value that was there (not pad, not missing)
@@ -182,10 +193,17 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
                 used[f.name][train_ids[train_ids >= 0]] = True
 
     doms = list(schema.domain.values)
-    summary: dict[str, Any] = {"dataset": schema.name, "files": [str(f.path.name) for f in files], "domains": {}, "features": {}, "problems": problems}
+    summary: dict[str, Any] = {
+        "dataset": schema.name,
+        "files": [str(f.path.name) for f in files],
+        "domains": {},
+        "features": {},
+        "problems": problems,
+    }
     for d, dom in enumerate(doms):
         summary["domains"][dom] = {
-            s: {"rows": int(stats.rows[i, d]), "positive_rate": _rate(stats.positives[i, d], stats.rows[i, d])} for i, s in enumerate(SPLITS)
+            s: {"rows": int(stats.rows[i, d]), "positive_rate": _rate(stats.positives[i, d], stats.rows[i, d])}
+            for i, s in enumerate(SPLITS)
         }
     per_dom_rows = stats.rows.sum(axis=0)
     for f in schema.features:
@@ -193,7 +211,9 @@ def inspect_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
         info: dict[str, Any] = {
             "kind": f.kind.value,
             "missing_rate": _rate(stats.missing[f.name].sum(), per_dom_rows.sum()),
-            "missing_rate_per_domain": {dom: _rate(stats.missing[f.name][d], per_dom_rows[d]) for d, dom in enumerate(doms)},
+            "missing_rate_per_domain": {
+                dom: _rate(stats.missing[f.name][d], per_dom_rows[d]) for d, dom in enumerate(doms)
+            },
         }
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI):
             info["distinct_train_values"] = stats.distinct.get(f.name, 0)
@@ -235,14 +255,33 @@ def _pct(v: float | None) -> str:
 
 
 def _markdown(summary: dict[str, Any], doms: list[str]) -> str:
-    lines = [f"# Dataset {summary['dataset']}", "", f"Files: {len(summary['files'])} ({', '.join(summary['files'][:5])}{' …' if len(summary['files']) > 5 else ''})", ""]
-    lines += ["## Domains", "", "| domain | " + " | ".join(f"{s} rows | {s} positive" for s in SPLITS) + " |",
-              "|---|" + "---:|" * (2 * len(SPLITS))]
+    lines = [
+        f"# Dataset {summary['dataset']}",
+        "",
+        f"Files: {len(summary['files'])} ({', '.join(summary['files'][:5])}{' …' if len(summary['files']) > 5 else ''})",
+        "",
+    ]
+    lines += [
+        "## Domains",
+        "",
+        "| domain | " + " | ".join(f"{s} rows | {s} positive" for s in SPLITS) + " |",
+        "|---|" + "---:|" * (2 * len(SPLITS)),
+    ]
     for dom in doms:
-        cells = [f"{summary['domains'][dom][s]['rows']:,} | {_pct(summary['domains'][dom][s]['positive_rate'])}" for s in SPLITS]
+        cells = [
+            f"{summary['domains'][dom][s]['rows']:,} | {_pct(summary['domains'][dom][s]['positive_rate'])}"
+            for s in SPLITS
+        ]
         lines.append(f"| {dom} | " + " | ".join(cells) + " |")
-    lines += ["", "## Features", "", "| feature | kind | missing | " + " | ".join(f"missing {d}" for d in doms) + " | cardinality | OOV valid | OOV test |",
-              "|---|---|" + "---:|" * (len(doms) + 4)]
+    lines += [
+        "",
+        "## Features",
+        "",
+        "| feature | kind | missing | "
+        + " | ".join(f"missing {d}" for d in doms)
+        + " | cardinality | OOV valid | OOV test |",
+        "|---|---|" + "---:|" * (len(doms) + 4),
+    ]
     for name, f in summary["features"].items():
         if "vocabulary" in f:
             card = f"{f['distinct_train_values']:,} values, vocab {f['vocabulary']:,}"
@@ -253,13 +292,21 @@ def _markdown(summary: dict[str, Any], doms: list[str]) -> str:
         else:
             card = f"{f.get('buckets', '—')} buckets"
         per_dom = " | ".join(_pct(f["missing_rate_per_domain"][d]) for d in doms)
-        lines.append(f"| {name} | {f['kind']} | {_pct(f['missing_rate'])} | {per_dom} | {card} | {_pct(f.get('oov_rate_valid'))} | {_pct(f.get('oov_rate_test'))} |")
+        lines.append(
+            f"| {name} | {f['kind']} | {_pct(f['missing_rate'])} | {per_dom} | {card} | {_pct(f.get('oov_rate_valid'))} | {_pct(f.get('oov_rate_test'))} |"
+        )
     shared = {n: f["cross_domain"] for n, f in summary["features"].items() if "cross_domain" in f}
     if shared and len(doms) > 1:
-        lines += ["", "## Values shared across domains", "",
-                  "How many values of each categorical feature appear in more than one domain, and, per pair of domains, "
-                  "the rank correlation of the shared values' row counts (near 0: unrelated, the overlap looks accidental).", "",
-                  "| feature | values | in several domains | pair | shared | count correlation | per_domain |", "|---|---:|---:|---|---:|---:|---|"]
+        lines += [
+            "",
+            "## Values shared across domains",
+            "",
+            "How many values of each categorical feature appear in more than one domain, and, per pair of domains, "
+            "the rank correlation of the shared values' row counts (near 0: unrelated, the overlap looks accidental).",
+            "",
+            "| feature | values | in several domains | pair | shared | count correlation | per_domain |",
+            "|---|---:|---:|---|---:|---:|---|",
+        ]
         for name, c in shared.items():
             for k, (pair, p) in enumerate(c["pairs"].items()):
                 rho = "—" if p["count_rank_correlation"] is None else f"{p['count_rank_correlation']:.2f}"
@@ -268,7 +315,13 @@ def _markdown(summary: dict[str, Any], doms: list[str]) -> str:
                 lines.append(f"{head} | {pair.replace('~', ' & ')} | {p['shared']:,} | {rho} | {ns} |")
     lines += ["", "## Problems", ""]
     lines += [f"- {p}" for p in summary["problems"]] or ["None found."]
-    lines += ["", "![rows and label rate per domain](domains.png)", "", "![missing and OOV rates per feature](features.png)", ""]
+    lines += [
+        "",
+        "![rows and label rate per domain](domains.png)",
+        "",
+        "![missing and OOV rates per feature](features.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -300,8 +353,17 @@ def _plots(summary: dict[str, Any], doms: list[str], domains_png: Path, features
         ax.set_xticks(x, doms)
         ax.set_xlabel("domain")
     handles, labels = ax1.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(SPLITS), fontsize=9, frameon=False, title="split", title_fontsize=9,
-               bbox_to_anchor=(0.5, 1.0))
+    fig.legend(
+        handles,
+        labels,
+        loc="upper center",
+        ncol=len(SPLITS),
+        fontsize=9,
+        frameon=False,
+        title="split",
+        title_fontsize=9,
+        bbox_to_anchor=(0.5, 1.0),
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.86))  # the legend sits above the panels
     fig.savefig(domains_png, dpi=110)
     plt.close(fig)
@@ -309,9 +371,11 @@ def _plots(summary: dict[str, Any], doms: list[str], domains_png: Path, features
     names = list(summary["features"])
     y = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(7.5, 0.38 * len(names) + 2.0))
-    series = [("missing", [summary["features"][n]["missing_rate"] or 0.0 for n in names]),
-              ("OOV valid", [summary["features"][n].get("oov_rate_valid") or 0.0 for n in names]),
-              ("OOV test", [summary["features"][n].get("oov_rate_test") or 0.0 for n in names])]
+    series = [
+        ("missing", [summary["features"][n]["missing_rate"] or 0.0 for n in names]),
+        ("OOV valid", [summary["features"][n].get("oov_rate_valid") or 0.0 for n in names]),
+        ("OOV test", [summary["features"][n].get("oov_rate_test") or 0.0 for n in names]),
+    ]
     h = 0.8 / len(series)
     largest = max((v for _, vals in series for v in vals), default=0.0)
     for i, (label, vals) in enumerate(series):
@@ -324,7 +388,9 @@ def _plots(summary: dict[str, Any], doms: list[str], domains_png: Path, features
     ax.xaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("share of rows (missing) or of values (OOV: not in the training vocabulary)")
     ax.set_title("missing values and out-of-vocabulary rates per feature", fontsize=10, pad=22)
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)  # above the bars, never on one
+    ax.legend(
+        fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False
+    )  # above the bars, never on one
     fig.tight_layout()
     fig.savefig(features_png, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -69,15 +69,41 @@ log = logging.getLogger(__name__)
 _SAMPLE = 5  # offending rows quoted in an error message
 _SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
 # Text that means "no value" in a numeric or label column: Arrow's CSV null markers and "None".
-_NULL_TOKENS = pa.array(["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-                         "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null", "None"])
+_NULL_TOKENS = pa.array(
+    [
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "n/a",
+        "nan",
+        "null",
+        "None",
+    ]
+)
 # Boolean words a label column may hold (Parquet booleans and CSV "true"/"false" alike).
 _TRUE, _FALSE = pa.array(["true", "True", "TRUE"]), pa.array(["false", "False", "FALSE"])
 # A per-domain feature's value v of domain d is read as d + DOMAIN_SEPARATOR + v.
 DOMAIN_SEPARATOR = "\x1f"
 # What a file's first bytes say it is, whatever its name.
-_MAGIC = ((b"PAR1", "a Parquet file"), (b"\x1f\x8b", "gzip-compressed"), (b"BZh", "bzip2-compressed"),
-          (b"\xfd7zXZ\x00", "xz-compressed"), (b"\x28\xb5\x2f\xfd", "zstd-compressed"), (b"PK\x03\x04", "a zip archive"))
+_MAGIC = (
+    (b"PAR1", "a Parquet file"),
+    (b"\x1f\x8b", "gzip-compressed"),
+    (b"BZh", "bzip2-compressed"),
+    (b"\xfd7zXZ\x00", "xz-compressed"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed"),
+    (b"PK\x03\x04", "a zip archive"),
+)
 _MAX_BLOCK = 1 << 30  # the CSV read block grows up to this to hold one very long row
 
 
@@ -132,8 +158,11 @@ def _check_magic(path: Path, kind: str) -> None:
     """A file whose bytes contradict its kind gets an error saying what it really is."""
     what = _magic(path)
     if kind == "csv" and what is not None:
-        fix = ("rename it to .parquet or set `format: {kind: parquet}` in the dataset YAML" if what == "a Parquet file"
-               else "decompress it first (e.g. `gunzip`, `unzstd`, `unzip`) and point the dataset YAML at the text file")
+        fix = (
+            "rename it to .parquet or set `format: {kind: parquet}` in the dataset YAML"
+            if what == "a Parquet file"
+            else "decompress it first (e.g. `gunzip`, `unzstd`, `unzip`) and point the dataset YAML at the text file"
+        )
         raise DataError(f"{path}: is {what}, not delimited text as its name or `format:` says; {fix}")
     if kind == "parquet" and what not in (None, "a Parquet file"):
         raise DataError(f"{path}: is {what}, not a Parquet file; decompress it first")
@@ -202,12 +231,17 @@ def _open_bytes(path: Path, fmt: FormatSpec) -> IO[bytes]:
 
 def _text_lines(path: Path, fmt: FormatSpec, encoding: str) -> Iterator[list[str]]:
     """Parsed fields of every line (header included), comment lines dropped; error path only."""
-    with _open_bytes(path, fmt) as raw, io.TextIOWrapper(raw, encoding=_py_encoding(encoding), errors="replace", newline="") as fh:
+    with (
+        _open_bytes(path, fmt) as raw,
+        io.TextIOWrapper(raw, encoding=_py_encoding(encoding), errors="replace", newline="") as fh,
+    ):
         quoting = csv.QUOTE_NONE if fmt.quote is None else csv.QUOTE_MINIMAL
         yield from csv.reader(fh, delimiter=_delimiter(path, fmt), quotechar=fmt.quote or '"', quoting=quoting)
 
 
-def _csv_rows_with(path: Path, fmt: FormatSpec, encoding: str, bad: Callable[[list[str], list[str]], bool]) -> list[int]:
+def _csv_rows_with(
+    path: Path, fmt: FormatSpec, encoding: str, bad: Callable[[list[str], list[str]], bool]
+) -> list[int]:
     """1-based data rows of a CSV file for which bad(fields, header) holds (error path only)."""
     found: list[int] = []
     lines = (fields for fields in _text_lines(path, fmt, encoding) if fields)  # Arrow skips empty lines too
@@ -303,7 +337,9 @@ def _refuse_duplicates(path: Path, names: list[str] | tuple[str, ...], needed: l
     dupes = {n: p for n, p in _duplicates(names).items() if needed is None or n in needed}
     if dupes:
         where = "; ".join(f"{n!r} at positions {p}" for n, p in dupes.items())
-        raise DataError(f"{path}: column name(s) used more than once: {where}. Rename the columns so that each name is unique.")
+        raise DataError(
+            f"{path}: column name(s) used more than once: {where}. Rename the columns so that each name is unique."
+        )
 
 
 def _csv_read_options(fmt: FormatSpec, encoding: str, block: int | None = None) -> pacsv.ReadOptions:
@@ -326,9 +362,13 @@ def _not_found(path: Path) -> DataError:
         os.stat(path)
     except OSError as err:
         if err.errno == errno.ELOOP:
-            return DataError(f"{path}: symbolic link loop (the link points, directly or through others, back to itself); fix or remove the link")
+            return DataError(
+                f"{path}: symbolic link loop (the link points, directly or through others, back to itself); fix or remove the link"
+            )
         if os.path.islink(path):
-            return DataError(f"{path}: a symbolic link to {os.readlink(path)!r}, which does not exist; fix or remove the link")
+            return DataError(
+                f"{path}: a symbolic link to {os.readlink(path)!r}, which does not exist; fix or remove the link"
+            )
         if err.errno == errno.EACCES:
             return DataError(f"{path}: permission denied; make the file readable")
     return DataError(f"{path}: file not found")
@@ -342,7 +382,9 @@ def check_file(path: Path, kind: str) -> None:
     _check_magic(path, kind)
 
 
-def open_text_batches(path: Path, fmt: FormatSpec, column_types: dict[str, pa.DataType], block_size: int) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+def open_text_batches(
+    path: Path, fmt: FormatSpec, column_types: dict[str, pa.DataType], block_size: int
+) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """Stream a delimited text file in `fmt`'s layout (delimiter, header or columns, comment,
     quote, encoding): its Arrow schema and its record batches. `column_types` fixes the types of
     those columns (the others are inferred from the first block); empty text stays "" (no null
@@ -350,9 +392,12 @@ def open_text_batches(path: Path, fmt: FormatSpec, column_types: dict[str, pa.Da
     encoding = fmt.encoding or "utf-8"
     try:
         names = _csv_header(path, fmt, encoding)
-        reader = pacsv.open_csv(_csv_source(path, fmt), read_options=_csv_read_options(fmt, encoding, block_size),
-                                parse_options=_csv_parse_options(path, fmt),
-                                convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False))
+        reader = pacsv.open_csv(
+            _csv_source(path, fmt),
+            read_options=_csv_read_options(fmt, encoding, block_size),
+            parse_options=_csv_parse_options(path, fmt),
+            convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=False),
+        )
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
         raise _csv_error(path, err, fmt, encoding) from None
 
@@ -376,7 +421,9 @@ def parse_numbers(col: pa.Array, name: str, source: str, row_offset: int = 0) ->
     return _as_float(col, name, source, row_offset)
 
 
-def read_table(path: str | Path, columns: list[str] | None = None, *, encoding: str = "utf-8", fmt: FormatSpec | None = None) -> pa.Table:
+def read_table(
+    path: str | Path, columns: list[str] | None = None, *, encoding: str = "utf-8", fmt: FormatSpec | None = None
+) -> pa.Table:
     """Read a CSV or Parquet file whole (types inferred); `columns`, if given, must all be present."""
     path = Path(path)
     if not path.exists():
@@ -397,7 +444,9 @@ def read_table(path: str | Path, columns: list[str] | None = None, *, encoding: 
             _refuse_duplicates(path, names, columns)
             src = _csv_source(path, fmt)
             try:
-                table = pacsv.read_csv(src, parse_options=_csv_parse_options(path, fmt), read_options=_csv_read_options(fmt, encoding))
+                table = pacsv.read_csv(
+                    src, parse_options=_csv_parse_options(path, fmt), read_options=_csv_read_options(fmt, encoding)
+                )
             finally:
                 _close(src)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, UnicodeDecodeError) as err:
@@ -417,7 +466,9 @@ def read_table(path: str | Path, columns: list[str] | None = None, *, encoding: 
     return table
 
 
-def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offset: int = 0, *, scoring: bool = False) -> pa.Table:
+def validate_table(
+    table: pa.Table, schema: DatasetSchema, source: str, row_offset: int = 0, *, scoring: bool = False
+) -> pa.Table:
     """Check label, domain and numeric columns; return the table with normalised types.
 
     Labels become int8 0/1, the domain column a string, numeric features float64 and
@@ -441,21 +492,27 @@ def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offs
     else:
         lab = _as_float(label, schema.label, source, row_offset, what="label").to_numpy(zero_copy_only=False)
         if np.isnan(lab).any():
-            raise DataError(f"{source}: column {schema.label!r} (label) is missing on {_rows(np.isnan(lab), row_offset)}")
+            raise DataError(
+                f"{source}: column {schema.label!r} (label) is missing on {_rows(np.isnan(lab), row_offset)}"
+            )
         bad = (lab != 0) & (lab != 1)
         if bad.any():
             vals = sorted({float(v) for v in lab[bad][:_SAMPLE]})
             raise DataError(
                 f"{source}: column {schema.label!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold {vals}. "
-                f"To make a 0/1 label of another scale, give a rule: label: {{column: {schema.label}, positive: \">= 4\"}}"
+                f'To make a 0/1 label of another scale, give a rule: label: {{column: {schema.label}, positive: ">= 4"}}'
             )
         cols[schema.label] = pa.array(lab.astype(np.int8))
     for task in [] if scoring else schema.task_names:  # 0/1, or missing: no label for that row
-        t = _as_float(table.column(task).combine_chunks(), task, source, row_offset, what="label").to_numpy(zero_copy_only=False)
+        t = _as_float(table.column(task).combine_chunks(), task, source, row_offset, what="label").to_numpy(
+            zero_copy_only=False
+        )
         bad = ~np.isnan(t) & (t != 0) & (t != 1)
         if bad.any():
             vals = sorted({float(v) for v in t[bad][:_SAMPLE]})
-            raise DataError(f"{source}: column {task!r} (task label) must be 0, 1 or missing; {_rows(bad, row_offset)} hold {vals}")
+            raise DataError(
+                f"{source}: column {task!r} (task label) must be 0, 1 or missing; {_rows(bad, row_offset)} hold {vals}"
+            )
         cols[task] = pa.array(t.astype(np.float32))
 
     dom = _text(table.column(schema.domain.column).combine_chunks(), schema.domain.column, source, row_offset)
@@ -494,7 +551,9 @@ def validate_table(table: pa.Table, schema: DatasetSchema, source: str, row_offs
 
 def _apply_rule(col: pa.Array, rule: LabelRule, name: str, source: str, row_offset: int) -> pa.Array:
     """0/1 (int8) of a label rule over a column: numbers compared as numbers, else as text."""
-    target = _as_float(col, name, source, row_offset, what="label") if rule.numeric else _text(col, name, source, row_offset)
+    target = (
+        _as_float(col, name, source, row_offset, what="label") if rule.numeric else _text(col, name, source, row_offset)
+    )
     miss = target.is_null().to_numpy(zero_copy_only=False)
     if rule.numeric:
         miss |= np.isnan(target.to_numpy(zero_copy_only=False))
@@ -503,7 +562,14 @@ def _apply_rule(col: pa.Array, rule: LabelRule, name: str, source: str, row_offs
     if rule.op == "in":
         pos = pc.is_in(target, value_set=pa.array(rule.values, target.type))
     else:
-        ops = {"==": pc.equal, "!=": pc.not_equal, ">=": pc.greater_equal, "<=": pc.less_equal, ">": pc.greater, "<": pc.less}
+        ops = {
+            "==": pc.equal,
+            "!=": pc.not_equal,
+            ">=": pc.greater_equal,
+            "<=": pc.less_equal,
+            ">": pc.greater,
+            "<": pc.less,
+        }
         pos = ops[rule.op](target, pa.scalar(rule.values[0], target.type))
     return pos.cast(pa.int8())
 
@@ -543,7 +609,12 @@ def _utf8(b: bytes) -> bool:
 
 
 def _as_float(col: pa.Array, name: str, source: str, row_offset: int = 0, what: str = "numeric") -> pa.Array:
-    if pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type) or pa.types.is_boolean(col.type):
+    if (
+        pa.types.is_floating(col.type)
+        or pa.types.is_integer(col.type)
+        or pa.types.is_null(col.type)
+        or pa.types.is_boolean(col.type)
+    ):
         return col.cast(pa.float64())
     if pa.types.is_dictionary(col.type):
         col = col.cast(col.type.value_type)
@@ -553,7 +624,11 @@ def _as_float(col: pa.Array, name: str, source: str, row_offset: int = 0, what: 
     # Null markers ("", "NA", "null", ...) are missing values, as a CSV reader would read them.
     as_str = pc.if_else(pc.is_in(as_str, value_set=_NULL_TOKENS), pa.scalar(None, pa.string()), as_str)
     if what == "label":  # true / false, as a Parquet boolean column holds them
-        as_str = pc.if_else(pc.is_in(as_str, value_set=_TRUE), pa.scalar("1"), pc.if_else(pc.is_in(as_str, value_set=_FALSE), pa.scalar("0"), as_str))
+        as_str = pc.if_else(
+            pc.is_in(as_str, value_set=_TRUE),
+            pa.scalar("1"),
+            pc.if_else(pc.is_in(as_str, value_set=_FALSE), pa.scalar("0"), as_str),
+        )
     try:
         return as_str.cast(pa.float64())  # the fast path: every string is a number
     except pa.ArrowInvalid:
@@ -574,10 +649,12 @@ def _as_float(col: pa.Array, name: str, source: str, row_offset: int = 0, what: 
         if what == "label":
             raise DataError(
                 f"{source}: column {name!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold non-numbers {sample}. "
-                f"To make a 0/1 label of text, give a rule: label: {{column: {name}, positive: \"== {sample[0]}\"}}"
+                f'To make a 0/1 label of text, give a rule: label: {{column: {name}, positive: "== {sample[0]}"}}'
             )
         if what == "split":
-            raise DataError(f"{source}: split column {name!r} must be numeric (a day or timestamp); {_rows(bad, row_offset)} hold {sample}")
+            raise DataError(
+                f"{source}: split column {name!r} must be numeric (a day or timestamp); {_rows(bad, row_offset)} hold {sample}"
+            )
         raise DataError(
             f"{source}: column {name!r} is declared numeric but {_rows(bad, row_offset)} hold non-numbers {sample}. "
             "Declare it categorical or clean those values."
@@ -589,7 +666,12 @@ def load_dataset_table(schema: DatasetSchema, base: Path) -> pa.Table:
     """Read and validate every file a schema points at into one table (in memory), through the
     same reader and `validate_table` as the streaming `crossctr prepare`."""
     files = check_input_files(resolve_input_files(schema, base), schema)
-    parts = [validate_table(raw, schema, str(f.path), row_offset=first) for f in files for first, raw in iter_file_batches(f, schema, 1 << 20) if raw.num_rows]
+    parts = [
+        validate_table(raw, schema, str(f.path), row_offset=first)
+        for f in files
+        for first, raw in iter_file_batches(f, schema, 1 << 20)
+        if raw.num_rows
+    ]
     if not parts:
         raise DataError(f"{schema.resolve_path(base)}: no data rows in any file")
     return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
@@ -635,7 +717,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
         if part == "**":
             out.append("(?:[^/]+/)*" if i < len(parts) - 1 else "(?:[^/]+/)*[^/]+")  # a last ** matches files too
             continue
-        out.append(fnmatch.translate(part).replace("(?s:", "(?:").removesuffix("\\Z").replace(".*", "[^/]*") + ("/" if i < pattern.count("/") else ""))
+        out.append(
+            fnmatch.translate(part).replace("(?s:", "(?:").removesuffix("\\Z").replace(".*", "[^/]*")
+            + ("/" if i < pattern.count("/") else "")
+        )
     return re.compile("".join(out) + "\\Z")
 
 
@@ -656,8 +741,12 @@ def _walk_glob(root: Path, pattern: str, where: str) -> list[Path]:
                 log.warning("%s: %s is a symbolic link loop; not followed", where, folder)
             continue
         if (st.st_dev, st.st_ino) in seen_dirs:
-            log.warning("%s: %s leads back to folder %s already read (a symbolic link loop); not followed, each file is read once",
-                        where, folder, folder.resolve())
+            log.warning(
+                "%s: %s leads back to folder %s already read (a symbolic link loop); not followed, each file is read once",
+                where,
+                folder,
+                folder.resolve(),
+            )
             continue
         seen_dirs.add((st.st_dev, st.st_ino))
         try:
@@ -693,8 +782,13 @@ def _source_files(spec_path: str, base: Path, fmt: FormatSpec) -> list[Path]:
             raise DataError(f"{path}: the glob matches no file; check `path` in the dataset YAML")
         return files
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith((".", "_"))
-                       and (fmt.kind is not None or f.suffix.lower() in _SUFFIXES))
+        files = sorted(
+            f
+            for f in path.iterdir()
+            if f.is_file()
+            and not f.name.startswith((".", "_"))
+            and (fmt.kind is not None or f.suffix.lower() in _SUFFIXES)
+        )
         if not files:
             raise DataError(f"{path}: the folder holds no .csv, .tsv or .parquet file")
         return files
@@ -717,7 +811,9 @@ def resolve_input_files(schema: DatasetSchema, base: Path) -> list[SourceFile]:
             if key in owner:
                 first = owner[key]
                 if first.domain != spec.domain:
-                    raise DataError(f"{path}: named by two sources, with domains {first.domain!r} and {spec.domain!r}; give each file one source")
+                    raise DataError(
+                        f"{path}: named by two sources, with domains {first.domain!r} and {spec.domain!r}; give each file one source"
+                    )
                 log.warning("%s: the same file as %s (by resolved path); read once", path, first.path)
                 continue
             owner[key] = SourceFile(path, spec.domain, fmt)
@@ -788,7 +884,11 @@ def check_input_files(files: list[SourceFile] | list[Path], schema: DatasetSchem
     empty or corrupt file, or shards whose column types disagree; warns about extra columns.
     """
     required = schema.required_columns()
-    numeric_like = {schema.label, *schema.task_names, *(f.name for f in schema.features if f.kind is FeatureKind.NUMERIC)}
+    numeric_like = {
+        schema.label,
+        *schema.task_names,
+        *(f.name for f in schema.features if f.kind is FeatureKind.NUMERIC),
+    }
     if isinstance(schema.split, TimeSplit):
         numeric_like.add(schema.split.column)
     infos = [_inspect_file(_as_source(f, schema)) for f in files]
@@ -830,10 +930,23 @@ def check_input_files(files: list[SourceFile] | list[Path], schema: DatasetSchem
                 )
         if info.rows == 0:
             if len(infos) == 1:
-                raise DataError(f"{info.path}: no data rows ({'the file has a header only' if info.format.header else 'only comment or empty lines'})")
+                raise DataError(
+                    f"{info.path}: no data rows ({'the file has a header only' if info.format.header else 'only comment or empty lines'})"
+                )
             log.warning("%s: no data rows (header only); skipping this shard", info.path)
-        out.append(InputFile(info.path, info.kind, info.columns, [c for c in needed if c in info.columns], info.types, info.rows, info.size,
-                             info.domain, info.format))
+        out.append(
+            InputFile(
+                info.path,
+                info.kind,
+                info.columns,
+                [c for c in needed if c in info.columns],
+                info.types,
+                info.rows,
+                info.size,
+                info.domain,
+                info.format,
+            )
+        )
     if len(out) and all(f.rows == 0 for f in out):
         raise DataError(f"{out[0].path.parent}: no data rows in any of the {len(out)} files")
     return out
@@ -858,7 +971,9 @@ def _file_batches(info: InputFile, schema: DatasetSchema, batch_rows: int) -> It
                 yield first, pa.Table.from_batches([batch])
                 first += batch.num_rows
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
-            raise DataError(f"{path}: cannot be read as Parquet after data row {first} (truncated or corrupt?): {err}") from None
+            raise DataError(
+                f"{path}: cannot be read as Parquet after data row {first} (truncated or corrupt?): {err}"
+            ) from None
         return
     if info.rows == 0:
         return

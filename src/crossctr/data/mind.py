@@ -87,12 +87,14 @@ def write_mind_dataset(root: str | Path, out_dir: str | Path, seed: int = 0) -> 
     label = table.column("label").to_numpy().astype(np.int8)
     dom_id = pc.index_in(domain, pa.array(MIND_DOMAINS)).to_numpy(zero_copy_only=False)
     which = stratified_split(dom_id * 2 + label, seed)
-    out = pa.table({
-        "domain": domain,
-        "label": pa.array(label),
-        "split": pa.array(SPLITS).take(pa.array(which)),
-        **{name: table.column(name).combine_chunks().cast(pa.string()) for name, _, _ in FEATURES},
-    })
+    out = pa.table(
+        {
+            "domain": domain,
+            "label": pa.array(label),
+            "split": pa.array(SPLITS).take(pa.array(which)),
+            **{name: table.column(name).combine_chunks().cast(pa.string()) for name, _, _ in FEATURES},
+        }
+    )
     name = "mind-sample"
     schema: dict[str, Any] = {
         "name": name,

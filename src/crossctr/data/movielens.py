@@ -89,16 +89,49 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 # ML-1M occupation codes 0..20 (GroupLens README), written as names so reports read well.
 OCCUPATIONS_1M = (
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
 )
 # ML-100K genre flags of u.item, in the order of u.genre (alphabetical, like ML-1M's lists).
 GENRES_100K = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
@@ -134,8 +167,17 @@ _SEP = "\x1f"  # ASCII unit separator: stands in for the two-character `::`, whi
 # ---------------------------------------------------------------------------------------------
 # Reading the raw files.
 
-def _parse(path: Path, data: bytes, names: list[str], types: dict[str, pa.DataType],
-           delimiter: str, encoding: str, layout: str, required: list[str] | None = None) -> pa.Table:
+
+def _parse(
+    path: Path,
+    data: bytes,
+    names: list[str],
+    types: dict[str, pa.DataType],
+    delimiter: str,
+    encoding: str,
+    layout: str,
+    required: list[str] | None = None,
+) -> pa.Table:
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),
@@ -178,7 +220,9 @@ def _rating_files(root: Path) -> list[Path]:
     for p in parts:
         m = re.fullmatch(r"ratings\.part(\d+)\.dat", p.name)
         if m is None:
-            raise DataError(f"{p}: unexpected file name; rating parts are named ratings.part01.dat, ratings.part02.dat, ...")
+            raise DataError(
+                f"{p}: unexpected file name; rating parts are named ratings.part01.dat, ratings.part02.dat, ..."
+            )
         numbers.append(int(m.group(1)))
     if not parts:
         raise DataError(
@@ -189,7 +233,9 @@ def _rating_files(root: Path) -> list[Path]:
     parts, numbers = [parts[i] for i in order], sorted(numbers)
     if numbers != list(range(1, len(numbers) + 1)):
         missing = sorted(set(range(1, max(numbers) + 1)) - set(numbers))
-        raise DataError(f"{root}: rating parts {missing} are missing (found parts {numbers}); the ratings would be incomplete")
+        raise DataError(
+            f"{root}: rating parts {missing} are missing (found parts {numbers}); the ratings would be incomplete"
+        )
     return parts
 
 
@@ -212,12 +258,20 @@ def load_ml1m(root: str | Path) -> pa.Table:
     rtypes = {"user_id": pa.int32(), "movie_id": pa.int32(), "rating": pa.int8(), "timestamp": pa.int64()}
     parts = [_check_stars(_read_dat(p, list(rtypes), rtypes), p) for p in _rating_files(root)]
     ratings = pa.concat_tables(parts)
-    utypes = {"user_id": pa.int32(), "gender": pa.string(), "age": pa.int16(), "occupation": pa.int16(), "zip": pa.string()}
+    utypes = {
+        "user_id": pa.int32(),
+        "gender": pa.string(),
+        "age": pa.int16(),
+        "occupation": pa.int16(),
+        "zip": pa.string(),
+    }
     users = _read_dat(root / "users.dat", list(utypes), utypes, encoding="latin-1")
     occ = users.column("occupation").to_numpy()
     bad = (occ < 0) | (occ >= len(OCCUPATIONS_1M))
     if bad.any():
-        raise DataError(f"{root / 'users.dat'}: occupation codes must be 0..20; found {sorted(set(occ[bad].tolist()))[:5]}")
+        raise DataError(
+            f"{root / 'users.dat'}: occupation codes must be 0..20; found {sorted(set(occ[bad].tolist()))[:5]}"
+        )
     users = users.set_column(3, "occupation", pa.array(OCCUPATIONS_1M).take(pa.array(occ)))
     _check_ages(users.column("age").to_numpy(), root / "users.dat", "age codes")
     mtypes = {"movie_id": pa.int32(), "title": pa.string(), "genres": pa.string()}
@@ -242,13 +296,33 @@ def load_ml100k(root: str | Path) -> pa.Table:
     root = Path(root)
     rtypes = {"user_id": pa.int32(), "movie_id": pa.int32(), "rating": pa.int8(), "timestamp": pa.int64()}
     path = root / "u.data"
-    ratings = _parse(path, _read_file(path, "the ML-100K folder needs it"), list(rtypes), rtypes, "\t", "utf8",
-                     "user id \\t item id \\t rating \\t timestamp")
+    ratings = _parse(
+        path,
+        _read_file(path, "the ML-100K folder needs it"),
+        list(rtypes),
+        rtypes,
+        "\t",
+        "utf8",
+        "user id \\t item id \\t rating \\t timestamp",
+    )
     _check_stars(ratings, path)
-    utypes = {"user_id": pa.int32(), "age": pa.int16(), "gender": pa.string(), "occupation": pa.string(), "zip": pa.string()}
+    utypes = {
+        "user_id": pa.int32(),
+        "age": pa.int16(),
+        "gender": pa.string(),
+        "occupation": pa.string(),
+        "zip": pa.string(),
+    }
     path = root / "u.user"
-    users = _parse(path, _read_file(path, "the ML-100K folder needs it"), list(utypes), utypes, "|", "latin-1",
-                   "user id|age|gender|occupation|zip code")
+    users = _parse(
+        path,
+        _read_file(path, "the ML-100K folder needs it"),
+        list(utypes),
+        utypes,
+        "|",
+        "latin-1",
+        "user id|age|gender|occupation|zip code",
+    )
     years = users.column("age").to_numpy()
     if (years < 0).any():
         raise DataError(f"{path}: ages must be non-negative years; found {sorted(set(years[years < 0].tolist()))[:5]}")
@@ -257,12 +331,21 @@ def load_ml100k(root: str | Path) -> pa.Table:
     names = ["movie_id", "title", "release_date", "video_release_date", "imdb_url", *GENRES_100K]
     mtypes = {"movie_id": pa.int32(), **{g: pa.int8() for g in GENRES_100K}}
     path = root / "u.item"
-    items = _parse(path, _read_file(path, "the ML-100K folder needs it"), names, mtypes, "|", "latin-1",
-                   "movie id|title|release date|video release date|IMDb URL|19 genre flags",
-                   required=["movie_id", *GENRES_100K])
+    items = _parse(
+        path,
+        _read_file(path, "the ML-100K folder needs it"),
+        names,
+        mtypes,
+        "|",
+        "latin-1",
+        "movie id|title|release date|video release date|IMDb URL|19 genre flags",
+        required=["movie_id", *GENRES_100K],
+    )
     flags = np.stack([items.column(g).to_numpy() for g in GENRES_100K], axis=1).astype(bool)  # (M, 19)
-    genres = ["|".join(g for g, on in zip(GENRES_100K, row) if on) or None for row in flags]
-    movies = pa.table({"movie_id": items.column("movie_id"), "title": items.column("title"), "genres": pa.array(genres, pa.string())})
+    genres = ["|".join(g for g, on in zip(GENRES_100K, row, strict=False) if on) or None for row in flags]
+    movies = pa.table(
+        {"movie_id": items.column("movie_id"), "title": items.column("title"), "genres": pa.array(genres, pa.string())}
+    )
     return _join(ratings, users, movies, root / "u.user", root / "u.item")
 
 
@@ -312,6 +395,7 @@ def _join(ratings: pa.Table, users: pa.Table, movies: pa.Table, users_path: Path
 
 # ---------------------------------------------------------------------------------------------
 # From ratings to a multi-domain click table.
+
 
 def assign_split(timestamp: np.ndarray, kind: SplitKind = "random", seed: int = 0) -> np.ndarray:
     """Split index per row (0 train, 1 valid, 2 test) in the proportions SPLIT_FRACTIONS.
@@ -392,8 +476,9 @@ def _blank_to_null(col: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
 
 
-def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", split: SplitKind = "random",
-                          seed: int = 0, tasks: bool = False) -> pa.Table:
+def build_movielens_table(
+    raw: pa.Table, *, domains: Grouping = "rich-poor", split: SplitKind = "random", seed: int = 0, tasks: bool = False
+) -> pa.Table:
     """Turn `load_ml1m` / `load_ml100k` output into the click table a dataset folder holds.
 
     Columns: domain, label, split, the FEATURES columns and the raw timestamp, one row per
@@ -411,8 +496,9 @@ def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", spl
     # Title and genres are movie attributes: parse them once per movie, not once per rating.
     _, first, movie_row = np.unique(raw.column("movie_id").to_numpy(), return_index=True, return_inverse=True)
     first, movie_row = pa.array(first), pa.array(movie_row)
-    genres = pc.extract_regex(raw.column("genres").take(first).combine_chunks().fill_null(""),
-                              r"^(?P<genre>[^|]*)(?:\|(?P<genre_2>[^|]*))?")
+    genres = pc.extract_regex(
+        raw.column("genres").take(first).combine_chunks().fill_null(""), r"^(?P<genre>[^|]*)(?:\|(?P<genre_2>[^|]*))?"
+    )
     genre = _blank_to_null(genres.field("genre")).take(movie_row)
     genre_2 = _blank_to_null(genres.field("genre_2")).take(movie_row)
     title = raw.column("title").take(first).combine_chunks()
@@ -459,8 +545,13 @@ def build_movielens_table(raw: pa.Table, *, domains: Grouping = "rich-poor", spl
 # (here categorical: ML-1M's 7 age codes carry no more order than a 7-value id). Same label
 # (rating > 3 is rating >= 4) and a random 80/10/10 split of all rows.
 BENCHMARK_FEATURES: tuple[tuple[str, str], ...] = (
-    ("user_id", "personal"), ("movie_id", "item"), ("gender", "personal"), ("occupation", "personal"),
-    ("zip", "personal"), ("cate_id", "item"), ("age", "personal"),
+    ("user_id", "personal"),
+    ("movie_id", "item"),
+    ("gender", "personal"),
+    ("occupation", "personal"),
+    ("zip", "personal"),
+    ("cate_id", "item"),
+    ("age", "personal"),
 )
 
 
@@ -473,28 +564,33 @@ def build_benchmark_table(raw: pa.Table, *, domains: Grouping = "rich-poor", see
     which = assign_split(raw.column("timestamp").to_numpy(), "random", seed)
     genres = raw.column("genres").combine_chunks().fill_null("")
     cate = _blank_to_null(pc.extract_regex(genres, r"^(?P<cate_id>[^|]*)").field("cate_id"))
-    return pa.table({
-        DOMAIN: pa.array(names).take(pa.array(dom)),
-        LABEL: pa.array((raw.column("rating").to_numpy() >= 4).astype(np.int8)),
-        SPLIT: pa.array(SPLITS).take(pa.array(which)),
-        "user_id": raw.column("user_id").combine_chunks(),
-        "movie_id": raw.column("movie_id").combine_chunks(),
-        "gender": raw.column("gender").combine_chunks(),
-        "occupation": raw.column("occupation").combine_chunks(),
-        "zip": raw.column("zip").combine_chunks(),
-        "cate_id": cate,
-        "age": raw.column("age").combine_chunks(),
-    })
+    return pa.table(
+        {
+            DOMAIN: pa.array(names).take(pa.array(dom)),
+            LABEL: pa.array((raw.column("rating").to_numpy() >= 4).astype(np.int8)),
+            SPLIT: pa.array(SPLITS).take(pa.array(which)),
+            "user_id": raw.column("user_id").combine_chunks(),
+            "movie_id": raw.column("movie_id").combine_chunks(),
+            "gender": raw.column("gender").combine_chunks(),
+            "occupation": raw.column("occupation").combine_chunks(),
+            "zip": raw.column("zip").combine_chunks(),
+            "cate_id": cate,
+            "age": raw.column("age").combine_chunks(),
+        }
+    )
 
 
-def movielens_schema(name: str, domains: Grouping = "rich-poor", tasks: bool = False,
-                     features: FeatureSet = "full") -> dict[str, Any]:
+def movielens_schema(
+    name: str, domains: Grouping = "rich-poor", tasks: bool = False, features: FeatureSet = "full"
+) -> dict[str, Any]:
     """The dataset.yaml content for a table from `build_movielens_table`."""
     if domains not in DOMAIN_GROUPINGS:
         raise ValueError(f"domains must be one of {sorted(DOMAIN_GROUPINGS)}, got {domains!r}")
     if features == "benchmark":
         return {
-            "name": name, "path": DATA_FILE, "label": LABEL,
+            "name": name,
+            "path": DATA_FILE,
+            "label": LABEL,
             "domain": {"column": DOMAIN, "values": list(DOMAIN_GROUPINGS[domains])},
             "features": [{"name": f, "kind": "categorical", "group": g} for f, g in BENCHMARK_FEATURES],
             "split": {"kind": "column", "column": SPLIT},
@@ -555,9 +651,17 @@ def write_dataset_folder(out_dir: Path, table: pa.Table, schema: dict[str, Any],
     return path
 
 
-def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: Version = "1m",
-                            domains: Grouping = "rich-poor", split: SplitKind = "random", seed: int = 0,
-                            tasks: bool = False, features: FeatureSet = "full") -> Path:
+def write_movielens_dataset(
+    root: str | Path,
+    out_dir: str | Path,
+    *,
+    version: Version = "1m",
+    domains: Grouping = "rich-poor",
+    split: SplitKind = "random",
+    seed: int = 0,
+    tasks: bool = False,
+    features: FeatureSet = "full",
+) -> Path:
     """Write out_dir/data.parquet, dataset.yaml and stats.json from a GroupLens folder.
 
     Args:
@@ -584,12 +688,17 @@ def write_movielens_dataset(root: str | Path, out_dir: str | Path, *, version: V
         table = build_benchmark_table(raw, domains=domains, seed=seed)
     else:
         table = build_movielens_table(raw, domains=domains, split=split, seed=seed, tasks=tasks)
-    name = f"movielens-{version}-{domains}-{split}" + ("-mt" if tasks else "") + ("-bench" if features == "benchmark" else "")
+    name = (
+        f"movielens-{version}-{domains}-{split}"
+        + ("-mt" if tasks else "")
+        + ("-bench" if features == "benchmark" else "")
+    )
     schema = movielens_schema(name, domains, tasks, features)
     about = "Scenario-Wise-Rec benchmark features; " if features == "benchmark" else ""
     stats = {
         "name": name,
-        "source": f"GroupLens MovieLens {version.upper()}; {about}label = rating >= 4" + ("; task rating5 = rating == 5" if tasks else ""),
+        "source": f"GroupLens MovieLens {version.upper()}; {about}label = rating >= 4"
+        + ("; task rating5 = rating == 5" if tasks else ""),
         "domains_by_age_code": {d: list(c) for d, c in DOMAIN_GROUPINGS[domains].items()},
         "split": {"kind": split, "seed": seed if split == "random" else None, "fractions": list(SPLIT_FRACTIONS)},
         "rows": table.num_rows,

@@ -61,7 +61,14 @@ import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
 from crossctr.data.encoders import CategoricalEncoder, FeatureEncoder, MultiEncoder, NumericBucketizer, new_encoder
-from crossctr.data.io import DataError, InputFile, check_input_files, iter_file_batches, resolve_input_files, validate_table
+from crossctr.data.io import (
+    DataError,
+    InputFile,
+    check_input_files,
+    iter_file_batches,
+    resolve_input_files,
+    validate_table,
+)
 from crossctr.files import DiskFullError, check_space, disk_full, free_bytes, human_bytes, remove_stale
 from crossctr.schema import ColumnSplit, ConfigError, DatasetSchema, FeatureKind, RandomSplit, TimeSplit
 
@@ -122,8 +129,22 @@ class PrepareResult:
     batch_rows: int
 
 
-_UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
-          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1e3,
+    "kb": 1e3,
+    "m": 1e6,
+    "mb": 1e6,
+    "g": 1e9,
+    "gb": 1e9,
+    "t": 1e12,
+    "tb": 1e12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
 
 
 def parse_memory(text: str | int) -> int:
@@ -176,13 +197,19 @@ class _Splitter:
         if isinstance(split, TimeSplit):
             t = col.to_numpy(zero_copy_only=False).astype(np.float64)  # validate_table made it float
             if np.isnan(t).any():
-                raise DataError(f"{source}: split column {split.column!r} is missing on {_rows(np.isnan(t), row_offset)}")
+                raise DataError(
+                    f"{source}: split column {split.column!r} is missing on {_rows(np.isnan(t), row_offset)}"
+                )
             return np.where(t < split.valid_start, 0, np.where(t < split.test_start, 1, 2)).astype(np.int8)
         assert isinstance(split, ColumnSplit)
-        which = pc.index_in(col.cast(pa.string()), value_set=pa.array(SPLITS)).fill_null(-1).to_numpy(zero_copy_only=False)
+        which = (
+            pc.index_in(col.cast(pa.string()), value_set=pa.array(SPLITS)).fill_null(-1).to_numpy(zero_copy_only=False)
+        )
         if (which < 0).any():
             bad = col.filter(pa.array(which < 0)).slice(0, 5).to_pylist()
-            raise DataError(f"{source}: split column {split.column!r} must hold only {list(SPLITS)}; {_rows(which < 0, row_offset)} hold {bad}")
+            raise DataError(
+                f"{source}: split column {split.column!r} must hold only {list(SPLITS)}; {_rows(which < 0, row_offset)} hold {bad}"
+            )
         return which.astype(np.int8)
 
 
@@ -203,8 +230,14 @@ class _Batch:
     domain: np.ndarray  # (n,) int64 domain ids
 
 
-def scan_stream(schema: DatasetSchema, files: list[InputFile], batch_rows: int, desc: str = "", progress: bool = False,
-                total: int | None = None) -> Iterator[_Batch]:
+def scan_stream(
+    schema: DatasetSchema,
+    files: list[InputFile],
+    batch_rows: int,
+    desc: str = "",
+    progress: bool = False,
+    total: int | None = None,
+) -> Iterator[_Batch]:
     """Validated batches of every file in order, each with its rows' split and domain ids."""
     splitter = _Splitter(schema)
     encoder = FeatureEncoder(schema)  # domain_ids needs no fitted state
@@ -330,15 +363,22 @@ def _batch_rows(files: list[InputFile], options: PrepareOptions) -> int:
     return int(min(max(rows, 1024), 1 << 20))
 
 
-def fit_stream(schema: DatasetSchema, files: list[InputFile], options: PrepareOptions, desc: str = "prepare 1/2 fit") -> tuple[FeatureEncoder, FitStats]:
+def fit_stream(
+    schema: DatasetSchema, files: list[InputFile], options: PrepareOptions, desc: str = "prepare 1/2 fit"
+) -> tuple[FeatureEncoder, FitStats]:
     """Pass 1: validate every row, count rows, fit encoders on the training rows."""
     batch_rows = _batch_rows(files, options)
     batches = scan_stream(schema, files, batch_rows, desc, options.progress)  # desc: the progress bar's label
     return fit_batches(schema, batches, options, batch_rows, _spare_memory(options))
 
 
-def fit_batches(schema: DatasetSchema, batches: Iterable[_Batch], options: PrepareOptions, batch_rows: int = 0,
-                budget: int | None = None) -> tuple[FeatureEncoder, FitStats]:
+def fit_batches(
+    schema: DatasetSchema,
+    batches: Iterable[_Batch],
+    options: PrepareOptions,
+    batch_rows: int = 0,
+    budget: int | None = None,
+) -> tuple[FeatureEncoder, FitStats]:
     """Count rows, labels and missing cells and fit encoders on the training rows of validated
     batches: the statistics every check of `check_stats` reads, whether the batches are streamed
     (`crossctr prepare`) or held in memory (`crossctr train` on a dataset YAML). `budget`:
@@ -348,7 +388,11 @@ def fit_batches(schema: DatasetSchema, batches: Iterable[_Batch], options: Prepa
     pos = np.zeros((3, n_dom), np.int64)
     missing = {f.name: np.zeros(n_dom, np.int64) for f in schema.features}
     counts = {f.name: _Counts() for f in schema.features if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI)}
-    samples = {f.name: _BottomK(options.reservoir) for f in schema.features if f.kind is FeatureKind.NUMERIC and f.boundaries is None}
+    samples = {
+        f.name: _BottomK(options.reservoir)
+        for f in schema.features
+        if f.kind is FeatureKind.NUMERIC and f.boundaries is None
+    }
     finite = {f.name: 0 for f in schema.features if f.kind is FeatureKind.NUMERIC}
     truncated = {f.name: 0 for f in schema.features if f.kind is FeatureKind.MULTI}
     multi = {f.name: new_encoder(f) for f in schema.features if f.kind is FeatureKind.MULTI}
@@ -414,8 +458,12 @@ def fit_batches(schema: DatasetSchema, batches: Iterable[_Batch], options: Prepa
     return encoder, stats
 
 
-def read_in_memory(schema: DatasetSchema, base: Path, table: pa.Table | None = None,
-                   options: PrepareOptions = PrepareOptions(progress=False)) -> tuple[dict[str, pa.Table], list[str]]:
+def read_in_memory(
+    schema: DatasetSchema,
+    base: Path,
+    table: pa.Table | None = None,
+    options: PrepareOptions = PrepareOptions(progress=False),
+) -> tuple[dict[str, pa.Table], list[str]]:
     """The validated train / valid / test tables of a dataset, read whole into memory through
     the reader, `validate_table`, split assignment and `check_stats` of `crossctr prepare`: the
     same verdict and the same message on every input. `table`: rows already in memory instead of
@@ -452,7 +500,9 @@ def _missing(col: pa.Array) -> np.ndarray:
     return miss
 
 
-def check_stats(schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats, options: PrepareOptions, source: str = "") -> list[str]:
+def check_stats(
+    schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats, options: PrepareOptions, source: str = ""
+) -> list[str]:
     """Problems the fit pass found, as messages. Hard ones raise DataError; the ones a flag
     downgrades are raised unless allowed, and returned (to be logged) when allowed.
     `source` (the data path) starts every message."""
@@ -461,7 +511,7 @@ def check_stats(schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats,
     for s, name in enumerate(SPLITS):
         if stats.rows[s].sum() == 0:
             raise DataError(f"{at}split {name!r} is empty; check the dataset's split settings ({schema.split})")
-    absent = [d for d, n in zip(doms, stats.rows[0]) if n == 0]
+    absent = [d for d, n in zip(doms, stats.rows[0], strict=False) if n == 0]
     if absent:
         raise DataError(f"{at}domain(s) {absent} have no training rows; remove them from domain.values or add data")
     warnings: list[str] = []
@@ -472,21 +522,39 @@ def check_stats(schema: DatasetSchema, encoder: FeatureEncoder, stats: FitStats,
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI) and stats.distinct.get(f.name, 0) <= 1:
             vocab = encoder.encoders_[f.name].vocab_  # type: ignore[union-attr]
             if vocab or stats.distinct.get(f.name, 0):
-                constant.append(f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows")
+                constant.append(
+                    f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows"
+                )
             else:
-                constant.append(f"column {f.name!r} ({f.kind.value}) has no value in the training rows (all missing or empty)")
-    _refuse_or_warn(constant, at, "the feature carries no information", options.allow_constant or bool(schema.allow_constant_features),
-                    "Drop it from the dataset YAML, fix the data, or keep it with `allow_constant_features: true` in the "
-                    "dataset YAML (or `crossctr prepare --allow-constant-features`).", warnings)
+                constant.append(
+                    f"column {f.name!r} ({f.kind.value}) has no value in the training rows (all missing or empty)"
+                )
+    _refuse_or_warn(
+        constant,
+        at,
+        "the feature carries no information",
+        options.allow_constant or bool(schema.allow_constant_features),
+        "Drop it from the dataset YAML, fix the data, or keep it with `allow_constant_features: true` in the "
+        "dataset YAML (or `crossctr prepare --allow-constant-features`).",
+        warnings,
+    )
     single = []
     for s, name in enumerate(SPLITS):
         for d, dom in enumerate(doms):
             n, p = int(stats.rows[s, d]), int(stats.positives[s, d])
             if n > 0 and (p == 0 or p == n):
-                single.append(f"domain {dom!r} has {'no positive' if p == 0 else 'no negative'} labels in its {name} split ({n} rows)")
-    _refuse_or_warn(single, at, "AUC is undefined there and the domain cannot be evaluated", options.allow_single_class or bool(schema.allow_single_class),
-                    "Change the split, add data, or keep it with `allow_single_class: true` in the dataset YAML "
-                    "(or `crossctr prepare --allow-single-class`).", warnings)
+                single.append(
+                    f"domain {dom!r} has {'no positive' if p == 0 else 'no negative'} labels in its {name} split ({n} rows)"
+                )
+    _refuse_or_warn(
+        single,
+        at,
+        "AUC is undefined there and the domain cannot be evaluated",
+        options.allow_single_class or bool(schema.allow_single_class),
+        "Change the split, add data, or keep it with `allow_single_class: true` in the dataset YAML "
+        "(or `crossctr prepare --allow-single-class`).",
+        warnings,
+    )
     return warnings
 
 
@@ -514,12 +582,22 @@ def _file_fingerprint(path: Path) -> dict[str, Any]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "edges_sha256": h.hexdigest()}
 
 
-def cache_key(schema: DatasetSchema, files: list[Any], options: PrepareOptions, base: Path) -> tuple[str, dict[str, Any]]:
+def cache_key(
+    schema: DatasetSchema, files: list[Any], options: PrepareOptions, base: Path
+) -> tuple[str, dict[str, Any]]:
     """Content key of a prepared folder and the fingerprints (by path relative to `base`) it is made of."""
     paths = [Path(getattr(p, "path", p)) for p in files]  # SourceFile or Path
     prints = {os.path.relpath(p, base): _file_fingerprint(p) for p in paths}
-    blob = json.dumps({"format": FORMAT_VERSION, "schema": schema.model_dump(mode="json"), "reservoir": options.reservoir,
-                       "seed": options.seed, "files": [{"name": k, **v} for k, v in prints.items()]}, sort_keys=True)
+    blob = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "schema": schema.model_dump(mode="json"),
+            "reservoir": options.reservoir,
+            "seed": options.seed,
+            "files": [{"name": k, **v} for k, v in prints.items()],
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest(), prints
 
 
@@ -535,7 +613,10 @@ def _reusable(out: Path, key: str) -> bool:
         return False
     if manifest.get("format") != FORMAT_VERSION or manifest.get("cache_key") != key:
         return False
-    return all((out / f"{s}.{part}.npy").is_file() for s in SPLITS for part in ("features", "domain", "label")) and (out / "encoders.json").is_file()
+    return (
+        all((out / f"{s}.{part}.npy").is_file() for s in SPLITS for part in ("features", "domain", "label"))
+        and (out / "encoders.json").is_file()
+    )
 
 
 class _NpyWriter:
@@ -565,12 +646,14 @@ class _NpyWriter:
         if n == 0:
             return
         if self.cursor + n > self.shape[0]:
-            raise DataError(f"{self.path}: more rows than counted in the first pass; did an input file change while preparing?")
+            raise DataError(
+                f"{self.path}: more rows than counted in the first pass; did an input file change while preparing?"
+            )
         data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
         with open(self.path, "r+b", buffering=0) as f:
             f.seek(self.offset + self.cursor * self.row_bytes)
             while data:
-                data = data[f.write(data):]  # a raw write may take part of the buffer
+                data = data[f.write(data) :]  # a raw write may take part of the buffer
         self.cursor += n
 
 
@@ -582,7 +665,9 @@ def _domain_dtype(n: int) -> np.dtype:
     raise ConfigError(f"{n} domains: at most 32,767 are supported")
 
 
-def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareOptions = PrepareOptions()) -> PrepareResult:
+def prepare_dataset(
+    dataset_yaml: str | Path, out: str | Path, options: PrepareOptions = PrepareOptions()
+) -> PrepareResult:
     """Stream a dataset's files into a prepared folder (see the module docstring).
 
     Raises:
@@ -612,11 +697,17 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
 
     ddt = _domain_dtype(schema.n_domains)
     n_tasks = len(schema.task_names)
-    shapes = [((int(n), schema.n_slots), np.int32) for n in n_rows] + [((int(n),), ddt) for n in n_rows] + [((int(n),), np.int8) for n in n_rows]
+    shapes = (
+        [((int(n), schema.n_slots), np.int32) for n in n_rows]
+        + [((int(n),), ddt) for n in n_rows]
+        + [((int(n),), np.int8) for n in n_rows]
+    )
     shapes += [((int(n), n_tasks), np.int8) for n in n_rows] if n_tasks else []
     needed = sum(_NpyWriter.nbytes(dt, shape) for shape, dt in shapes) + (1 << 20)  # + encoders.json and the manifest
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    check_space(tmp.parent, needed, f"{out.name}'s arrays ({int(n_rows.sum()):,} rows)")  # refuse before writing anything
+    check_space(
+        tmp.parent, needed, f"{out.name}'s arrays ({int(n_rows.sum()):,} rows)"
+    )  # refuse before writing anything
     free = free_bytes(tmp.parent)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -629,8 +720,17 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
             )
             for i, s in enumerate(SPLITS)
         }
-        task_writers = {s: _NpyWriter(tmp / f"{s}.tasks.npy", np.dtype(np.int8), (int(n_rows[i]), n_tasks)) for i, s in enumerate(SPLITS)} if n_tasks else {}
-        for b in scan_stream(schema, files, stats.batch_rows, "prepare 2/2 encode", options.progress, total=int(n_rows.sum())):
+        task_writers = (
+            {
+                s: _NpyWriter(tmp / f"{s}.tasks.npy", np.dtype(np.int8), (int(n_rows[i]), n_tasks))
+                for i, s in enumerate(SPLITS)
+            }
+            if n_tasks
+            else {}
+        )
+        for b in scan_stream(
+            schema, files, stats.batch_rows, "prepare 2/2 encode", options.progress, total=int(n_rows.sum())
+        ):
             x = encoder.transform(b.table)  # (n, S) int32
             y = b.table.column(schema.label).to_numpy(zero_copy_only=False).astype(np.int8)
             t = None
@@ -648,20 +748,31 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
                         task_writers[s].write(t[rows])
         for s, (fx, _, _) in writers.items():
             if fx.cursor != fx.shape[0]:
-                raise DataError(f"split {s!r}: {fx.cursor} rows encoded but {fx.shape[0]} counted; did an input file change while preparing?")
+                raise DataError(
+                    f"split {s!r}: {fx.cursor} rows encoded but {fx.shape[0]} counted; did an input file change while preparing?"
+                )
         encoder.save(tmp / "encoders.json")
-        rows_by = {s: int(n) for s, n in zip(SPLITS, n_rows)}
+        rows_by = {s: int(n) for s, n in zip(SPLITS, n_rows, strict=False)}
         manifest = {
             "format": FORMAT_VERSION,
             "cache_key": key,
             "dataset": schema.name,
             "inputs": prints,
             "rows": rows_by,
-            "rows_per_domain": {s: dict(zip(schema.domain.values, stats.rows[i].tolist())) for i, s in enumerate(SPLITS)},
-            "positives_per_domain": {s: dict(zip(schema.domain.values, stats.positives[i].tolist())) for i, s in enumerate(SPLITS)},
+            "rows_per_domain": {
+                s: dict(zip(schema.domain.values, stats.rows[i].tolist(), strict=False)) for i, s in enumerate(SPLITS)
+            },
+            "positives_per_domain": {
+                s: dict(zip(schema.domain.values, stats.positives[i].tolist(), strict=False)) for i, s in enumerate(SPLITS)
+            },
             "slots": encoder.slots,
             "cardinalities": list(encoder.cardinalities),
-            "dtypes": {"features": "int32", "domain": str(ddt), "label": "int8", **({"tasks": "int8"} if n_tasks else {})},
+            "dtypes": {
+                "features": "int32",
+                "domain": str(ddt),
+                "label": "int8",
+                **({"tasks": "int8"} if n_tasks else {}),
+            },
             "tasks": schema.task_names,
             "quantiles": {"method": "bottom-k uniform sample", "reservoir": options.reservoir, "seed": options.seed},
             "batch_rows": stats.batch_rows,
@@ -681,7 +792,13 @@ def prepare_dataset(dataset_yaml: str | Path, out: str | Path, options: PrepareO
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # whatever happened, nothing half-written stays
     seconds = time.perf_counter() - t0
-    log.info("prepared %s rows into %s in %.1f s (%.0f rows/s per pass)", f"{int(n_rows.sum()):,}", out, seconds, 2 * n_rows.sum() / max(seconds, 1e-9))
+    log.info(
+        "prepared %s rows into %s in %.1f s (%.0f rows/s per pass)",
+        f"{int(n_rows.sum()):,}",
+        out,
+        seconds,
+        2 * n_rows.sum() / max(seconds, 1e-9),
+    )
     return PrepareResult(out, False, rows_by, seconds, stats.batch_rows)
 
 
@@ -694,13 +811,15 @@ def _load_npy(path: Path, mode: str) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode=mode, allow_pickle=False)  # type: ignore[call-overload]
     except (ValueError, OSError, EOFError) as err:  # ValueError: pickled objects, a bad header, a short file
-        raise ConfigError(f"{path}: not an array `crossctr prepare` writes ({err}); run `crossctr prepare --force`") from None
+        raise ConfigError(
+            f"{path}: not an array `crossctr prepare` writes ({err}); run `crossctr prepare --force`"
+        ) from None
     if not isinstance(arr, np.ndarray) or arr.dtype.hasobject:
         raise ConfigError(f"{path}: not a numeric array; run `crossctr prepare --force`")
     return arr
 
 
-def load_prepared(folder: str | Path) -> "PreparedData":
+def load_prepared(folder: str | Path) -> PreparedData:
     """The PreparedData of a prepared folder: features memory-mapped (copy-on-write), zero-copy.
 
     Raises:
@@ -712,10 +831,14 @@ def load_prepared(folder: str | Path) -> "PreparedData":
 
     folder = Path(folder)
     if not is_prepared(folder):
-        raise ConfigError(f"{folder}: not a prepared folder (no {MANIFEST}); run `crossctr prepare DATASET_YAML --out {folder}`")
+        raise ConfigError(
+            f"{folder}: not a prepared folder (no {MANIFEST}); run `crossctr prepare DATASET_YAML --out {folder}`"
+        )
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT_VERSION:
-        raise ConfigError(f"{folder}: prepared with format {manifest.get('format')}, this crossctr reads {FORMAT_VERSION}; run `crossctr prepare` again")
+        raise ConfigError(
+            f"{folder}: prepared with format {manifest.get('format')}, this crossctr reads {FORMAT_VERSION}; run `crossctr prepare` again"
+        )
     encoder = FeatureEncoder.load(folder / "encoders.json")
     splits = {}
     for s in SPLITS:
@@ -724,18 +847,22 @@ def load_prepared(folder: str | Path) -> "PreparedData":
         d = _load_npy(folder / f"{s}.domain.npy", "r").astype(np.int64)
         y = _load_npy(folder / f"{s}.label.npy", "r").astype(np.float32)
         if x.ndim != 2 or x.shape[1] != encoder.schema.n_slots or not len(x) == len(d) == len(y):
-            raise ConfigError(f"{folder}: {s} arrays do not match the encoders ({x.shape}, {d.shape}, {y.shape}); run `crossctr prepare --force`")
+            raise ConfigError(
+                f"{folder}: {s} arrays do not match the encoders ({x.shape}, {d.shape}, {y.shape}); run `crossctr prepare --force`"
+            )
         tasks = None
         if encoder.schema.task_names:
             t = _load_npy(folder / f"{s}.tasks.npy", "r")
             if t.shape != (len(y), len(encoder.schema.task_names)):
-                raise ConfigError(f"{folder}: {s}.tasks.npy has shape {t.shape}, expected {(len(y), len(encoder.schema.task_names))}; run `crossctr prepare --force`")
+                raise ConfigError(
+                    f"{folder}: {s}.tasks.npy has shape {t.shape}, expected {(len(y), len(encoder.schema.task_names))}; run `crossctr prepare --force`"
+                )
             tasks = torch.from_numpy(np.where(t < 0, np.float32("nan"), t.astype(np.float32)))
         splits[s] = EncodedSplit(torch.from_numpy(x), torch.from_numpy(d), torch.from_numpy(y), tasks)
     return PreparedData(encoder.schema, encoder, splits)
 
 
-def load_dataset(path: str | Path) -> "PreparedData":
+def load_dataset(path: str | Path) -> PreparedData:
     """A prepared folder (memory-mapped) or a dataset YAML (read and encoded in memory)."""
     from crossctr.data.dataset import prepare
 
@@ -743,4 +870,3 @@ def load_dataset(path: str | Path) -> "PreparedData":
     if is_prepared(path):
         return load_prepared(path)
     return prepare(DatasetSchema.from_yaml(path), path.parent)
-

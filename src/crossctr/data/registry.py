@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from crossctr.data.mind import write_mind_dataset
 from crossctr.data.movielens import SCHEMA_FILE, write_movielens_dataset
@@ -46,9 +46,14 @@ def _simulator(_: Path | None, out: Path, seed: int) -> Path:
     return write_simulated_dataset(out, SimulatorConfig(rows=SIMULATOR_ROWS, seed=seed))
 
 
-def _movielens(version: str, domains: str, split: str, tasks: bool = False, features: str = "full") -> Callable[[Path | None, Path, int], Path]:
+def _movielens(
+    version: str, domains: str, split: str, tasks: bool = False, features: str = "full"
+) -> Callable[[Path | None, Path, int], Path]:
     def write(root: Path | None, out: Path, seed: int) -> Path:
-        return write_movielens_dataset(root, out, version=version, domains=domains, split=split, seed=seed, tasks=tasks, features=features)  # type: ignore[arg-type]
+        return write_movielens_dataset(
+            root, out, version=version, domains=domains, split=split, seed=seed, tasks=tasks, features=features
+        )  # type: ignore[arg-type]
+
     return write
 
 
@@ -58,24 +63,49 @@ def _mind(root: Path | None, out: Path, seed: int) -> Path:
 
 _REGISTRY: dict[str, _Entry] = {
     "simulator": _Entry(f"simulated A/B/C e-commerce clicks, {SIMULATOR_ROWS:,} rows", None, _simulator),
-    "movielens-1m": _Entry("ML-1M, domains 18-44 / 45+ / under-18, random 80/10/10", "movielens-1m",
-                           _movielens("1m", "rich-poor", "random")),
-    "movielens-1m-age3": _Entry("ML-1M, domains under-25 / 25-34 / 35+, random 80/10/10", "movielens-1m",
-                                _movielens("1m", "age3", "random")),
-    "movielens-1m-bench": _Entry("ML-1M rich-poor with the Scenario-Wise-Rec benchmark's 7 raw features, random 80/10/10",
-                                 "movielens-1m", _movielens("1m", "rich-poor", "random", features="benchmark")),
-    "movielens-1m-age3-bench": _Entry("ML-1M age3 with the Scenario-Wise-Rec benchmark's 7 raw features, random 80/10/10",
-                                      "movielens-1m", _movielens("1m", "age3", "random", features="benchmark")),
-    "movielens-1m-time": _Entry("ML-1M, domains 18-44 / 45+ / under-18, split by time 80/10/10", "movielens-1m",
-                                _movielens("1m", "rich-poor", "time")),
-    "movielens-1m-mt": _Entry("ML-1M rich-poor, random split, second label rating5 (rating == 5) for multi-task", "movielens-1m",
-                              _movielens("1m", "rich-poor", "random", tasks=True)),
-    "movielens-1m-age3-mt": _Entry("ML-1M age3, random split, second label rating5 (rating == 5) for multi-task", "movielens-1m",
-                                   _movielens("1m", "age3", "random", tasks=True)),
-    "movielens-100k": _Entry("ML-100K, domains 18-44 / 45+ / under-18, random 80/10/10", "movielens-100k",
-                             _movielens("100k", "rich-poor", "random")),
-    "movielens-100k-age3": _Entry("ML-100K, domains under-25 / 25-34 / 35+, random 80/10/10", "movielens-100k",
-                                  _movielens("100k", "age3", "random")),
+    "movielens-1m": _Entry(
+        "ML-1M, domains 18-44 / 45+ / under-18, random 80/10/10",
+        "movielens-1m",
+        _movielens("1m", "rich-poor", "random"),
+    ),
+    "movielens-1m-age3": _Entry(
+        "ML-1M, domains under-25 / 25-34 / 35+, random 80/10/10", "movielens-1m", _movielens("1m", "age3", "random")
+    ),
+    "movielens-1m-bench": _Entry(
+        "ML-1M rich-poor with the Scenario-Wise-Rec benchmark's 7 raw features, random 80/10/10",
+        "movielens-1m",
+        _movielens("1m", "rich-poor", "random", features="benchmark"),
+    ),
+    "movielens-1m-age3-bench": _Entry(
+        "ML-1M age3 with the Scenario-Wise-Rec benchmark's 7 raw features, random 80/10/10",
+        "movielens-1m",
+        _movielens("1m", "age3", "random", features="benchmark"),
+    ),
+    "movielens-1m-time": _Entry(
+        "ML-1M, domains 18-44 / 45+ / under-18, split by time 80/10/10",
+        "movielens-1m",
+        _movielens("1m", "rich-poor", "time"),
+    ),
+    "movielens-1m-mt": _Entry(
+        "ML-1M rich-poor, random split, second label rating5 (rating == 5) for multi-task",
+        "movielens-1m",
+        _movielens("1m", "rich-poor", "random", tasks=True),
+    ),
+    "movielens-1m-age3-mt": _Entry(
+        "ML-1M age3, random split, second label rating5 (rating == 5) for multi-task",
+        "movielens-1m",
+        _movielens("1m", "age3", "random", tasks=True),
+    ),
+    "movielens-100k": _Entry(
+        "ML-100K, domains 18-44 / 45+ / under-18, random 80/10/10",
+        "movielens-100k",
+        _movielens("100k", "rich-poor", "random"),
+    ),
+    "movielens-100k-age3": _Entry(
+        "ML-100K, domains under-25 / 25-34 / 35+, random 80/10/10",
+        "movielens-100k",
+        _movielens("100k", "age3", "random"),
+    ),
     "mind": _Entry("MIND 8,000-row sample, domains news / lifestyle / sports / finance", "mind-sample", _mind),
 }
 

@@ -126,6 +126,7 @@ class SimulatorConfig:
 # The hidden click model. Shared weights act the same on every platform; the brand and price
 # weights are what makes the platforms differ (paper Figure 4: brand on B, price on C, A between).
 
+
 @dataclass(frozen=True)
 class _ClickWeights:
     bias: tuple[float, float, float] = (-1.95, -1.75, -2.05)  # per platform; overall CTR ~0.2
@@ -158,11 +159,12 @@ def platform_row_counts(rows: int) -> dict[str, int]:
     by_remainder = sorted(range(len(PLATFORMS)), key=lambda k: (counts[k] - exact[k], k))
     for k in by_remainder[: rows - sum(counts)]:
         counts[k] += 1
-    return dict(zip(PLATFORMS, counts))
+    return dict(zip(PLATFORMS, counts, strict=False))
 
 
 # ---------------------------------------------------------------------------------------------
 # The world: users, brands, items, queries. Hidden traits are standard normal unless noted.
+
 
 @dataclass(frozen=True)
 class _World:
@@ -273,6 +275,7 @@ def _make_world(rng: np.random.Generator, cfg: SimulatorConfig) -> _World:
 # ---------------------------------------------------------------------------------------------
 # Impressions: who searched what on which platform and day, and which item was shown.
 
+
 def _draw_impressions(rng: np.random.Generator, cfg: SimulatorConfig, world: _World) -> dict[str, np.ndarray]:
     counts = platform_row_counts(cfg.rows)
     platform = np.repeat(np.arange(len(PLATFORMS)), [counts[p] for p in PLATFORMS])
@@ -300,6 +303,7 @@ def _item_for_query(
 
 # ---------------------------------------------------------------------------------------------
 # Observed statistics: noisy counts driven by the hidden traits, as a log pipeline would compute.
+
 
 def _item_stats(
     rng: np.random.Generator, cfg: SimulatorConfig, world: _World, item: np.ndarray, day: np.ndarray
@@ -351,6 +355,7 @@ def _query_item_stats(
 # ---------------------------------------------------------------------------------------------
 # Clicks.
 
+
 def _logit_parts(world: _World, rows: dict[str, np.ndarray], relevance: np.ndarray) -> dict[str, np.ndarray]:
     """Each feature group's additive contribution to the click logit of every row."""
     w, p, u, i = WEIGHTS, rows["platform"], rows["user"], rows["item"]
@@ -381,6 +386,7 @@ def _importance(parts: dict[str, np.ndarray], platform: np.ndarray) -> dict[str,
 
 # ---------------------------------------------------------------------------------------------
 # Assembly.
+
 
 def simulate(config: SimulatorConfig) -> tuple[pa.Table, dict[str, Any]]:
     """Simulate the click log; return it with the planted truth (weights, importance, row counts).
@@ -424,8 +430,13 @@ def _ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}_{k}" for k in range(n)]
 
 
-def _to_table(world: _World, rows: dict[str, np.ndarray], click: np.ndarray,
-              item_stats: dict[str, np.ndarray], qi_stats: dict[str, np.ndarray]) -> pa.Table:
+def _to_table(
+    world: _World,
+    rows: dict[str, np.ndarray],
+    click: np.ndarray,
+    item_stats: dict[str, np.ndarray],
+    qi_stats: dict[str, np.ndarray],
+) -> pa.Table:
     u, i, q = rows["user"], rows["item"], rows["query"]
     brand = world.item_brand[i]
     tier = np.digitize(world.brand_quality, [-0.67, 0.0, 0.67])  # quartiles of a standard normal

@@ -58,7 +58,11 @@ def stored_test(run_dir: str | Path) -> FileEvaluation:
         raise ConfigError(f"{run_dir}: not a finished run folder (no metrics.json)")
     metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
     rows = int(sum(m.get("rows", 0) for k, m in metrics.items() if k != "overall"))
-    dataset = json.loads((run_dir / "config.json").read_text())["run"]["dataset"] if (run_dir / "config.json").is_file() else "the run's dataset"
+    dataset = (
+        json.loads((run_dir / "config.json").read_text())["run"]["dataset"]
+        if (run_dir / "config.json").is_file()
+        else "the run's dataset"
+    )
     note = f"the test split of {dataset}: {_plural(rows, 'row')}, scored when the run finished (metrics.json)"
     return FileEvaluation(metrics, "test", rows, [note])
 
@@ -73,7 +77,9 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
     run_dir, path = Path(run_dir), Path(path)
     pred = Predictor.load(run_dir)
     schema = pred.encoder.schema
-    raw = read_table(path, encoding=schema.encoding, fmt=schema.format)  # the dataset's text layout (delimiter, header, ...), as training read it
+    raw = read_table(
+        path, encoding=schema.encoding, fmt=schema.format
+    )  # the dataset's text layout (delimiter, header, ...), as training read it
     if schema.label not in raw.column_names:
         raise DataError(f"{path}: evaluation needs the label column {schema.label!r}; the file has {raw.column_names}")
     notes: list[str] = []
@@ -81,7 +87,9 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
     table, kept, dropped = keep_domains(raw, schema.domain.column, pred.domains)
     if dropped:
         others = ", ".join(f"{d} ({n:,})" for d, n in dropped.items())
-        notes.append(f"left out {_plural(int(sum(dropped.values())), 'row')} of domains the run does not cover: {others}; the run covers {', '.join(pred.domains)}")
+        notes.append(
+            f"left out {_plural(int(sum(dropped.values())), 'row')} of domains the run does not cover: {others}; the run covers {', '.join(pred.domains)}"
+        )
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows of the run's domains {pred.domains}")
     encoded = pred.encode(table, str(path))
@@ -89,29 +97,45 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
 
     name = path.name
     if loc.resplit:
-        notes.append(f"{name} is the run's training file: scored the {_plural(len(loc.rows), 'row')} of its test split "
-                     f"(matched against the split the run recorded), not its {len(encoded) - len(loc.rows):,} training and validation rows")
+        notes.append(
+            f"{name} is the run's training file: scored the {_plural(len(loc.rows), 'row')} of its test split "
+            f"(matched against the split the run recorded), not its {len(encoded) - len(loc.rows):,} training and validation rows"
+        )
         rows_of = "test"
     elif loc.kind == "test":
         notes.append(f"{name} is the run's test split ({_plural(len(loc.rows), 'row')})")
         rows_of = "test"
     elif loc.kind in ("valid", "train"):
-        what = "validation split: early stopping picked the epoch on these rows" if loc.kind == "valid" else "training split: the model was fitted on these rows"
+        what = (
+            "validation split: early stopping picked the epoch on these rows"
+            if loc.kind == "valid"
+            else "training split: the model was fitted on these rows"
+        )
         rows_of = loc.kind
-        warnings.append(f"{name} is the run's {what}; these scores overstate how it does on new rows. "
-                        f"`crossctr split {run_dir} --out DIR` writes the test rows")
+        warnings.append(
+            f"{name} is the run's {what}; these scores overstate how it does on new rows. "
+            f"`crossctr split {run_dir} --out DIR` writes the test rows"
+        )
     else:
         rows_of = f"file {name}"
         if not loc.checked:
-            warnings.append(f"{run_dir} recorded no split (trained before split.json existed): whether {name} holds rows it "
-                            "trained on cannot be checked")
+            warnings.append(
+                f"{run_dir} recorded no split (trained before split.json existed): whether {name} holds rows it "
+                "trained on cannot be checked"
+            )
         elif any(_leak(n, loc.usual[s], len(encoded)) for s, n in loc.seen.items()):
-            seen = " and ".join(f"about {n:,} rows it {'trained' if s == 'train' else 'validated'} on" for s, n in loc.seen.items() if n)
-            warnings.append(f"{name} holds {seen} (of {len(encoded):,} rows; rows that encode alike, estimated from a hashed sample): "
-                            f"these scores overstate how the model does on new rows. `crossctr split {run_dir} --out DIR` writes the run's test rows")
+            seen = " and ".join(
+                f"about {n:,} rows it {'trained' if s == 'train' else 'validated'} on" for s, n in loc.seen.items() if n
+            )
+            warnings.append(
+                f"{name} holds {seen} (of {len(encoded):,} rows; rows that encode alike, estimated from a hashed sample): "
+                f"these scores overstate how the model does on new rows. `crossctr split {run_dir} --out DIR` writes the run's test rows"
+            )
         else:
-            notes.append(f"{name}: {_plural(len(encoded), 'row')}, no more of them among the rows the run trained or validated on "
-                         "than its own test split holds (rows that encode alike, hashed sample)")
+            notes.append(
+                f"{name}: {_plural(len(encoded), 'row')}, no more of them among the rows the run trained or validated on "
+                "than its own test split holds (rows that encode alike, hashed sample)"
+            )
     scored = encoded if len(loc.rows) == len(encoded) else encoded.select(torch.from_numpy(loc.rows))
     prob = pred.predict_encoded(scored)
     metrics = domain_metrics(scored.label.numpy(), prob, scored.domain.numpy(), pred.domains)
@@ -127,15 +151,21 @@ def _dataset_yaml(run_dir: Path, dataset: str | Path | None) -> Path:
         hint = "check --data"
     path = Path(dataset)
     if path.is_dir() and is_prepared(path):
-        raise ConfigError(f"{run_dir} trained from the prepared folder {path}, which keeps no raw rows; pass --data the dataset YAML it was prepared from")
+        raise ConfigError(
+            f"{run_dir} trained from the prepared folder {path}, which keeps no raw rows; pass --data the dataset YAML it was prepared from"
+        )
     if path.is_dir():
         path = path / "dataset.yaml"
     if not path.is_file():
-        raise ConfigError(f"{path}: the run's dataset YAML is not there (the path is as the run recorded it, relative to the folder training ran in); {hint}")
+        raise ConfigError(
+            f"{path}: the run's dataset YAML is not there (the path is as the run recorded it, relative to the folder training ran in); {hint}"
+        )
     return path
 
 
-def write_run_splits(run_dir: str | Path, out: str | Path, dataset: str | Path | None = None, fmt: str = "parquet") -> dict[str, tuple[Path, int]]:
+def write_run_splits(
+    run_dir: str | Path, out: str | Path, dataset: str | Path | None = None, fmt: str = "parquet"
+) -> dict[str, tuple[Path, int]]:
     """Write the run's validation and test rows (the raw columns the dataset YAML reads) to OUT.
 
     The rows are re-split from the dataset the run recorded (or `dataset`) and checked against
@@ -161,8 +191,10 @@ def write_run_splits(run_dir: str | Path, out: str | Path, dataset: str | Path |
             y = part.column(schema.label).combine_chunks().cast(pa.float32()).to_numpy(zero_copy_only=False)
             enc = EncodedSplit.from_numpy(encoder.transform(part), encoder.domain_ids(part), y)
             if digest(row_hashes(enc)) != record["digest"][name]:
-                raise DataError(f"{yaml_path}: its {name} split is not the one {run_dir} recorded ({part.num_rows:,} rows now, "
-                                f"{sum(record['rows'][name].values()):,} then): the data changed since the run trained, or it is another dataset")
+                raise DataError(
+                    f"{yaml_path}: its {name} split is not the one {run_dir} recorded ({part.num_rows:,} rows now, "
+                    f"{sum(record['rows'][name].values()):,} then): the data changed since the run trained, or it is another dataset"
+                )
         path = out / f"{name}.{fmt}"
         if fmt == "parquet":
             pq.write_table(part, path)

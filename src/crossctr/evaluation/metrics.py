@@ -13,11 +13,15 @@ def binary_metrics(label: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     out = {"rows": float(len(label)), "ctr": float(label.mean()) if len(label) else float("nan")}
     both = len(label) > 0 and 0 < label.sum() < len(label)
     out["auc"] = float(roc_auc_score(label, prob)) if both else float("nan")
-    out["logloss"] = float(log_loss(label, np.clip(prob, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(label) else float("nan")
+    out["logloss"] = (
+        float(log_loss(label, np.clip(prob, 1e-7, 1 - 1e-7), labels=[0, 1])) if len(label) else float("nan")
+    )
     return out
 
 
-def domain_metrics(label: np.ndarray, prob: np.ndarray, domain: np.ndarray, names: list[str]) -> dict[str, dict[str, float]]:
+def domain_metrics(
+    label: np.ndarray, prob: np.ndarray, domain: np.ndarray, names: list[str]
+) -> dict[str, dict[str, float]]:
     """{domain name: metrics} for every domain with rows, plus 'overall'."""
     out = {}
     for k, name in enumerate(names):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -25,7 +25,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
-def auc_table(results: dict[str, dict[str, dict[str, float]]], domains: Sequence[str], metric: str = "auc", rows_of: str = "test") -> str:
+def auc_table(
+    results: dict[str, dict[str, dict[str, float]]], domains: Sequence[str], metric: str = "auc", rows_of: str = "test"
+) -> str:
     """results: method -> domain -> metrics; one row per method, one column per domain.
 
     `rows_of` names the rows scored, in the header: "test" only for a run's test split.
@@ -36,7 +38,9 @@ def auc_table(results: dict[str, dict[str, dict[str, float]]], domains: Sequence
     return markdown_table([f"{metric.upper()} ({rows_of})", *domains], rows)
 
 
-def attention_heatmap(weights: np.ndarray, domains: Sequence[str], groups: Sequence[str], path: str | Path, title: str) -> Path:
+def attention_heatmap(
+    weights: np.ndarray, domains: Sequence[str], groups: Sequence[str], path: str | Path, title: str
+) -> Path:
     """weights: (n_domains, n_groups) mean attention; one row per domain, as the paper's Figure 4.
 
     The main panel is the contrast: each domain's weight on a feature group minus that
@@ -53,7 +57,7 @@ def attention_heatmap(weights: np.ndarray, domains: Sequence[str], groups: Seque
     lim = lim or 1.0
     # Contrasts are often ~1e-3: show them in the unit that gives 1-3 significant digits.
     exp = int(np.floor(np.log10(lim))) if lim < 0.1 else 0
-    scale = 10.0 ** -exp
+    scale = 10.0**-exp
     unit = f" (×10$^{{{exp}}}$)" if exp else ""
     n_d, n_g = weights.shape
     fig = plt.figure(figsize=(1.25 * n_g + 4.2, 0.55 * n_d + 2.6))
@@ -76,17 +80,38 @@ def attention_heatmap(weights: np.ndarray, domains: Sequence[str], groups: Seque
     ax.set_title("weight minus the domain's mean weight", fontsize=10)
     fig.colorbar(im, cax=cax, label=f"weight − domain's mean{unit}")
 
-    ax_level.imshow(level, cmap="Greys", aspect="auto", vmin=np.nanmin(level) - 0.5 * (np.nanmax(level) - np.nanmin(level) + 1e-9), vmax=np.nanmax(level) + 1e-9)
+    ax_level.imshow(
+        level,
+        cmap="Greys",
+        aspect="auto",
+        vmin=np.nanmin(level) - 0.5 * (np.nanmax(level) - np.nanmin(level) + 1e-9),
+        vmax=np.nanmax(level) + 1e-9,
+    )
     for i in range(n_d):
-        ax_level.text(0, i, f"{level[i, 0]:.3f}", ha="center", va="center", fontsize=9,
-                      color="white" if level[i, 0] > np.nanmean(level) else "black")
+        ax_level.text(
+            0,
+            i,
+            f"{level[i, 0]:.3f}",
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="white" if level[i, 0] > np.nanmean(level) else "black",
+        )
     ax_level.set_xticks([0], ["mean"])
     ax_level.set_yticks([])
     ax_level.set_title("domain's\nmean weight", fontsize=9)
 
     fig.suptitle(title, fontsize=11, y=0.99)
-    fig.text(0.5, 0.90, "each cell: mean attention weight of the group's features on the domain's test rows, minus that domain's mean; "
-             "red = attended more than the domain's other groups", ha="center", fontsize=8, color="dimgray", wrap=True)
+    fig.text(
+        0.5,
+        0.90,
+        "each cell: mean attention weight of the group's features on the domain's test rows, minus that domain's mean; "
+        "red = attended more than the domain's other groups",
+        ha="center",
+        fontsize=8,
+        color="dimgray",
+        wrap=True,
+    )
     fig.subplots_adjust(left=0.12, right=0.9, top=0.78, bottom=0.25)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -106,19 +131,30 @@ def learning_curves(history: dict[str, list[dict]], path: str | Path, title: str
     if not fits:
         raise ValueError("history.json holds no epochs to draw")
     names = list(dict.fromkeys(d for _, recs in fits for d in recs[0]["valid"] if d != "overall"))
-    colour = {d: f"C{i % 10}" for i, d in enumerate(names)} | {"overall": "black"}  # a domain keeps its colour in every panel
+    colour = {d: f"C{i % 10}" for i, d in enumerate(names)} | {
+        "overall": "black"
+    }  # a domain keeps its colour in every panel
     fig, axes = plt.subplots(len(fits), 3, figsize=(13, 3.2 * len(fits) + 0.8), squeeze=False)
-    for row, (name, recs) in zip(axes, fits):
+    for row, (name, recs) in zip(axes, fits, strict=False):
         epochs = [r["epoch"] for r in recs]
         sel = [r.get("valid_selection_auc", r.get("valid_mean_auc", np.nan)) for r in recs]
         best = epochs[int(np.nanargmax(sel))] if not np.all(np.isnan(np.asarray(sel, dtype=float))) else None
         terms = [t for t in recs[0]["train_loss"] if t in ("click", "tasks")]
         for t in terms:
-            row[0].plot(epochs, [r["train_loss"].get(t, np.nan) for r in recs], marker="o", label=t, color="dimgray" if t == "click" else "grey")
+            row[0].plot(
+                epochs,
+                [r["train_loss"].get(t, np.nan) for r in recs],
+                marker="o",
+                label=t,
+                color="dimgray" if t == "click" else "grey",
+            )
         row[0].set_title(f"{name}: training loss (mean per batch)", fontsize=10)
         row[0].set_ylabel("loss")
         domains = [d for d in recs[0]["valid"] if d != "overall"] + (["overall"] if len(recs[0]["valid"]) > 2 else [])
-        for ax, metric, label in ((row[1], "auc", "validation AUC (higher is better)"), (row[2], "logloss", "validation log loss (lower is better)")):
+        for ax, metric, label in (
+            (row[1], "auc", "validation AUC (higher is better)"),
+            (row[2], "logloss", "validation log loss (lower is better)"),
+        ):
             for d in domains:
                 style = {"color": colour[d], "linestyle": "--" if d == "overall" else "-"}
                 ax.plot(epochs, [r["valid"].get(d, {}).get(metric, np.nan) for r in recs], marker="o", label=d, **style)

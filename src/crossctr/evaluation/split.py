@@ -27,9 +27,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,7 +40,18 @@ from crossctr.data.dataset import SPLITS, EncodedSplit, PreparedData, split_tabl
 from crossctr.data.io import DataError
 from crossctr.inference import atomic_write
 
-__all__ = ["SPLIT_FILE", "row_hashes", "digest", "seen_rows", "split_record", "write_split_record", "load_split_record", "Located", "locate_rows", "keep_domains"]
+__all__ = [
+    "SPLIT_FILE",
+    "row_hashes",
+    "digest",
+    "seen_rows",
+    "split_record",
+    "write_split_record",
+    "load_split_record",
+    "Located",
+    "locate_rows",
+    "keep_domains",
+]
 
 SPLIT_FILE = "split.json"
 FORMAT = 1
@@ -108,12 +120,12 @@ def split_record(data: PreparedData) -> dict[str, Any]:
         "digest": {},
         "seen_sample": {},
         "about": "rows per split and domain; digest = sha256 of the split's encoded row hashes in order; "
-                 "seen_sample = hashes of train / valid rows divisible by `every`; test_seen_share = share of test rows found in them (crossctr.evaluation.split)",
+        "seen_sample = hashes of train / valid rows divisible by `every`; test_seen_share = share of test rows found in them (crossctr.evaluation.split)",
     }
     for name in SPLITS:
         part = data.splits[name]
         every = _every(len(part))
-        record["rows"][name] = dict(zip(names, part.domain_counts(len(names))))
+        record["rows"][name] = dict(zip(names, part.domain_counts(len(names)), strict=False))
         record["digest"][name], kept = _summary(part, every)
         if name != "test":
             record["seen_sample"][name] = {"every": every, "hashes": [f"{int(h):016x}" for h in kept]}
@@ -121,7 +133,10 @@ def split_record(data: PreparedData) -> dict[str, Any]:
     # training rows (a user, item and bucket seen with the same label): the share a file of
     # new rows may show without being a leak.
     test = data.splits["test"]
-    record["test_seen_share"] = {s: sum(seen_rows(h, sample) for h in _hash_chunks(test)) / max(len(test), 1) for s, sample in record["seen_sample"].items()}
+    record["test_seen_share"] = {
+        s: sum(seen_rows(h, sample) for h in _hash_chunks(test)) / max(len(test), 1)
+        for s, sample in record["seen_sample"].items()
+    }
     return record
 
 
@@ -170,11 +185,15 @@ class Located:
     rows: np.ndarray  # (n,) positions, in the encoded file, of the rows to score
     resplit: bool = False  # the file is the training file; `rows` are its `kind` split
     seen: dict[str, int] = field(default_factory=dict)  # split -> estimated rows of the file the run saw there
-    usual: dict[str, float] = field(default_factory=dict)  # split -> as many as the run's own test split holds, pro rata
+    usual: dict[str, float] = field(
+        default_factory=dict
+    )  # split -> as many as the run's own test split holds, pro rata
     checked: bool = True  # False: the run recorded no split, nothing could be matched
 
 
-def locate_rows(raw: pa.Table, encoded: EncodedSplit, kept: np.ndarray, record: dict[str, Any] | None, schema: Any) -> Located:
+def locate_rows(
+    raw: pa.Table, encoded: EncodedSplit, kept: np.ndarray, record: dict[str, Any] | None, schema: Any
+) -> Located:
     """Match a labelled file against the run's recorded split.
 
     Args:

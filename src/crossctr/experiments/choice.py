@@ -11,7 +11,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from crossctr.experiments.grid import ALL, Experiment, Override, Plan, candidate_id, override_from, select_candidate
 from crossctr.experiments.records import RunRecord, SearchSummary, TuningCandidate, TuningSummary
@@ -27,18 +28,28 @@ def tuning_choices(exp: Experiment, records: Records, plan: Plan) -> dict[str, T
     out: dict[str, TuningSummary] = {}
     for spec in plan.tune:
         users = [m for m in exp.methods if exp.tuned_by(m) == spec.method]
-        entry = out.setdefault(spec.method, TuningSummary(seed=spec.seed, scenario=ALL, used_by=users, candidates=[], choice=None))
+        entry = out.setdefault(
+            spec.method, TuningSummary(seed=spec.seed, scenario=ALL, used_by=users, candidates=[], choice=None)
+        )
         rec = records.get(spec.key)
         assert spec.params is not None
-        entry.candidates.append(TuningCandidate(id=spec.candidate or "", params=spec.params.model_dump(mode="json"),
-                                                valid_mean_auc=rec.valid_mean_auc if rec else None, done=rec is not None))
+        entry.candidates.append(
+            TuningCandidate(
+                id=spec.candidate or "",
+                params=spec.params.model_dump(mode="json"),
+                valid_mean_auc=rec.valid_mean_auc if rec else None,
+                done=rec is not None,
+            )
+        )
     for entry in out.values():
         if all(c.done for c in entry.candidates):
             entry.choice = select_candidate({c.id: c.valid_mean_auc for c in entry.candidates})
     return out
 
 
-def chosen_settings(exp: Experiment, records: Records, plan: Plan, by: str) -> tuple[TuningSummary | SearchSummary | None, Override | None]:
+def chosen_settings(
+    exp: Experiment, records: Records, plan: Plan, by: str
+) -> tuple[TuningSummary | SearchSummary | None, Override | None]:
     """Method `by`'s tuning or search choice as the records stand: (its summary, its settings); settings None while undecided."""
     info: TuningSummary | SearchSummary | None
     info = tuning_choices(exp, records, plan).get(by) if by in exp.tune else search_summary(exp, records, plan).get(by)

@@ -38,8 +38,16 @@ def _slug(dataset: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", p.name or "dataset")
 
 
-def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, seeds: tuple[int, ...] | None, only: tuple[str, ...] | None, keep_runs: bool,
-             methods: tuple[str, ...] | None = None) -> str:
+def _command(
+    name: str,
+    dataset: str | None,
+    data_root: Path | None,
+    out: Path,
+    seeds: tuple[int, ...] | None,
+    only: tuple[str, ...] | None,
+    keep_runs: bool,
+    methods: tuple[str, ...] | None = None,
+) -> str:
     """The command line that reproduces this invocation (options spelled out)."""
     args = ["crossctr", "experiment", name]
     if dataset is not None:
@@ -61,22 +69,65 @@ def _command(name: str, dataset: str | None, data_root: Path | None, out: Path, 
 @click.command(cls=RegistryCommand)
 @click.argument("name")
 @click.option("--dataset", help="A registered dataset (<DATASETS>) or the path of a dataset.yaml.")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), help="Folder holding the raw public data sets (MovieLens, MIND).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), help="Results folder; default runs/experiments/NAME-DATASET.")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("runs/datasets"), show_default=True, help="Where named data sets are built once and reused.")
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder holding the raw public data sets (MovieLens, MIND).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Results folder; default runs/experiments/NAME-DATASET.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("runs/datasets"),
+    show_default=True,
+    help="Where named data sets are built once and reused.",
+)
 @click.option("--seeds", help="Comma-separated seeds, e.g. 0,1,2; default: the experiment's.")
-@click.option("--only", help="Comma-separated tables to run: table1, table2, table3, table4, figure4 (the report still shows every table).")
-@click.option("--methods", help="Comma-separated methods to run (with the tuning runs that decide their settings); default: all.")
+@click.option(
+    "--only",
+    help="Comma-separated tables to run: table1, table2, table3, table4, figure4 (the report still shows every table).",
+)
+@click.option(
+    "--methods", help="Comma-separated methods to run (with the tuning runs that decide their settings); default: all."
+)
 @click.option("--dry-run", is_flag=True, help="List the planned runs and which are done; train nothing.")
-@click.option("--render-only", is_flag=True, help="Only rewrite report.md, report.json and figure4.png from results.jsonl.")
-@click.option("--keep-runs", is_flag=True, help="Keep each run's weights (deleted by default; metrics stay in results.jsonl).")
-@click.option("--progress/--no-progress", default=False, show_default=True,
-              help="Per-epoch progress bars of each run (off by default: several runs share the terminal; never when stderr is not a terminal).")
-@click.option("--publish", type=click.Path(path_type=Path, file_okay=False),
-              help="With --render-only: also copy the report, figure and results.jsonl to this folder, the command's "
-                   "--data-root shown as <data-root>.")
-def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path | None, cache_dir: Path, seeds: str | None, only: str | None,
-               methods: str | None, dry_run: bool, render_only: bool, keep_runs: bool, progress: bool, publish: Path | None) -> None:
+@click.option(
+    "--render-only", is_flag=True, help="Only rewrite report.md, report.json and figure4.png from results.jsonl."
+)
+@click.option(
+    "--keep-runs", is_flag=True, help="Keep each run's weights (deleted by default; metrics stay in results.jsonl)."
+)
+@click.option(
+    "--progress/--no-progress",
+    default=False,
+    show_default=True,
+    help="Per-epoch progress bars of each run (off by default: several runs share the terminal; never when stderr is not a terminal).",
+)
+@click.option(
+    "--publish",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="With --render-only: also copy the report, figure and results.jsonl to this folder, the command's "
+    "--data-root shown as <data-root>.",
+)
+def experiment(
+    name: str,
+    dataset: str | None,
+    data_root: Path | None,
+    out: Path | None,
+    cache_dir: Path,
+    seeds: str | None,
+    only: str | None,
+    methods: str | None,
+    dry_run: bool,
+    render_only: bool,
+    keep_runs: bool,
+    progress: bool,
+    publish: Path | None,
+) -> None:
     """Run the experiment grid NAME (a packaged experiment or a YAML path) on one dataset; resumable.
 
     Each finished run is one line of OUT/results.jsonl; rerunning skips what is there.
@@ -110,17 +161,32 @@ def experiment(name: str, dataset: str | None, data_root: Path | None, out: Path
     if dataset is None:
         from crossctr.data.registry import DATASETS
 
-        raise click.UsageError(f"--dataset is required: a registered dataset ({', '.join(DATASETS)}) or a dataset.yaml path")
+        raise click.UsageError(
+            f"--dataset is required: a registered dataset ({', '.join(DATASETS)}) or a dataset.yaml path"
+        )
     exp = load_experiment(name)
     from crossctr.data.registry import resolve_dataset  # written by the data team; imported only when needed
     from crossctr.experiments.runner import run_experiment
 
     dataset_yaml = resolve_dataset(dataset, cache_dir, data_root)
-    summary = run_experiment(exp, dataset_yaml, out, seeds=seed_list, only=only_list, methods=method_list, dry_run=dry_run, keep_runs=keep_runs, progress=progress and sys.stderr.isatty(), command=command)
+    summary = run_experiment(
+        exp,
+        dataset_yaml,
+        out,
+        seeds=seed_list,
+        only=only_list,
+        methods=method_list,
+        dry_run=dry_run,
+        keep_runs=keep_runs,
+        progress=progress and sys.stderr.isatty(),
+        command=command,
+    )
     if dry_run:
         for line in summary.listing:
             click.echo(line)
         click.echo(f"{summary.planned} runs planned, {summary.done_before} already in {out / 'results.jsonl'}")
         return
-    click.echo(f"{summary.planned} runs: {summary.done_before} were done, {summary.trained} trained, {summary.reused} reused; {summary.seconds:.0f} s")
+    click.echo(
+        f"{summary.planned} runs: {summary.done_before} were done, {summary.trained} trained, {summary.reused} reused; {summary.seconds:.0f} s"
+    )
     click.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'figure4.png'}")

@@ -32,10 +32,11 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class Param(StrictModel):
     choices: tuple[bool | int | float | str | None, ...] | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "Param":
+    def _one_kind(self) -> Param:
         if self.choices is not None:
             if self.low is not None or self.high is not None or self.step is not None or self.log or self.integer:
                 raise ValueError("give either `choices` (a list) or `low` and `high` (a range), not both")
@@ -132,7 +133,9 @@ class Param(StrictModel):
                 raise ValueError(f"`choices` lists a value twice: {list(self.choices)}")
             for c in self.choices:
                 if isinstance(c, str) and _is_number(c):
-                    raise ValueError(f"choice {c!r} is text (YAML reads 1e-5 without a dot as a string); write it as 1.0e-5")
+                    raise ValueError(
+                        f"choice {c!r} is text (YAML reads 1e-5 without a dot as a string); write it as 1.0e-5"
+                    )
             return self
         if self.low is None or self.high is None:
             raise ValueError("give `low` and `high` (a range) or `choices` (a list)")
@@ -145,7 +148,9 @@ class Param(StrictModel):
         if self.step is not None and self.step <= 0:
             raise ValueError(f"`step` must be positive; got {self.step}")
         if self.integer and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
-            raise ValueError(f"an integer range needs whole low, high and step; got low={self.low}, high={self.high}, step={self.step}")
+            raise ValueError(
+                f"an integer range needs whole low, high and step; got low={self.low}, high={self.high}, step={self.step}"
+            )
         return self
 
     def samples(self) -> list[Any]:
@@ -185,17 +190,21 @@ class Search(StrictModel):
     space: dict[str, dict[str, Param]]
 
     @model_validator(mode="after")
-    def _valid(self) -> "Search":
+    def _valid(self) -> Search:
         if self.trials < 1:
-            raise ValueError(f"trials must be at least 1 (the number of trials every searched method gets); got {self.trials}")
+            raise ValueError(
+                f"trials must be at least 1 (the number of trials every searched method gets); got {self.trials}"
+            )
         if self.startup_trials is not None and self.startup_trials < 1:
             raise ValueError(f"startup_trials must be at least 1 or left out; got {self.startup_trials}")
         for owner, space in self.space.items():
             for path in space:
                 scope, _, rest = path.partition(".")
                 if scope not in SEARCH_SCOPES or not rest:
-                    raise ValueError(f"space.{owner}: {path!r} is not a config path; write model.<key> or train.<key> "
-                                     f"(e.g. train.lr, train.loss_weights.adv)")
+                    raise ValueError(
+                        f"space.{owner}: {path!r} is not a config path; write model.<key> or train.<key> "
+                        f"(e.g. train.lr, train.loss_weights.adv)"
+                    )
         return self
 
     @property
@@ -233,7 +242,7 @@ class FractionTable(StrictModel):
     fractions: tuple[float, ...]
 
     @model_validator(mode="after")
-    def _fractions(self) -> "FractionTable":
+    def _fractions(self) -> FractionTable:
         bad = [f for f in self.fractions if not 0 < f <= 1]
         if bad or not self.fractions:
             raise ValueError(f"fractions must be in (0, 1]; got {list(self.fractions)}")
@@ -282,7 +291,7 @@ class Experiment(StrictModel):
     reference_source: str = ""  # where the reference numbers come from, printed under the table
 
     @model_validator(mode="after")
-    def _references(self) -> "Experiment":
+    def _references(self) -> Experiment:
         known = sorted(self.methods)
         for table in TABLES:
             unknown = [m for m in self.tables.methods(table) if m not in self.methods]
@@ -296,7 +305,9 @@ class Experiment(StrictModel):
         tuned = sorted({*self.tune, *self.searched})
         for m, method in self.methods.items():
             if method.tune_from is not None and (method.tune_from not in tuned or m in tuned):
-                raise ValueError(f"methods.{m}.tune_from: {method.tune_from!r} must be a method listed under tune or search, and {m!r} must not be; tuned: {tuned}")
+                raise ValueError(
+                    f"methods.{m}.tune_from: {method.tune_from!r} must be a method listed under tune or search, and {m!r} must not be; tuned: {tuned}"
+                )
         for m, cands in self.tune.items():
             if not cands:
                 raise ValueError(f"tune.{m} lists no candidates")
@@ -307,7 +318,9 @@ class Experiment(StrictModel):
         if t4 is not None:
             for m in (t4.baseline, t4.method):
                 if self.methods[m].strategy.name == "src_only":
-                    raise ValueError(f"tables.table4: {m!r} is Src-only, which never trains on the target; a target fraction means nothing for it")
+                    raise ValueError(
+                        f"tables.table4: {m!r} is Src-only, which never trains on the target; a target fraction means nothing for it"
+                    )
         return self
 
     def _check_search(self, search: Search, known: list[str]) -> None:
@@ -319,19 +332,29 @@ class Experiment(StrictModel):
                 raise ValueError(f"search.methods lists a method twice: {list(search.methods)}")
             both = [m for m in search.methods if m in self.tune]
             if both:
-                raise ValueError(f"{both} are under both tune (explicit candidates) and search; keep each method in one of them")
+                raise ValueError(
+                    f"{both} are under both tune (explicit candidates) and search; keep each method in one of them"
+                )
             following = [m for m in search.methods if self.methods[m].tune_from is not None]
             if following:
-                raise ValueError(f"{following} take their settings from another method (tune_from); drop tune_from or remove them from search.methods")
+                raise ValueError(
+                    f"{following} take their settings from another method (tune_from); drop tune_from or remove them from search.methods"
+                )
         searched = self.searched
         if not searched:
-            raise ValueError("search: no method to search (every method is under tune or has tune_from); list search.methods or drop search")
+            raise ValueError(
+                "search: no method to search (every method is under tune or has tune_from); list search.methods or drop search"
+            )
         stray = [k for k in search.space if k != DEFAULT_SPACE and k not in searched]
         if stray:
-            raise ValueError(f"search.space has entries for {stray}, which are not searched; keys: {DEFAULT_SPACE!r} or a searched method {list(searched)}")
+            raise ValueError(
+                f"search.space has entries for {stray}, which are not searched; keys: {DEFAULT_SPACE!r} or a searched method {list(searched)}"
+            )
         empty = [m for m in searched if not self.search_space(m)]
         if empty:
-            raise ValueError(f"search: empty space for {empty}; give search.space.{DEFAULT_SPACE} or search.space.<method> at least one path")
+            raise ValueError(
+                f"search: empty space for {empty}; give search.space.{DEFAULT_SPACE} or search.space.<method> at least one path"
+            )
 
     @property
     def searched(self) -> tuple[str, ...]:
@@ -354,7 +377,9 @@ class Experiment(StrictModel):
             for params in self.candidates(name) or (None,):
                 model_dict = method_model(self, name, params)
                 parse_model_config(model_dict, f"{source}: methods.{name}.model")
-                validate_model(TrainConfig, method_train(self, name, params, self.tune_seed), f"{source}: methods.{name}.train")
+                validate_model(
+                    TrainConfig, method_train(self, name, params, self.tune_seed), f"{source}: methods.{name}.train"
+                )
         for name in self.searched:
             self._check_space(name, source)
 
@@ -362,7 +387,9 @@ class Experiment(StrictModel):
         """Each path of `method`'s space names a setting of its config, and every sample value is valid there."""
         full = {
             "model": parse_model_config(method_model(self, method, None)).model_dump(mode="json"),
-            "train": TrainConfig.model_validate(method_train(self, method, None, self.tune_seed)).model_dump(mode="json"),
+            "train": TrainConfig.model_validate(method_train(self, method, None, self.tune_seed)).model_dump(
+                mode="json"
+            ),
         }
         for path, param in self.search_space(method).items():
             where = f"{source}: search.space path {path!r} of method {method!r}"
@@ -372,7 +399,9 @@ class Experiment(StrictModel):
                 if not isinstance(node, dict) or k not in node:
                     at = ".".join([scope, *keys[:depth]])
                     have = sorted(node) if isinstance(node, dict) else f"none ({at} is a {type(node).__name__})"
-                    raise ConfigError(f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; keys there: {have}; every key: {CONFIG_REFERENCE}")
+                    raise ConfigError(
+                        f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; keys there: {have}; every key: {CONFIG_REFERENCE}"
+                    )
                 node = node[k]
             for value in param.samples():
                 params = override_from({path: value})
@@ -410,7 +439,9 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     path = Path(name_or_path)
     if not path.is_file():
         if str(name_or_path) not in packaged_experiments():
-            raise ConfigError(f"experiment {str(name_or_path)!r}: neither a packaged experiment {packaged_experiments()} nor a YAML file")
+            raise ConfigError(
+                f"experiment {str(name_or_path)!r}: neither a packaged experiment {packaged_experiments()} nor a YAML file"
+            )
         path = Path(str(resources.files("crossctr.experiments") / f"{name_or_path}.yaml"))
     exp = load_yaml_model(Experiment, path)
     exp.check_configs(str(path.name))
@@ -463,7 +494,11 @@ class RunSpec:
         # value keeps the old behaviour, does not orphan finished runs.
         model = cfg.model.model_dump(mode="json", exclude_none=True)
         # progress bars, threads, scoring batch size and checkpointing do not change what is learnt
-        train = cfg.train.model_dump(mode="json", exclude={"progress", "threads", "eval_batch_size", "checkpoint_every", "deterministic"}, exclude_none=True)
+        train = cfg.train.model_dump(
+            mode="json",
+            exclude={"progress", "threads", "eval_batch_size", "checkpoint_every", "deterministic"},
+            exclude_none=True,
+        )
         blob = {
             "dataset": dict(dataset_id),
             "domains": list(self.domains),
@@ -501,7 +536,9 @@ class Plan:
     def specs(self) -> list[RunSpec]:
         return [*self.tune, *self.main]
 
-    def select(self, only: Iterable[str] | None, methods: Iterable[str] | None = None, exp: "Experiment | None" = None) -> "Plan":
+    def select(
+        self, only: Iterable[str] | None, methods: Iterable[str] | None = None, exp: Experiment | None = None
+    ) -> Plan:
         """The runs some table in `only` needs (all runs when `only` is None), of `methods` only when given.
 
         A method whose settings come from another's tuning or search (`tune_from`) keeps that
@@ -514,7 +551,12 @@ class Plan:
             if unknown:
                 raise ConfigError(f"--only: unknown table(s) {unknown}; choose from {list(TABLES)}")
             keep = lambda specs: [s for s in specs if s.tables & wanted]  # noqa: E731
-            plan = replace(plan, tune=keep(plan.tune), main=keep(plan.main), search={m: t for m, t in plan.search.items() if t & wanted})
+            plan = replace(
+                plan,
+                tune=keep(plan.tune),
+                main=keep(plan.main),
+                search={m: t for m, t in plan.search.items() if t & wanted},
+            )
         if methods is not None:
             if exp is None:
                 raise ValueError("Plan.select: pass the experiment with methods")
@@ -523,8 +565,12 @@ class Plan:
             if unknown:
                 raise ConfigError(f"--methods: unknown method(s) {unknown}; this experiment has {list(exp.methods)}")
             deciders = {exp.tuned_by(m) for m in chosen} - {None}
-            plan = replace(plan, tune=[s for s in plan.tune if s.method in deciders], main=[s for s in plan.main if s.method in chosen],
-                           search={m: t for m, t in plan.search.items() if m in deciders})
+            plan = replace(
+                plan,
+                tune=[s for s in plan.tune if s.method in deciders],
+                main=[s for s in plan.main if s.method in chosen],
+                search={m: t for m, t in plan.search.items() if m in deciders},
+            )
         return plan
 
     def to_json(self) -> dict[str, Any]:
@@ -601,7 +647,18 @@ def expand(exp: Experiment, sizes: Mapping[str, int], seeds: Sequence[int] | Non
         phase = "table3" if scen == ALL else "table2"
         j = list(scenarios).index(scen)
         order = (PHASES.index(phase), seed_rank[seed], j, methods.index(method))
-        add(RunSpec(cell_key(exp, method, scenario, seed), method, scen, scenarios[scen], seed, phase, frozenset({table}), order=order))
+        add(
+            RunSpec(
+                cell_key(exp, method, scenario, seed),
+                method,
+                scen,
+                scenarios[scen],
+                seed,
+                phase,
+                frozenset({table}),
+                order=order,
+            )
+        )
 
     t = exp.tables
     for s in seeds:
@@ -623,11 +680,21 @@ def expand(exp: Experiment, sizes: Mapping[str, int], seeds: Sequence[int] | Non
                     if f >= 1:  # all of the target's rows: the Table 2 (or 3) run itself
                         add_cell("table4", m, scen, s)
                         continue
-                    add(RunSpec(
-                        _key(m, scen, s, f), m, scen, scenarios[scen], s, "table4", frozenset({"table4"}),
-                        fraction=f, target=smallest, target_only=exp.methods[m].per_domain,
-                        order=(PHASES.index("table4"), seed_rank[s], j, methods.index(m)),
-                    ))
+                    add(
+                        RunSpec(
+                            _key(m, scen, s, f),
+                            m,
+                            scen,
+                            scenarios[scen],
+                            s,
+                            "table4",
+                            frozenset({"table4"}),
+                            fraction=f,
+                            target=smallest,
+                            target_only=exp.methods[m].per_domain,
+                            order=(PHASES.index("table4"), seed_rank[s], j, methods.index(m)),
+                        )
+                    )
     # Tuning: every tuned method some table uses (itself or via tune_from); candidates run on all
     # domains with tune_seed.
     for m, cands in exp.tune.items():
@@ -637,10 +704,20 @@ def expand(exp: Experiment, sizes: Mapping[str, int], seeds: Sequence[int] | Non
             continue
         for k, params in enumerate(cands):
             cid = candidate_id(params)
-            plan.tune.append(RunSpec(
-                _key(m, ALL, exp.tune_seed, candidate=cid), m, ALL, scenarios[ALL], exp.tune_seed, "tune", used,
-                candidate=cid, params=params, order=(0, methods.index(m), k),
-            ))
+            plan.tune.append(
+                RunSpec(
+                    _key(m, ALL, exp.tune_seed, candidate=cid),
+                    m,
+                    ALL,
+                    scenarios[ALL],
+                    exp.tune_seed,
+                    "tune",
+                    used,
+                    candidate=cid,
+                    params=params,
+                    order=(0, methods.index(m), k),
+                )
+            )
     # Search: every searched method some table uses; its trials are asked of Optuna as it runs.
     for m in exp.searched:
         users = {u for u in exp.methods if exp.tuned_by(u) == m}
@@ -656,8 +733,16 @@ def search_spec(exp: Experiment, plan: Plan, method: str, values: Mapping[str, A
     params = override_from(values)
     cid = candidate_id(params)
     return RunSpec(
-        _key(method, ALL, exp.tune_seed, candidate=cid), method, ALL, plan.scenarios[ALL], exp.tune_seed, "tune",
-        plan.search.get(method, frozenset()), candidate=cid, params=params, order=(0, list(exp.methods).index(method), trial),
+        _key(method, ALL, exp.tune_seed, candidate=cid),
+        method,
+        ALL,
+        plan.scenarios[ALL],
+        exp.tune_seed,
+        "tune",
+        plan.search.get(method, frozenset()),
+        candidate=cid,
+        params=params,
+        order=(0, list(exp.methods).index(method), trial),
     )
 
 

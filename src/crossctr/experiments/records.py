@@ -21,8 +21,9 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -236,27 +237,42 @@ class PlanFile(_Record):
         exp = Experiment.model_validate(self.experiment)
         p = self.plan
         full = expand(exp, p.sizes, tuple(p.seeds))
-        plan = Plan(tuple(p.domains), p.sizes, p.rich, p.smallest, {k: tuple(v) for k, v in p.scenarios.items()}, tuple(p.seeds))
+        plan = Plan(
+            tuple(p.domains), p.sizes, p.rich, p.smallest, {k: tuple(v) for k, v in p.scenarios.items()}, tuple(p.seeds)
+        )
         plan.tune, plan.search, plan.main = full.tune, full.search, full.main
         return exp, plan
 
 
-def write_plan(out: Path, exp: Experiment, plan: Plan, dataset: str, only: Iterable[str] | None = None, command: str | None = None,
-               dataset_id: Mapping[str, Any] | None = None) -> None:
+def write_plan(
+    out: Path,
+    exp: Experiment,
+    plan: Plan,
+    dataset: str,
+    only: Iterable[str] | None = None,
+    command: str | None = None,
+    dataset_id: Mapping[str, Any] | None = None,
+) -> None:
     """`<out>/plan.json`: what render needs besides the results (the experiment, domains, every planned run).
 
     `dataset_id` (the data's identity in run fingerprints) lets the report leave out runs
     recorded under other settings.
     """
-    atomic_write(Path(out) / PLAN_FILE, json.dumps({
-        "experiment": exp.model_dump(mode="json"),
-        "dataset": dataset,
-        "dataset_id": None if dataset_id is None else dict(dataset_id),
-        "plan": plan.to_json(),
-        "only": None if only is None else sorted(only),
-        "command": command,
-        "crossctr_version": crossctr.__version__,
-    }, indent=2).encode())
+    atomic_write(
+        Path(out) / PLAN_FILE,
+        json.dumps(
+            {
+                "experiment": exp.model_dump(mode="json"),
+                "dataset": dataset,
+                "dataset_id": None if dataset_id is None else dict(dataset_id),
+                "plan": plan.to_json(),
+                "only": None if only is None else sorted(only),
+                "command": command,
+                "crossctr_version": crossctr.__version__,
+            },
+            indent=2,
+        ).encode(),
+    )
 
 
 def read_plan(out: Path) -> PlanFile | None:

@@ -21,17 +21,33 @@ import json
 import logging
 import math
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 
 from crossctr.evaluation.report import attention_heatmap, markdown_table
 from crossctr.experiments.choice import stale_keys, tuning_choices
 from crossctr.experiments.grid import ALL, TABLES, Experiment, Plan, cell_key
-from crossctr.experiments.records import (PLAN_FILE, RESULTS_FILE, AttentionBlock, CellStats, CostRow, Figure4Report, PlanFile, Report,
-                                          ResultsFile, RunCounts, RunRecord, SearchSummary, Table4Report, TableCount, read_plan)
+from crossctr.experiments.records import (
+    PLAN_FILE,
+    RESULTS_FILE,
+    AttentionBlock,
+    CellStats,
+    CostRow,
+    Figure4Report,
+    PlanFile,
+    Report,
+    ResultsFile,
+    RunCounts,
+    RunRecord,
+    SearchSummary,
+    Table4Report,
+    TableCount,
+    read_plan,
+)
 from crossctr.experiments.search import search_summary
 from crossctr.inference import atomic_write
 from crossctr.schema import ConfigError
@@ -69,7 +85,9 @@ class Cell:
 
     def stats(self) -> CellStats:
         nan = lambda v: None if math.isnan(v) else v  # noqa: E731
-        return CellStats(mean=nan(self.mean), std=nan(self.std), n=len(self.values), seeds=self.seeds, values=self.values)
+        return CellStats(
+            mean=nan(self.mean), std=nan(self.std), n=len(self.values), seeds=self.seeds, values=self.values
+        )
 
 
 Rows = dict[str, dict[str, CellStats]]
@@ -79,7 +97,9 @@ class _Results:
     def __init__(self, exp: Experiment, plan: Plan, records: dict[str, RunRecord]) -> None:
         self.exp, self.plan, self.records = exp, plan, records
 
-    def cell(self, method: str, scenario: str, domain: str, fraction: float = 1.0, split: Literal["valid", "test"] = "test") -> Cell:
+    def cell(
+        self, method: str, scenario: str, domain: str, fraction: float = 1.0, split: Literal["valid", "test"] = "test"
+    ) -> Cell:
         values, seeds = [], []
         for s in self.plan.seeds:
             rec = self.records.get(cell_key(self.exp, method, scenario, s, fraction))
@@ -96,7 +116,10 @@ def _table(rows: dict[str, dict[str, Cell]], columns: Sequence[str], corner: str
     for c in columns:
         means = [r[c].mean for r in rows.values() if not math.isnan(r[c].mean)]
         best[c] = max(means) if means else None
-    body = [[label, *[r[c].text(bold=best[c] is not None and r[c].mean == best[c]) for c in columns]] for label, r in rows.items()]
+    body = [
+        [label, *[r[c].text(bold=best[c] is not None and r[c].mean == best[c]) for c in columns]]
+        for label, r in rows.items()
+    ]
     return markdown_table([corner, *columns], body)
 
 
@@ -104,7 +127,9 @@ def _winners(rows: dict[str, dict[str, Cell]], columns: Sequence[str]) -> tuple[
     """A plain sentence naming the best mean per column and its margin over the next method."""
     parts, best = [], {}
     for c in columns:
-        ranked = sorted(((r[c].mean, label, r[c]) for label, r in rows.items() if not math.isnan(r[c].mean)), key=lambda t: -t[0])
+        ranked = sorted(
+            ((r[c].mean, label, r[c]) for label, r in rows.items() if not math.isnan(r[c].mean)), key=lambda t: -t[0]
+        )
         if not ranked:
             continue
         top = [label for mean, label, _ in ranked if mean == ranked[0][0]]
@@ -127,7 +152,9 @@ def _json_rows(rows: dict[str, dict[str, Cell]]) -> Rows:
 def _load(out: Path) -> tuple[PlanFile, Experiment, Plan]:
     doc = read_plan(out)
     if doc is None:
-        raise ConfigError(f"{out}: no {PLAN_FILE}; run the experiment into this folder first (a --dry-run writes nothing)")
+        raise ConfigError(
+            f"{out}: no {PLAN_FILE}; run the experiment into this folder first (a --dry-run writes nothing)"
+        )
     # Tuning specs and searched methods are rebuilt so the choice is read exactly as the runner read it;
     # the main runs too, to check each record's settings against what the plan asks now.
     exp, plan = doc.rebuild()
@@ -192,9 +219,15 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
     res = _Results(exp, plan, records)
     t = exp.tables
     # report.json's parts as they are made; validated as a Report at the end
-    report: dict[str, Any] = {"experiment": exp.name, "description": exp.description, "dataset": doc.dataset,
-                              "domains": list(plan.domains), "train_rows": plan.sizes, "seeds": list(plan.seeds),
-                              "scenarios": {k: list(v) for k, v in plan.scenarios.items()}}
+    report: dict[str, Any] = {
+        "experiment": exp.name,
+        "description": exp.description,
+        "dataset": doc.dataset,
+        "domains": list(plan.domains),
+        "train_rows": plan.sizes,
+        "seeds": list(plan.seeds),
+        "scenarios": {k: list(v) for k, v in plan.scenarios.items()},
+    }
     md = [f"# Experiment `{exp.name}` on `{doc.dataset}`", ""]
     if exp.description:
         md += [exp.description.strip(), ""]
@@ -207,7 +240,12 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
 
     if t.table1 is not None:
         rows = {exp.methods[m].label: {d: res.cell(m, ALL, d) for d in plan.domains} for m in t.table1.methods}
-        md += ["## Table 1: base models, each domain trained on its own data", "", _table(rows, plan.domains, "AUC (test)"), ""]
+        md += [
+            "## Table 1: base models, each domain trained on its own data",
+            "",
+            _table(rows, plan.domains, "AUC (test)"),
+            "",
+        ]
         report["table1"] = _json_rows(rows)
 
     for name, scenarios, title in (
@@ -226,7 +264,12 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
             rows = {exp.methods[m].label: {d: res.cell(m, scen, d) for d in cols} for m in table.methods}
             for label, aucs in ref.items():
                 rows[f"{label} (published)"] = {d: Cell([aucs[d]] if d in aucs else [], [], 1) for d in cols}
-            md += [f"### Scenario {scen if scen != ALL else 'all domains (' + ', '.join(doms) + ')'}", "", _table(rows, cols, "AUC (test)"), ""]
+            md += [
+                f"### Scenario {scen if scen != ALL else 'all domains (' + ', '.join(doms) + ')'}",
+                "",
+                _table(rows, cols, "AUC (test)"),
+                "",
+            ]
             if ref:
                 md += [f"Rows marked (published): {exp.reference_source or 'published numbers'}; not trained here.", ""]
             sentence, best = _winners(rows, cols)
@@ -235,15 +278,21 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
             report[name][scen] = _json_rows(rows)
             report.setdefault("winners", {}).setdefault(name, {})[scen] = best
         if any(exp.methods[m].per_domain for m in table.methods):
-            md += ["Self-train and Src-only models of a domain do not depend on the other domains present: their cells "
-                   "come from one run on all domains per seed.", ""]
+            md += [
+                "Self-train and Src-only models of a domain do not depend on the other domains present: their cells "
+                "come from one run on all domains per seed.",
+                "",
+            ]
         for m in table.methods:  # which model scores which domain (the run's config.json: route)
             st = exp.methods[m].strategy
             if st.name == "finetune":
                 src = st.source or plan.rich
                 who = "the model pretrained on it" if st.source_model == "pretrained" else "the fine-tuned model"
-                md += [f"{exp.methods[m].label}: pretrained on {src}{'' if st.source else ' (the most training rows)'}, then "
-                       f"fine-tuned on the other domains' rows; {src} is scored by {who}, the others by the fine-tuned model.", ""]
+                md += [
+                    f"{exp.methods[m].label}: pretrained on {src}{'' if st.source else ' (the most training rows)'}, then "
+                    f"fine-tuned on the other domains' rows; {src} is scored by {who}, the others by the fine-tuned model.",
+                    "",
+                ]
 
     if t.table4 is not None:
         md += _table4(res, report)
@@ -254,12 +303,19 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
     md += _search(exp, plan, records, report)
     md += _counts(doc, records, report, report.get("search", {}), stale)
     cmd = doc.command
-    md += ["## Provenance", "", f"Results produced by: `{cmd}`" if cmd else "Results produced by: (command not recorded)"]
+    md += [
+        "## Provenance",
+        "",
+        f"Results produced by: `{cmd}`" if cmd else "Results produced by: (command not recorded)",
+    ]
     if command and command != cmd:
         md.append(f"This report rendered by: `{command}`")
     report["command"] = cmd
     report["rendered_by"] = command
-    md += [f"crossctr version of the runs: {', '.join(sorted({str(r.crossctr_version) for r in records.values()})) or DASH}", ""]
+    md += [
+        f"crossctr version of the runs: {', '.join(sorted({str(r.crossctr_version) for r in records.values()})) or DASH}",
+        "",
+    ]
     typed = Report.model_validate(report)
     atomic_write(out / "report.md", "\n".join(md).encode())
     atomic_write(out / "report.json", _report_json(typed))
@@ -288,16 +344,30 @@ def _cost(res: _Results, report: dict[str, Any]) -> list[str]:
         label = res.exp.methods[m].label
         params = recs[0].parameters
         sec = float(np.mean(per_epoch)) if per_epoch else math.nan
-        out[label] = CostRow(parameters=params, train_seconds_per_epoch=None if math.isnan(sec) else sec, runs=len(per_epoch))
-        rows.append([label, f"{params:,}" if params else DASH, DASH if math.isnan(sec) else ("≥ " if bound else "") + f"{sec:.0f}", str(len(per_epoch))])
+        out[label] = CostRow(
+            parameters=params, train_seconds_per_epoch=None if math.isnan(sec) else sec, runs=len(per_epoch)
+        )
+        rows.append(
+            [
+                label,
+                f"{params:,}" if params else DASH,
+                DASH if math.isnan(sec) else ("≥ " if bound else "") + f"{sec:.0f}",
+                str(len(per_epoch)),
+            ]
+        )
     if not rows:
         return []
     report["cost"] = out
-    return ["## Cost (all domains at once)", "",
-            "Parameters of the trained model(s) (Self-train: all per-domain models together) and training seconds per "
-            "epoch (per-domain fits summed), mean over the finished seeds, measured on whatever machine ran them "
-            "(≥: runs recorded before the epochs they ran were, divided by the configured maximum).", "",
-            markdown_table(["method", "parameters", "train s / epoch", "runs"], rows), ""]
+    return [
+        "## Cost (all domains at once)",
+        "",
+        "Parameters of the trained model(s) (Self-train: all per-domain models together) and training seconds per "
+        "epoch (per-domain fits summed), mean over the finished seeds, measured on whatever machine ran them "
+        "(≥: runs recorded before the epochs they ran were, divided by the configured maximum).",
+        "",
+        markdown_table(["method", "parameters", "train s / epoch", "runs"], rows),
+        "",
+    ]
 
 
 def _table4(res: _Results, report: dict[str, Any]) -> list[str]:
@@ -305,20 +375,30 @@ def _table4(res: _Results, report: dict[str, Any]) -> list[str]:
     assert t4 is not None
     scen, target = plan.fraction_scenario, plan.smallest
     cols = [f"{f:.0%}" for f in t4.fractions]
-    rows = {exp.methods[m].label: {c: res.cell(m, scen, target, f) for c, f in zip(cols, t4.fractions)} for m in (t4.baseline, t4.method)}
+    rows = {
+        exp.methods[m].label: {c: res.cell(m, scen, target, f) for c, f in zip(cols, t4.fractions, strict=False)}
+        for m in (t4.baseline, t4.method)
+    }
     base_label, ours_label = exp.methods[t4.baseline].label, exp.methods[t4.method].label
     base, ours = rows[base_label], rows[ours_label]
     gain = {c: (ours[c].mean - base[c].mean) / base[c].mean * 100 for c in cols}
     text = _table(rows, cols, f"AUC (test, {target})").splitlines()
     text.append("| Improvement | " + " | ".join(DASH if math.isnan(g) else f"{g:+.1f}%" for g in gain.values()) + " |")
-    report["table4"] = Table4Report(scenario=scen, target=target, rows=_json_rows(rows),
-                                    improvement_percent={c: None if math.isnan(g) else g for c, g in gain.items()})
+    report["table4"] = Table4Report(
+        scenario=scen,
+        target=target,
+        rows=_json_rows(rows),
+        improvement_percent={c: None if math.isnan(g) else g for c, g in gain.items()},
+    )
     return [
-        f"## Table 4: share of {target}'s training rows (scenario {scen})", "",
+        f"## Table 4: share of {target}'s training rows (scenario {scen})",
+        "",
         f"{target}'s training rows are subsampled (seeded, nested across fractions); validation and test rows and the "
         f"other domain are unchanged. Improvement = ({ours_label} − {base_label}) / {base_label} of the mean test AUC. "
-        f"The 100% column is the Table {'2' if scen != ALL else '3'} run.", "",
-        "\n".join(text), "",
+        f"The 100% column is the Table {'2' if scen != ALL else '3'} run.",
+        "",
+        "\n".join(text),
+        "",
     ]
 
 
@@ -348,10 +428,21 @@ def _figure4(res: _Results, out: Path, report: dict[str, Any]) -> list[str]:
     head = [f"## Figure 4: {exp.methods[fig.method].label} {kind} attention per feature group", ""]
     if not blocks:
         return [*head, f"No finished {fig.method} run with attention yet: figure4.png not drawn.", ""]
-    attention_heatmap(np.vstack(blocks), labels, groups, out / "figure4.png",
-                      f"{exp.methods[fig.method].label}: mean {kind} attention per feature group (mean over seeds)")
-    return [*head, "Rows: scenario: domain; each cell the mean attention weight over that domain's test rows and the "
-            "group's features, averaged over seeds.", "", "![Figure 4](figure4.png)", ""]
+    attention_heatmap(
+        np.vstack(blocks),
+        labels,
+        groups,
+        out / "figure4.png",
+        f"{exp.methods[fig.method].label}: mean {kind} attention per feature group (mean over seeds)",
+    )
+    return [
+        *head,
+        "Rows: scenario: domain; each cell the mean attention weight over that domain's test rows and the "
+        "group's features, averaged over seeds.",
+        "",
+        "![Figure 4](figure4.png)",
+        "",
+    ]
 
 
 def _tuning(exp: Experiment, plan: Plan, records: dict[str, RunRecord], report: dict[str, Any]) -> list[str]:
@@ -359,15 +450,26 @@ def _tuning(exp: Experiment, plan: Plan, records: dict[str, RunRecord], report: 
     report["tuning"] = info
     if not info:
         return []
-    md = ["## Hyper-parameters chosen on validation", "",
-          f"Each candidate trained on all domains with seed {exp.tune_seed}; the best mean validation AUC over domains "
-          "wins and is used for every run of that method.", ""]
+    md = [
+        "## Hyper-parameters chosen on validation",
+        "",
+        f"Each candidate trained on all domains with seed {exp.tune_seed}; the best mean validation AUC over domains "
+        "wins and is used for every run of that method.",
+        "",
+    ]
     for method, entry in info.items():
         rows = []
         for c in entry.candidates:
             auc = DASH if c.valid_mean_auc is None else f"{c.valid_mean_auc:.4f}"
-            rows.append([c.id, f"`{json.dumps(c.params, sort_keys=True)}`", auc, "chosen" if c.id == entry.choice else ""])
-        md += [f"### {exp.methods[method].label} (`{method}`)", "", markdown_table(["candidate", "overrides", "valid mean AUC", ""], rows), ""]
+            rows.append(
+                [c.id, f"`{json.dumps(c.params, sort_keys=True)}`", auc, "chosen" if c.id == entry.choice else ""]
+            )
+        md += [
+            f"### {exp.methods[method].label} (`{method}`)",
+            "",
+            markdown_table(["candidate", "overrides", "valid mean AUC", ""], rows),
+            "",
+        ]
         if entry.choice is None:
             md += ["Not all candidates have finished: no choice yet.", ""]
     return md
@@ -379,24 +481,44 @@ def _search(exp: Experiment, plan: Plan, records: dict[str, RunRecord], report: 
         return []
     report["search"] = info
     s = exp.search
-    sampler = f"TPE sampler ({s.startup} random trial{'s' if s.startup != 1 else ''} first)" if s.sampler == "tpe" else "random sampler"
-    md = ["## Hyper-parameter search on validation", "",
-          f"Every searched method gets the same budget: {s.trials} trials proposed by Optuna's {sampler}, seed {s.seed}. "
-          f"Each trial trains on all domains with seed {exp.tune_seed}; the best mean validation AUC over domains wins "
-          "(ties: the earlier trial) and is used for every run of that method and of the methods that take its settings. "
-          "Random draws depend on the seed and the trial number only, so methods with the same space get the same random "
-          "trials; later TPE trials follow each method's own results.", ""]
+    sampler = (
+        f"TPE sampler ({s.startup} random trial{'s' if s.startup != 1 else ''} first)"
+        if s.sampler == "tpe"
+        else "random sampler"
+    )
+    md = [
+        "## Hyper-parameter search on validation",
+        "",
+        f"Every searched method gets the same budget: {s.trials} trials proposed by Optuna's {sampler}, seed {s.seed}. "
+        f"Each trial trains on all domains with seed {exp.tune_seed}; the best mean validation AUC over domains wins "
+        "(ties: the earlier trial) and is used for every run of that method and of the methods that take its settings. "
+        "Random draws depend on the seed and the trial number only, so methods with the same space get the same random "
+        "trials; later TPE trials follow each method's own results.",
+        "",
+    ]
     for method, entry in info.items():
         paths = list(entry.space)
-        md += [f"### {exp.methods[method].label} (`{method}`)", "",
-               markdown_table(["setting", "searched over"], [[f"`{p}`", _describe(entry.space[p])] for p in paths]), ""]
+        md += [
+            f"### {exp.methods[method].label} (`{method}`)",
+            "",
+            markdown_table(["setting", "searched over"], [[f"`{p}`", _describe(entry.space[p])] for p in paths]),
+            "",
+        ]
         others = [m for m in entry.used_by if m != method]
         if others:
             md += [f"Its choice is also used by: {', '.join(f'`{m}`' for m in others)}.", ""]
         rows = []
         for c in entry.candidates:
             auc = DASH if c.valid_mean_auc is None else f"{c.valid_mean_auc:.4f}"
-            rows.append([str(c.trial), c.id, *[_value(c.params.get(p)) for p in paths], auc, "chosen" if c.id == entry.choice else ""])
+            rows.append(
+                [
+                    str(c.trial),
+                    c.id,
+                    *[_value(c.params.get(p)) for p in paths],
+                    auc,
+                    "chosen" if c.id == entry.choice else "",
+                ]
+            )
         if rows:
             md += [markdown_table(["trial", "candidate", *[f"`{p}`" for p in paths], "valid mean AUC", ""], rows), ""]
         if entry.choice is None:
@@ -419,8 +541,13 @@ def _value(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else DASH if v is None else str(v)
 
 
-def _counts(doc: PlanFile, records: dict[str, RunRecord], report: dict[str, Any], search: dict[str, SearchSummary],
-            stale: Sequence[str] = ()) -> list[str]:
+def _counts(
+    doc: PlanFile,
+    records: dict[str, RunRecord],
+    report: dict[str, Any],
+    search: dict[str, SearchSummary],
+    stale: Sequence[str] = (),
+) -> list[str]:
     runs = doc.plan.runs
     missing = [r.key for r in runs if r.key not in records]
     per_table = {}
@@ -429,21 +556,40 @@ def _counts(doc: PlanFile, records: dict[str, RunRecord], report: dict[str, Any]
         if keys:
             per_table[name] = TableCount(planned=len(keys), done=sum(k in records for k in keys))
     reused = sum(1 for r in runs if r.key in records and records[r.key].reused_from)
-    counts = RunCounts(planned=len(runs), done=len(runs) - len(missing), reused=reused, missing=missing, per_table=per_table, stale=list(stale))
-    md = ["## Runs", "", f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record)."]
+    counts = RunCounts(
+        planned=len(runs),
+        done=len(runs) - len(missing),
+        reused=reused,
+        missing=missing,
+        per_table=per_table,
+        stale=list(stale),
+    )
+    md = [
+        "## Runs",
+        "",
+        f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record).",
+    ]
     md += [f"- {k}: {v.done} / {v.planned}" for k, v in per_table.items()]
     if search:
         counts.search_trials = {m: TableCount(planned=e.trials, done=e.done) for m, e in search.items()}
         md += [f"- search trials of {m}: {v.done} / {v.planned}" for m, v in counts.search_trials.items()]
     report["runs"] = counts
     if stale:
-        md += ["", f"{len(stale)} recorded run(s) were made under other settings than the plan now asks for "
-               "(a changed config or tuning choice); they count as missing until the runner trains them again: "
-               + ", ".join(f"`{k}`" for k in stale[:20]) + (" …" if len(stale) > 20 else "")]
+        md += [
+            "",
+            f"{len(stale)} recorded run(s) were made under other settings than the plan now asks for "
+            "(a changed config or tuning choice); they count as missing until the runner trains them again: "
+            + ", ".join(f"`{k}`" for k in stale[:20])
+            + (" …" if len(stale) > 20 else ""),
+        ]
     if missing:
         shown = missing[:40]
-        md += ["", f"**Missing {len(missing)} run(s)**; their cells show {DASH} or average fewer seeds:", "",
-               *[f"- `{k}`" for k in shown]]
+        md += [
+            "",
+            f"**Missing {len(missing)} run(s)**; their cells show {DASH} or average fewer seeds:",
+            "",
+            *[f"- `{k}`" for k in shown],
+        ]
         if len(missing) > len(shown):
             md.append(f"- … and {len(missing) - len(shown)} more (report.json lists all)")
     else:

@@ -28,10 +28,11 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import crossctr
 from crossctr.data.dataset import PreparedData, prepare
@@ -86,7 +87,11 @@ def _parameter_count(result: RunResult) -> int:
 
 def _attention(att: dict[str, Any]) -> dict[str, Any] | None:
     """Per-group attention per domain of every attention kind ({groups, domains, shared, private})."""
-    kinds = {k[len("attention_"):]: v["per_group"] for k, v in att.items() if k.startswith("attention_") and isinstance(v, dict)}
+    kinds = {
+        k[len("attention_") :]: v["per_group"]
+        for k, v in att.items()
+        if k.startswith("attention_") and isinstance(v, dict)
+    }
     if not kinds:
         return None
     return finite({"groups": att.get("groups"), "domains": att.get("domains"), **kinds})
@@ -129,47 +134,72 @@ class _Context:
         return {"method": by, **self.choices[by]}
 
 
-def _record(ctx: _Context, spec: RunSpec, fingerprint: str, res: RunResult, seconds: float, train_rows: dict[str, int],
-            search: SearchInfo | None = None) -> RunRecord:
+def _record(
+    ctx: _Context,
+    spec: RunSpec,
+    fingerprint: str,
+    res: RunResult,
+    seconds: float,
+    train_rows: dict[str, int],
+    search: SearchInfo | None = None,
+) -> RunRecord:
     m = dict(res.metrics)
     if spec.target_only:
         # The target's own model also scored the other domain; those numbers belong to no method.
-        m.update({split: {spec.target: m[split][spec.target]} for split in ("valid", "test") if m.get(split) and spec.target in m[split]})
+        m.update(
+            {
+                split: {spec.target: m[split][spec.target]}
+                for split in ("valid", "test")
+                if m.get(split) and spec.target in m[split]
+            }
+        )
     cfg = spec.run_config(ctx.exp, "")
-    extra = {"search": search.to_json()} if search is not None else {}  # a search trial: its study, number(s) and settings
-    return RunRecord.model_validate(finite({
-        "key": spec.key,
-        "fingerprint": fingerprint,
-        "experiment": ctx.exp.name,
-        "dataset": ctx.dataset_id["name"],
-        "method": spec.method,
-        "label": ctx.exp.methods[spec.method].label,
-        "phase": spec.phase,
-        "scenario": spec.scenario,
-        "domains": list(spec.domains),
-        "seed": spec.seed,
-        "fraction": spec.fraction,
-        "target": spec.target,
-        "target_only": spec.target_only,
-        "candidate": spec.candidate,
-        "params": spec.params.model_dump(mode="json") if spec.params is not None else None,
-        "config": {"model": cfg.model_dump(mode="json")["model"], "strategy": cfg.strategy.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json", exclude={"progress"})},
-        "train_rows": train_rows,
-        "valid": m.get("valid"),
-        "test": m.get("test"),
-        "valid_mean_auc": mean_auc(m["valid"]) if m.get("valid") else None,
-        "best_epoch": m.get("best_epoch"),
-        "attention": _attention(res.attention or {}),
-        "parameters": _parameter_count(res),
-        "train_seconds": float(sum((m.get("fit_seconds") or {}).values())),
-        "epochs_run": {k: len(f.history) for k, f in (res.result.fits.items() if res.result is not None else [])},
-        "seconds": seconds,
-        "crossctr_version": crossctr.__version__,
-        "finished_at": _now(),
-        "tuning": ctx.tuning(spec),
-        **extra,
-        "reused_from": None,
-    }))
+    extra = (
+        {"search": search.to_json()} if search is not None else {}
+    )  # a search trial: its study, number(s) and settings
+    return RunRecord.model_validate(
+        finite(
+            {
+                "key": spec.key,
+                "fingerprint": fingerprint,
+                "experiment": ctx.exp.name,
+                "dataset": ctx.dataset_id["name"],
+                "method": spec.method,
+                "label": ctx.exp.methods[spec.method].label,
+                "phase": spec.phase,
+                "scenario": spec.scenario,
+                "domains": list(spec.domains),
+                "seed": spec.seed,
+                "fraction": spec.fraction,
+                "target": spec.target,
+                "target_only": spec.target_only,
+                "candidate": spec.candidate,
+                "params": spec.params.model_dump(mode="json") if spec.params is not None else None,
+                "config": {
+                    "model": cfg.model_dump(mode="json")["model"],
+                    "strategy": cfg.strategy.model_dump(mode="json"),
+                    "train": cfg.train.model_dump(mode="json", exclude={"progress"}),
+                },
+                "train_rows": train_rows,
+                "valid": m.get("valid"),
+                "test": m.get("test"),
+                "valid_mean_auc": mean_auc(m["valid"]) if m.get("valid") else None,
+                "best_epoch": m.get("best_epoch"),
+                "attention": _attention(res.attention or {}),
+                "parameters": _parameter_count(res),
+                "train_seconds": float(sum((m.get("fit_seconds") or {}).values())),
+                "epochs_run": {
+                    k: len(f.history) for k, f in (res.result.fits.items() if res.result is not None else [])
+                },
+                "seconds": seconds,
+                "crossctr_version": crossctr.__version__,
+                "finished_at": _now(),
+                "tuning": ctx.tuning(spec),
+                **extra,
+                "reused_from": None,
+            }
+        )
+    )
 
 
 def _train_one(ctx: _Context, spec: RunSpec, fingerprint: str, search: SearchInfo | None = None) -> RunRecord:
@@ -197,15 +227,19 @@ def _load_data(dataset_yaml: Path) -> PreparedData:
     schema = DatasetSchema.from_yaml(dataset_yaml)
     t0 = time.perf_counter()
     data = prepare(schema, dataset_yaml.parent)
-    log.info("dataset %s prepared in %.1f s: train rows per domain %s", schema.name, time.perf_counter() - t0,
-             dict(zip(schema.domain.values, data.train.domain_counts(schema.n_domains))))
+    log.info(
+        "dataset %s prepared in %.1f s: train rows per domain %s",
+        schema.name,
+        time.perf_counter() - t0,
+        dict(zip(schema.domain.values, data.train.domain_counts(schema.n_domains), strict=False)),
+    )
     return data
 
 
 def plan_for(exp: Experiment, data: PreparedData, seeds: Iterable[int] | None) -> Plan:
     names = list(data.schema.domain.values)
     counts = data.train.domain_counts(len(names))
-    return expand(exp, dict(zip(names, counts)), None if seeds is None else tuple(seeds))
+    return expand(exp, dict(zip(names, counts, strict=False)), None if seeds is None else tuple(seeds))
 
 
 def run_experiment(
@@ -242,14 +276,22 @@ def run_experiment(
     full = plan_for(exp, data, seeds)
     plan = full.select(None if only is None else list(only), None if methods is None else list(methods), exp)
     results = ResultsFile(out / RESULTS_FILE)
-    ctx = _Context(exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn, Claims(out))
+    ctx = _Context(
+        exp, data, str(dataset_yaml), dataset_identity(data), out, results, keep_runs, progress, train_fn, Claims(out)
+    )
     records = results.latest()
     specs = plan.specs()
     n_trials = _search_budget(exp, plan)
-    log.info("experiment %s on %s: %d runs planned (%d tuning)%s, scenarios %s, seeds %s",
-             exp.name, ctx.dataset_id["name"], len(specs), len(plan.tune),
-             f" and {n_trials} search trials ({len(plan.search)} methods)" if plan.search else "",
-             list(full.scenarios), list(full.seeds))
+    log.info(
+        "experiment %s on %s: %d runs planned (%d tuning)%s, scenarios %s, seeds %s",
+        exp.name,
+        ctx.dataset_id["name"],
+        len(specs),
+        len(plan.tune),
+        f" and {n_trials} search trials ({len(plan.search)} methods)" if plan.search else "",
+        list(full.scenarios),
+        list(full.seeds),
+    )
 
     if dry_run:
         listing = _listing(ctx, plan, records)
@@ -262,13 +304,23 @@ def run_experiment(
     ctx.finished = lambda recs: len(keys & recs.keys()) + sum(len(recorded_trials(exp, m, recs)) for m in plan.search)
     ctx.tally = prog = Progress(len(specs) + n_trials)
     # Tuning runs, then searches (a str: a searched method), then every other run, in plan order.
-    drain([*plan.tune, *plan.search, *plan.main], lambda item: _search(ctx, plan, item) if isinstance(item, str) else _run(ctx, plan, item),
-          poll_seconds)
+    drain(
+        [*plan.tune, *plan.search, *plan.main],
+        lambda item: _search(ctx, plan, item) if isinstance(item, str) else _run(ctx, plan, item),
+        poll_seconds,
+    )
     if render:
         from crossctr.experiments.render import render_report  # the runner's last step; render never imports the runner
 
         render_report(out, command=command)
-    return RunnerSummary(prog.total, prog.counts["done"], prog.counts["trained"], prog.counts["reused"], time.perf_counter() - t_start, out)
+    return RunnerSummary(
+        prog.total,
+        prog.counts["done"],
+        prog.counts["trained"],
+        prog.counts["reused"],
+        time.perf_counter() - t_start,
+        out,
+    )
 
 
 def _search_budget(exp: Experiment, plan: Plan) -> int:
@@ -301,13 +353,28 @@ def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: SearchInfo |
         prog.counts["done"] += 1
         return old
     if old is not None:
-        log.warning("%s: its settings changed since it was run (fingerprint %s -> %s); running it again", spec.key, old.fingerprint, fp)
+        log.warning(
+            "%s: its settings changed since it was run (fingerprint %s -> %s); running it again",
+            spec.key,
+            old.fingerprint,
+            fp,
+        )
     same = next((r for r in records.values() if r.fingerprint == fp), None)
     if same is not None:
         doc = {k: v for k, v in same.to_json().items() if k != "search"}  # a search trial's record is its own
-        doc.update({"key": spec.key, "method": spec.method, "label": exp.methods[spec.method].label, "phase": spec.phase,
-                    "scenario": spec.scenario, "candidate": spec.candidate, "tuning": ctx.tuning(spec), "reused_from": same.key,
-                    "finished_at": _now()})
+        doc.update(
+            {
+                "key": spec.key,
+                "method": spec.method,
+                "label": exp.methods[spec.method].label,
+                "phase": spec.phase,
+                "scenario": spec.scenario,
+                "candidate": spec.candidate,
+                "tuning": ctx.tuning(spec),
+                "reused_from": same.key,
+                "finished_at": _now(),
+            }
+        )
         if search is not None:
             doc["search"] = search.to_json()
         rec = RunRecord.model_validate(doc)
@@ -317,14 +384,28 @@ def _execute_claimed(ctx: _Context, spec: RunSpec, fp: str, search: SearchInfo |
         return rec
     # the runs no one has finished, shared among this runner and those holding a claim now
     eta = prog.eta(i, 1 + ctx.claims.count_held_elsewhere())
-    log.info("[%d/%d] %s: training (%s, seed %d%s)%s", i, total, spec.key, "+".join(spec.domains), spec.seed,
-             f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "", eta)
+    log.info(
+        "[%d/%d] %s: training (%s, seed %d%s)%s",
+        i,
+        total,
+        spec.key,
+        "+".join(spec.domains),
+        spec.seed,
+        f", {spec.target} at {spec.fraction:.0%}" if spec.fraction < 1 else "",
+        eta,
+    )
     record = _train_one(ctx, spec, fp, search)
     results.append(record)
     prog.durations.append(record.seconds)
     prog.counts["trained"] += 1
-    log.info("[%d/%d] %s: done in %.0f s, valid mean AUC %s", i, total, spec.key, record.seconds,
-             "–" if record.valid_mean_auc is None else f"{record.valid_mean_auc:.4f}")
+    log.info(
+        "[%d/%d] %s: done in %.0f s, valid mean AUC %s",
+        i,
+        total,
+        spec.key,
+        record.seconds,
+        "–" if record.valid_mean_auc is None else f"{record.valid_mean_auc:.4f}",
+    )
     return record
 
 
@@ -332,8 +413,14 @@ def _search(ctx: _Context, plan: Plan, method: str) -> bool:
     """Run `method`'s search unless another runner is running it (False)."""
     with ctx.claims.hold(f"search/{method}") as mine:
         if mine:
-            run_search(ctx.exp, plan, method, ctx.results.latest,
-                       lambda spec, info: _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), info), ctx.results.append)
+            run_search(
+                ctx.exp,
+                plan,
+                method,
+                ctx.results.latest,
+                lambda spec, info: _execute_claimed(ctx, spec, spec.fingerprint(ctx.exp, ctx.dataset_id), info),
+                ctx.results.append,
+            )
         return mine
 
 
@@ -348,8 +435,11 @@ def _with_choice(ctx: _Context, plan: Plan, spec: RunSpec) -> RunSpec | None:
         if info is None or params is None:
             if _tuning_unfinished(ctx, plan, by, records):
                 return None
-            what = ("no tuning candidate finished with a validation AUC" if by in ctx.exp.tune
-                    else "its search has not run all its trials, or none finished with a validation AUC")
+            what = (
+                "no tuning candidate finished with a validation AUC"
+                if by in ctx.exp.tune
+                else "its search has not run all its trials, or none finished with a validation AUC"
+            )
             raise RuntimeError(f"{by}: {what}; cannot choose its settings")
         ctx.choices[by] = choice_note(info)
         ctx.chosen[by] = params
@@ -397,7 +487,13 @@ def _search_listing(exp: Experiment, plan: Plan, records: dict[str, RunRecord]) 
     for method in plan.search:
         assert exp.search is not None
         trials = recorded_trials(exp, method, records)
-        lines.append(f"search {method}: {exp.search.trials} trials ({exp.search.sampler}, seed {exp.search.seed}), {len(trials)} already in {RESULTS_FILE}")
-        lines += [f"  done  {trials[n].key} (trial {n})" if n in trials else f"  todo  {method} trial {n} (settings proposed when it runs)"
-                  for n in range(exp.search.trials)]
+        lines.append(
+            f"search {method}: {exp.search.trials} trials ({exp.search.sampler}, seed {exp.search.seed}), {len(trials)} already in {RESULTS_FILE}"
+        )
+        lines += [
+            f"  done  {trials[n].key} (trial {n})"
+            if n in trials
+            else f"  todo  {method} trial {n} (settings proposed when it runs)"
+            for n in range(exp.search.trials)
+        ]
     return lines

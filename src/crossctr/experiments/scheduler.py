@@ -23,9 +23,10 @@ import contextlib
 import fcntl
 import logging
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator, Sequence, TypeVar
+from typing import IO, TypeVar
 
 __all__ = ["CLAIMS_DIR", "Claims", "Progress", "drain", "eta_text"]
 
@@ -123,8 +124,9 @@ class Progress:
         if not self.durations:
             return ""
         per_run = sum(self.durations) / len(self.durations)
-        return (f", ETA {eta_text(per_run * (self.total - i + 1) / runners)} at {per_run:.0f} s/run"
-                + (f" with {runners} runners" if runners > 1 else ""))
+        return f", ETA {eta_text(per_run * (self.total - i + 1) / runners)} at {per_run:.0f} s/run" + (
+            f" with {runners} runners" if runners > 1 else ""
+        )
 
 
 def drain(queue: Sequence[T], attempt: Callable[[T], bool], poll_seconds: float) -> None:
@@ -134,6 +136,10 @@ def drain(queue: Sequence[T], attempt: Callable[[T], bool], poll_seconds: float)
     while pending:
         left = [item for item in pending if not attempt(item)]
         if len(left) == len(pending):
-            log.info("%d run(s) held by other runners (or waiting for their tuning); checking again in %.0f s", len(left), poll_seconds)
+            log.info(
+                "%d run(s) held by other runners (or waiting for their tuning); checking again in %.0f s",
+                len(left),
+                poll_seconds,
+            )
             time.sleep(poll_seconds)
         pending = left

@@ -37,11 +37,21 @@ import hashlib
 import json
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from crossctr.experiments.grid import ALL, DEFAULT_SPACE, Experiment, Param, Plan, RunSpec, search_spec, select_candidate
+from crossctr.experiments.grid import (
+    ALL,
+    DEFAULT_SPACE,
+    Experiment,
+    Param,
+    Plan,
+    RunSpec,
+    search_spec,
+    select_candidate,
+)
 from crossctr.experiments.records import RunRecord, SearchCandidate, SearchInfo, SearchSummary
 
 if TYPE_CHECKING:
@@ -91,7 +101,7 @@ def _budget(exp: Experiment) -> int:
     return exp.search.trials
 
 
-def _distributions(space: Mapping[str, Param]) -> dict[str, "optuna.distributions.BaseDistribution"]:
+def _distributions(space: Mapping[str, Param]) -> dict[str, optuna.distributions.BaseDistribution]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     out: dict[str, Any] = {}
@@ -107,7 +117,7 @@ def _distributions(space: Mapping[str, Param]) -> dict[str, "optuna.distribution
     return out
 
 
-def _sampler(exp: Experiment, trial: int) -> "optuna.samplers.BaseSampler":
+def _sampler(exp: Experiment, trial: int) -> optuna.samplers.BaseSampler:
     """A sampler seeded for this trial alone, so a resumed study proposes what an uninterrupted one would."""
     from optuna.samplers import RandomSampler, TPESampler
 
@@ -152,8 +162,14 @@ def _value(rec: RunRecord) -> float | None:
     return None if auc is None or math.isnan(auc) else float(auc)
 
 
-def run_search(exp: Experiment, plan: Plan, method: str, records: Callable[[], Mapping[str, RunRecord]],
-               execute: Execute, append: Callable[[RunRecord], None]) -> None:
+def run_search(
+    exp: Experiment,
+    plan: Plan,
+    method: str,
+    records: Callable[[], Mapping[str, RunRecord]],
+    execute: Execute,
+    append: Callable[[RunRecord], None],
+) -> None:
     """Run `method`'s missing trials; recorded ones are added to the study as they are.
 
     `records` reads results.jsonl (key -> last record); `execute(spec, search_info)` trains the
@@ -175,8 +191,16 @@ def run_search(exp: Experiment, plan: Plan, method: str, records: Callable[[], M
         optuna.logging.set_verbosity(verbosity)
 
 
-def _run_trials(exp: Experiment, plan: Plan, method: str, study: "optuna.Study", dists: dict[str, Any],
-                done: dict[int, RunRecord], execute: Execute, append: Callable[[RunRecord], None]) -> None:
+def _run_trials(
+    exp: Experiment,
+    plan: Plan,
+    method: str,
+    study: optuna.Study,
+    dists: dict[str, Any],
+    done: dict[int, RunRecord],
+    execute: Execute,
+    append: Callable[[RunRecord], None],
+) -> None:
     from optuna.trial import TrialState, create_trial
 
     sid, budget = study_id(exp, method), _budget(exp)
@@ -186,10 +210,18 @@ def _run_trials(exp: Experiment, plan: Plan, method: str, study: "optuna.Study",
             assert rec.search is not None
             values = rec.search.params
             # its settings may have changed since (epochs, ...): execute reruns a stale record
-            rec = _trial_record(execute(search_spec(exp, plan, method, values, n), _info(sid, [n], values)), sid, n, values, append)
+            rec = _trial_record(
+                execute(search_spec(exp, plan, method, values, n), _info(sid, [n], values)), sid, n, values, append
+            )
             value = _value(rec)
-            study.add_trial(create_trial(params=values, distributions=dists, value=value,
-                                         state=TrialState.COMPLETE if value is not None else TrialState.FAIL))
+            study.add_trial(
+                create_trial(
+                    params=values,
+                    distributions=dists,
+                    value=value,
+                    state=TrialState.COMPLETE if value is not None else TrialState.FAIL,
+                )
+            )
             continue
         study.sampler = _sampler(exp, n)
         study.enqueue_trial(shared_values(exp, method, n))  # the shared dimensions: the same for every method
@@ -209,7 +241,9 @@ def _info(sid: str, trials: list[int], values: Mapping[str, Any]) -> SearchInfo:
     return SearchInfo(study=sid, trials=trials, params=dict(values))
 
 
-def _trial_record(rec: RunRecord, sid: str, n: int, values: Mapping[str, Any], append: Callable[[RunRecord], None]) -> RunRecord:
+def _trial_record(
+    rec: RunRecord, sid: str, n: int, values: Mapping[str, Any], append: Callable[[RunRecord], None]
+) -> RunRecord:
     """Make sure the record of trial `n` says so: a repeated setting is one run listing every trial that asked for it."""
     info = rec.search
     if info is not None and info.study == sid and n in info.trials:
@@ -228,8 +262,15 @@ def search_summary(exp: Experiment, records: Mapping[str, RunRecord], plan: Plan
         return out
     for method in plan.search:
         trials = recorded_trials(exp, method, records)
-        cands = [SearchCandidate(trial=n, id=r.candidate or "", params=r.search.params if r.search else {}, valid_mean_auc=r.valid_mean_auc)
-                 for n, r in trials.items()]
+        cands = [
+            SearchCandidate(
+                trial=n,
+                id=r.candidate or "",
+                params=r.search.params if r.search else {},
+                valid_mean_auc=r.valid_mean_auc,
+            )
+            for n, r in trials.items()
+        ]
         complete = len(trials) == s.trials
         choice = select_candidate({c.id: c.valid_mean_auc for c in cands}) if complete else None
         out[method] = SearchSummary(

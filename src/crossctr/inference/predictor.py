@@ -46,14 +46,18 @@ def encode_rows(encoder: FeatureEncoder, table: pa.Table, source: str = "input")
 class Predictor:
     """Scores raw rows with a run folder: no training code, no unpickling."""
 
-    def __init__(self, encoder: FeatureEncoder, members: dict[str, nn.Module], route: dict[str, str], config: dict[str, Any]) -> None:
+    def __init__(
+        self, encoder: FeatureEncoder, members: dict[str, nn.Module], route: dict[str, str], config: dict[str, Any]
+    ) -> None:
         self.encoder, self.members, self.route, self.config = encoder, members, route, config
         # the extra labels the model scores: empty unless it was trained with `tasks`
-        self.task_names = encoder.schema.task_names if getattr(parse_model_config(config["model"]), "tasks", None) else []
+        self.task_names = (
+            encoder.schema.task_names if getattr(parse_model_config(config["model"]), "tasks", None) else []
+        )
         self.domains = list(encoder.schema.domain.values)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> Predictor:
         """Read a run folder; a missing, damaged or edited file is a ConfigError naming it (no traceback)."""
         run_dir = Path(run_dir)
         for name in ("config.json", "encoders.json", "weights.safetensors"):
@@ -70,14 +74,22 @@ class Predictor:
         try:
             weights = load_file(str(wpath), device=device)
         except Exception as err:  # SafetensorError (truncated, empty, not safetensors) derives from Exception only
-            raise ConfigError(f"{wpath}: cannot be read as safetensors ({err}; {wpath.stat().st_size} bytes); {DAMAGED}") from None
+            raise ConfigError(
+                f"{wpath}: cannot be read as safetensors ({err}; {wpath.stat().st_size} bytes); {DAMAGED}"
+            ) from None
         members = {}
         for m in config["members"]:
             prefix = f"{m}."
             try:
                 model = build_model(model_cfg, config["cardinalities"], len(config["domains"]))
-                model.load_state_dict({k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)})
-            except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as err:  # a model config or member that the weights do not fit
+                model.load_state_dict({k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)})
+            except (
+                RuntimeError,
+                ValueError,
+                TypeError,
+                IndexError,
+                KeyError,
+            ) as err:  # a model config or member that the weights do not fit
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise ConfigError(f"{source}: member {m!r} does not match {wpath.name} ({first}); {DAMAGED}") from None
             members[m] = model.to(device).eval()

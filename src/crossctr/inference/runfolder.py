@@ -31,8 +31,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from safetensors.torch import save_file
 from torch import nn
@@ -43,7 +44,17 @@ from crossctr.jsonsafe import finite, json_default
 from crossctr.models import parse_model_config
 from crossctr.schema import ConfigError
 
-__all__ = ["atomic_write", "atomic_file", "temp_file_beside", "commit_temp_file", "write_json", "write_run_folder", "load_encoder", "check_config", "DAMAGED"]
+__all__ = [
+    "atomic_write",
+    "atomic_file",
+    "temp_file_beside",
+    "commit_temp_file",
+    "write_json",
+    "write_run_folder",
+    "load_encoder",
+    "check_config",
+    "DAMAGED",
+]
 
 _CHUNK = 1 << 20  # bytes per write() call
 
@@ -120,15 +131,21 @@ def write_json(path: Path, obj: Any) -> None:
 # ---- writing a trained run ----
 
 
-def write_run_folder(out: Path, encoder: FeatureEncoder, members: dict[str, nn.Module], config: dict[str, Any], results: dict[str, Any]) -> None:
+def write_run_folder(
+    out: Path, encoder: FeatureEncoder, members: dict[str, nn.Module], config: dict[str, Any], results: dict[str, Any]
+) -> None:
     """encoders.json, weights.safetensors, config.json, then each of `results` as `<name>.json`.
 
     `config` is config.json's object (see `check_config` for the keys a predictor needs); a
     result's NaN and infinity are written as null. A disk that cannot hold the weights is a
     DiskFullError before anything of them is written.
     """
-    atomic_write(out / "encoders.json", json.dumps(encoder.to_dict(), indent=1).encode())  # as FeatureEncoder.save writes it
-    state = {f"{m}.{k}": v.detach().cpu().contiguous() for m, model in members.items() for k, v in model.state_dict().items()}
+    atomic_write(
+        out / "encoders.json", json.dumps(encoder.to_dict(), indent=1).encode()
+    )  # as FeatureEncoder.save writes it
+    state = {
+        f"{m}.{k}": v.detach().cpu().contiguous() for m, model in members.items() for k, v in model.state_dict().items()
+    }
     check_space(out, sum(v.numel() * v.element_size() for v in state.values()), "the run's weights")
     with atomic_file(out / "weights.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "crossctr"})
@@ -147,7 +164,9 @@ def load_encoder(path: Path) -> FeatureEncoder:
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; {DAMAGED}") from None
     except (OSError, ValueError, KeyError, TypeError) as err:  # not JSON, or not what `save` writes
-        raise ConfigError(f"{path}: cannot be read as fitted encoders ({type(err).__name__}: {err}); {DAMAGED}") from None
+        raise ConfigError(
+            f"{path}: cannot be read as fitted encoders ({type(err).__name__}: {err}); {DAMAGED}"
+        ) from None
 
 
 def check_config(config: Any, encoder: FeatureEncoder, source: str) -> Any:
@@ -160,11 +179,15 @@ def check_config(config: Any, encoder: FeatureEncoder, source: str) -> Any:
     model_cfg = parse_model_config(config["model"], f"{source}: model")
     domains, members, route = config["domains"], config["members"], config["route"]
     if domains != list(encoder.schema.domain.values):
-        raise ConfigError(f"{source}: domains {domains!r} differ from encoders.json's {list(encoder.schema.domain.values)}; {DAMAGED}")
+        raise ConfigError(
+            f"{source}: domains {domains!r} differ from encoders.json's {list(encoder.schema.domain.values)}; {DAMAGED}"
+        )
     if not (isinstance(members, list) and members and all(isinstance(m, str) for m in members)):
         raise ConfigError(f"{source}: members must be a non-empty list of names, got {members!r}; {DAMAGED}")
     if not (isinstance(route, dict) and set(route) == set(domains) and set(route.values()) <= set(members)):
-        raise ConfigError(f"{source}: route {route!r} must send each domain {domains} to one of the members {members}; {DAMAGED}")
+        raise ConfigError(
+            f"{source}: route {route!r} must send each domain {domains} to one of the members {members}; {DAMAGED}"
+        )
     cards = config["cardinalities"]
     if not (isinstance(cards, list) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in cards)):
         raise ConfigError(f"{source}: cardinalities must be a list of positive integers, got {cards!r}; {DAMAGED}")

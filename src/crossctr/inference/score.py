@@ -26,7 +26,9 @@ class Scores:
 
 
 @torch.inference_mode()
-def score(model: nn.Module, data: EncodedSplit, n_domains: int, batch_size: int = 8192, device: str | torch.device = "cpu") -> Scores:
+def score(
+    model: nn.Module, data: EncodedSplit, n_domains: int, batch_size: int = 8192, device: str | torch.device = "cpu"
+) -> Scores:
     model.eval()
     probs: list[torch.Tensor] = []
     task_probs: list[torch.Tensor] = []
@@ -48,7 +50,14 @@ def score(model: nn.Module, data: EncodedSplit, n_domains: int, batch_size: int 
     return Scores(prob, attention, tasks)
 
 
-def route_scores(members: dict[str, nn.Module], route: dict[str, str], data: EncodedSplit, names: list[str], batch_size: int = 8192, device: Any = "cpu") -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+def route_scores(
+    members: dict[str, nn.Module],
+    route: dict[str, str],
+    data: EncodedSplit,
+    names: list[str],
+    batch_size: int = 8192,
+    device: Any = "cpu",
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
     """Score each domain's rows with the member its route names.
 
     Returns click probabilities (N,), attention (n_domains, F) per key, and the extra-task

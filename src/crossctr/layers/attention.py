@@ -35,9 +35,7 @@ class AttentionUnit(nn.Module):
         (torch.Size([2, 3, 6]), torch.Size([2, 3]))
     """
 
-    def __init__(
-        self, dim: int, hidden: Sequence[int] = (64, 32), activation: Activation = "relu"
-    ) -> None:
+    def __init__(self, dim: int, hidden: Sequence[int] = (64, 32), activation: Activation = "relu") -> None:
         super().__init__()
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim!r}")

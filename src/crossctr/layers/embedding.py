@@ -34,12 +34,16 @@ def mean_over_slots(values: Tensor, x: Tensor, slot_field: Tensor, slot_pooled: 
     """
     B = x.shape[0]
     keep = ((x != PAD_ID) | ~slot_pooled).to(values.dtype)  # (B, S)
-    total = values.new_zeros(B, n_fields, values.shape[-1]).index_add_(1, slot_field, values * keep.unsqueeze(-1))  # (B, F, K)
+    total = values.new_zeros(B, n_fields, values.shape[-1]).index_add_(
+        1, slot_field, values * keep.unsqueeze(-1)
+    )  # (B, F, K)
     count = keep.new_zeros(B, n_fields).index_add_(1, slot_field, keep).clamp_(min=1.0)  # (B, F)
     return total / count.unsqueeze(-1)
 
 
-def check_table_args(cardinalities: Sequence[int], shared_dim: int, specific_dim: int, n_domains: int, init_std: float) -> list[int]:
+def check_table_args(
+    cardinalities: Sequence[int], shared_dim: int, specific_dim: int, n_domains: int, init_std: float
+) -> list[int]:
     """Validate the arguments every embedding-table implementation takes; returns the cardinalities as ints."""
     cards = [int(c) for c in cardinalities]
     if not cards or any(c < 1 for c in cards):
@@ -127,13 +131,21 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("slot_offsets", self.offsets[slot_field], persistent=False)  # (S,)
         self.register_buffer("slot_pooled", width[slot_field] > 1, persistent=False)  # (S,) slot of a multi feature
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
         # A model built from plain cardinalities (e.g. read back from a run folder's JSON)
         # adopts the slot layout its weights were trained with.
         layout = state_dict.get(prefix + "slot_field")
-        if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape or not torch.equal(self.slot_field.cpu(), layout.cpu())):
+        if layout is not None and (
+            self.slot_field is None
+            or self.slot_field.shape != layout.shape
+            or not torch.equal(self.slot_field.cpu(), layout.cpu())
+        ):
             self._set_slots(layout.to(self.offsets.device))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @property
     def out_dim(self) -> int:

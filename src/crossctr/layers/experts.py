@@ -99,7 +99,7 @@ class StackedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, in_dim) or (B, n, in_dim) -> (B, n, out_dim)."""
         last = len(self.weights) - 1
-        for l, (w, b) in enumerate(zip(self.weights, self.biases)):  # a loop over layers, not members
+        for l, (w, b) in enumerate(zip(self.weights, self.biases, strict=False)):  # a loop over layers, not members
             eq = "bi,nio->bno" if x.ndim == 2 else "bni,nio->bno"
             x = torch.einsum(eq, x, w) + b  # (B, n, out)
             if l < last or self.activate_last:
@@ -181,7 +181,9 @@ class ExtractionLayer(nn.Module):
             )
         N, S, P = n_domains, n_shared, n_specific
         self.n_domains = N
-        self.experts = StackedMLP(S + N * P, in_dim, hidden, dropout=dropout, batch_norm=batch_norm)  # shared first, then domain by domain
+        self.experts = StackedMLP(
+            S + N * P, in_dim, hidden, dropout=dropout, batch_norm=batch_norm
+        )  # shared first, then domain by domain
         self.out_dim = self.experts.out_dim
         # Input slot each expert reads: the shared slot N, or its domain's slot k.
         src = [N] * S + [k for k in range(N) for _ in range(P)]

@@ -106,7 +106,9 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     # back to a slow reference kernel on other strides, e.g. a column slice of a weight.
     x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (M, K)
     weight = weight.contiguous()
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)):
+    if torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    ):
         y = _OneDNNLinear.apply(x2, weight, bias)
     else:
         y = _mm_t(x2, weight, bias)
@@ -155,23 +157,27 @@ def rows_by_group(modules: Sequence[GroupFn], x: Tensor, group: Tensor, outputs:
     order = torch.argsort(group, stable=True)  # (B,) rows grouped
     sizes = torch.bincount(group, minlength=len(modules)).tolist()
     parts: list[list[Tensor | None]] = []
-    for module, rows in zip(modules, order.split(sizes)):
+    for module, rows in zip(modules, order.split(sizes), strict=False):
         if n := rows.numel():
             pad = _bucket(n) - n if not (isinstance(module, nn.Module) and _rows_interact(module)) else 0
             res = module(x[torch.cat([rows, rows[:1].expand(pad)]) if pad else rows])[:outputs]
             parts.append([None if r is None else r[:n] for r in res])
-    back = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))  # inverse permutation
-    return tuple(None if col[0] is None else torch.cat(col)[back] for col in zip(*parts))  # type: ignore[misc]
+    back = torch.empty_like(order).scatter_(
+        0, order, torch.arange(order.numel(), device=order.device)
+    )  # inverse permutation
+    return tuple(None if col[0] is None else torch.cat(col)[back] for col in zip(*parts, strict=False))  # type: ignore[misc]
 
 
-def _rows_by_group_traceable(modules: Sequence[GroupFn], x: Tensor, group: Tensor, outputs: int) -> tuple[Tensor | None, ...]:
+def _rows_by_group_traceable(
+    modules: Sequence[GroupFn], x: Tensor, group: Tensor, outputs: int
+) -> tuple[Tensor | None, ...]:
     outs: list[Tensor | None] | None = None
     for k, module in enumerate(modules):
         rows = (group == k).nonzero().squeeze(1)  # (n_k,) positions, n_k data-dependent (0 allowed)
         res = module(x.index_select(0, rows))[:outputs]
         if outs is None:
             outs = [None if r is None else r.new_zeros((x.shape[0], *r.shape[1:])) for r in res]
-        outs = [None if o is None or r is None else o.index_copy(0, rows, r) for o, r in zip(outs, res)]
+        outs = [None if o is None or r is None else o.index_copy(0, rows, r) for o, r in zip(outs, res, strict=False)]
     return tuple(outs or ())
 
 

@@ -70,6 +70,6 @@ class DomainHeads(nn.Module):
                 "representations; pass one (B, in_dim) tensor per input, then domain"
             )
         z = None  # (B, n_domains): every head's logit on every row
-        for r, w in zip(reps, self.weight.split(self.in_dim, dim=1)):  # w: (n_domains, in_dim)
+        for r, w in zip(reps, self.weight.split(self.in_dim, dim=1), strict=False):  # w: (n_domains, in_dim)
             z = linear(r, w) if z is None else z + linear(r, w)
         return z.gather(1, domain.unsqueeze(1)).squeeze(1) + self.bias[domain]  # (B,)

@@ -64,7 +64,15 @@ class DomainPruner(nn.Module):
         torch.Size([2, 5])
     """
 
-    def __init__(self, domain_dim: int, in_dim: int, out_dim: int, form: PrunerForm = "fusion", beta: float = 2.0, epsilon: float = 1e-2) -> None:
+    def __init__(
+        self,
+        domain_dim: int,
+        in_dim: int,
+        out_dim: int,
+        form: PrunerForm = "fusion",
+        beta: float = 2.0,
+        epsilon: float = 1e-2,
+    ) -> None:
         super().__init__()
         for name, v in (("domain_dim", domain_dim), ("in_dim", in_dim), ("out_dim", out_dim)):
             if v < 1:
@@ -74,7 +82,9 @@ class DomainPruner(nn.Module):
         if not beta > 0 or not epsilon >= 0:
             raise ValueError(f"need beta > 0 and epsilon >= 0, got beta={beta!r}, epsilon={epsilon!r}")
         self.form, self.beta, self.epsilon = form, beta, epsilon
-        self.weight = nn.Parameter(nn.Linear(domain_dim + in_dim, out_dim, bias=False).weight.detach())  # (out, domain + in)
+        self.weight = nn.Parameter(
+            nn.Linear(domain_dim + in_dim, out_dim, bias=False).weight.detach()
+        )  # (out, domain + in)
 
     def forward(self, domain_emb: Tensor, h: Tensor, alpha: Tensor | float = 1.0) -> Tensor:
         """domain_emb (B, domain_dim), h (B, in_dim), α -> π (B, out_dim)."""

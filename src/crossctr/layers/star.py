@@ -63,14 +63,16 @@ class StarFCN(nn.Module):
         torch.Size([2, 1])
     """
 
-    def __init__(self, in_dim: int, sizes: Sequence[int], n_domains: int, activation: Activation = "relu", dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, sizes: Sequence[int], n_domains: int, activation: Activation = "relu", dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if not sizes:
             raise ValueError("sizes must name at least one layer")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         dims = [in_dim, *map(int, sizes)]
-        self.layers = nn.ModuleList(StarLinear(a, b, n_domains) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(StarLinear(a, b, n_domains) for a, b in zip(dims[:-1], dims[1:], strict=False))
         self.act = make_activation(activation)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else None
 

@@ -56,13 +56,22 @@ class TorchRecEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         if not torchrec_available():
-            raise ConfigError("the TorchRec embedding backend needs torchrec and an fbgemm-gpu build for this torch; docs/scaling.md gives the install lines (torch 2.13: torchrec 1.8.0 + fbgemm-gpu-cpu 1.8.0)")
+            raise ConfigError(
+                "the TorchRec embedding backend needs torchrec and an fbgemm-gpu build for this torch; docs/scaling.md gives the install lines (torch 2.13: torchrec 1.8.0 + fbgemm-gpu-cpu 1.8.0)"
+            )
         from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 
         cards = check_table_args(cardinalities, shared_dim, specific_dim, n_domains, init_std)
-        self.cardinalities, self.shared_dim, self.specific_dim, self.n_domains = tuple(cards), shared_dim, specific_dim, n_domains
+        self.cardinalities, self.shared_dim, self.specific_dim, self.n_domains = (
+            tuple(cards),
+            shared_dim,
+            specific_dim,
+            n_domains,
+        )
         self.total = sum(cards)
-        widths = [int(w) for w in (slots if slots is not None else getattr(cardinalities, "slots", None) or [1] * len(cards))]
+        widths = [
+            int(w) for w in (slots if slots is not None else getattr(cardinalities, "slots", None) or [1] * len(cards))
+        ]
         field = torch.repeat_interleave(torch.arange(len(cards)), torch.tensor(widths))  # (S,)
         offsets = torch.tensor([0, *cards[:-1]], dtype=torch.int64).cumsum(0)
         self.register_buffer("slot_field", field)
@@ -72,9 +81,27 @@ class TorchRecEmbedding(nn.Module):
         def init(w: Tensor) -> Tensor:
             return nn.init.normal_(w, 0.0, init_std)
 
-        tables = [EmbeddingBagConfig(name="shared", embedding_dim=shared_dim, num_embeddings=self.total, feature_names=["shared"], pooling=PoolingType.MEAN, init_fn=init)]
+        tables = [
+            EmbeddingBagConfig(
+                name="shared",
+                embedding_dim=shared_dim,
+                num_embeddings=self.total,
+                feature_names=["shared"],
+                pooling=PoolingType.MEAN,
+                init_fn=init,
+            )
+        ]
         if specific_dim > 0:
-            tables.append(EmbeddingBagConfig(name="specific", embedding_dim=specific_dim, num_embeddings=n_domains * self.total, feature_names=["specific"], pooling=PoolingType.MEAN, init_fn=init))
+            tables.append(
+                EmbeddingBagConfig(
+                    name="specific",
+                    embedding_dim=specific_dim,
+                    num_embeddings=n_domains * self.total,
+                    feature_names=["specific"],
+                    pooling=PoolingType.MEAN,
+                    init_fn=init,
+                )
+            )
         self.tables = EmbeddingBagCollection(tables=tables, device=torch.device(device) if device is not None else None)
 
     @property
@@ -82,10 +109,21 @@ class TorchRecEmbedding(nn.Module):
         return self.shared_dim + self.specific_dim
 
     @classmethod
-    def from_feature_embedding(cls, emb: FeatureEmbedding) -> "TorchRecEmbedding":
+    def from_feature_embedding(cls, emb: FeatureEmbedding) -> TorchRecEmbedding:
         """The same lookup with `emb`'s weights (its slot layout included)."""
-        slots = None if emb.slot_field is None else torch.bincount(emb.slot_field, minlength=len(emb.cardinalities)).tolist()
-        out = cls(emb.cardinalities, emb.shared_dim, emb.specific_dim, emb.n_domains, slots=slots, device=emb.shared.weight.device)
+        slots = (
+            None
+            if emb.slot_field is None
+            else torch.bincount(emb.slot_field, minlength=len(emb.cardinalities)).tolist()
+        )
+        out = cls(
+            emb.cardinalities,
+            emb.shared_dim,
+            emb.specific_dim,
+            emb.n_domains,
+            slots=slots,
+            device=emb.shared.weight.device,
+        )
         with torch.no_grad():
             out.tables.embedding_bags["shared"].weight.copy_(emb.shared.weight)
             if emb.specific is not None:
@@ -102,7 +140,9 @@ class TorchRecEmbedding(nn.Module):
         F = len(self.cardinalities)
         idx = x.long() + self.slot_offsets  # (B, S) global ids, slots of a feature side by side
         keep = (x != PAD_ID) | ~self.slot_pooled  # (B, S): scalar slots always count
-        lengths = torch.zeros(B, F, dtype=torch.int64, device=x.device).index_add_(1, self.slot_field, keep.long()).flatten()  # (B·F,) one bag per (row, feature)
+        lengths = (
+            torch.zeros(B, F, dtype=torch.int64, device=x.device).index_add_(1, self.slot_field, keep.long()).flatten()
+        )  # (B·F,) one bag per (row, feature)
         keys, values, lens = ["shared"], [idx[keep]], [lengths]
         if self.specific_dim > 0:
             keys.append("specific")

@@ -7,7 +7,8 @@ the FCN reads x_g instead of x_2 (the original DCN layout), an option docs/desig
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn

@@ -37,9 +37,7 @@ class WideLinear(nn.Module):
         super().__init__()
         cards = [int(c) for c in cardinalities]
         if not cards or any(c < 1 for c in cards):
-            raise ValueError(
-                f"cardinalities must be a non-empty sequence of ints >= 1, got {list(cardinalities)!r}"
-            )
+            raise ValueError(f"cardinalities must be a non-empty sequence of ints >= 1, got {list(cardinalities)!r}")
         self.cardinalities = tuple(cards)
         offsets = torch.tensor([0, *cards[:-1]], dtype=torch.int64).cumsum(0)
         self.register_buffer("offsets", offsets)  # (F,)
@@ -58,11 +56,15 @@ class WideLinear(nn.Module):
         self.slot_field = slot_field
         self.slot_pooled = (width > 1)[slot_field]
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):  # type: ignore[no-untyped-def]
         layout = state_dict.get(prefix + "slot_field")  # a model rebuilt from plain cardinalities adopts its layout
         if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape):
             self._set_slots(layout.clone().to(self.offsets.device))
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, S) local ids per input column (S = F without multi-valued features) -> (B,)."""
@@ -70,5 +72,7 @@ class WideLinear(nn.Module):
             w = self.weight(x + self.offsets).squeeze(-1)  # (B, F)
             return w.sum(dim=-1) + self.bias  # (B,)
         w = self.weight(x + self.offsets[self.slot_field])  # (B, S, 1)
-        pooled = mean_over_slots(w, x, self.slot_field, self.slot_pooled, len(self.cardinalities))  # (B, F, 1), as the embeddings pool
+        pooled = mean_over_slots(
+            w, x, self.slot_field, self.slot_pooled, len(self.cardinalities)
+        )  # (B, F, 1), as the embeddings pool
         return pooled.squeeze(-1).sum(dim=-1) + self.bias  # (B,)

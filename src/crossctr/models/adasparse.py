@@ -39,7 +39,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -99,7 +100,7 @@ class AdaSparse(EmbeddedInput, nn.Module):
         x = pi * x if self.config.input_pruning == "neuron" else (pi.unsqueeze(-1) * e).flatten(1)  # (B, F*K)
         h = torch.cat([z, x], dim=1)  # (B, K + F*K)
         kept = [(pi > 0).float().mean(1)]
-        for layer, pruner in zip(self.layers, self.pruners):
+        for layer, pruner in zip(self.layers, self.pruners, strict=False):
             a = layer(h)  # (B, H_l)
             p = pruner(z, a, alpha)  # (B, H_l)
             h = p * a  # (B, H_l)

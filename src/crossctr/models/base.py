@@ -9,8 +9,9 @@ else of the model.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Sequence
+from typing import Annotated, Any
 
 import torch
 from pydantic import PlainSerializer, PlainValidator
@@ -67,7 +68,7 @@ def parse_model_config(data: dict[str, Any] | StrictModel, source: str = "model"
 
 
 def build_model(config: StrictModel, cardinalities: Sequence[int], n_domains: int) -> nn.Module:
-    name = getattr(config, "name")
+    name = config.name
     return REGISTRY[name].build(config, cardinalities, n_domains)
 
 

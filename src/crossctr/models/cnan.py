@@ -22,7 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -69,9 +70,11 @@ class CNANConfig(AttentiveConfig):
     tasks: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
-    def _private_depth(self) -> "CNANConfig":
+    def _private_depth(self) -> CNANConfig:
         if self.private_layers is not None and self.private_layers > len(self.deep):
-            raise ValueError(f"private_layers {self.private_layers} is more than the {len(self.deep)} layers of deep {list(self.deep)}")
+            raise ValueError(
+                f"private_layers {self.private_layers} is more than the {len(self.deep)} layers of deep {list(self.deep)}"
+            )
         return self
 
     @property
@@ -101,17 +104,28 @@ class CNAN(nn.Module):
     def __init__(self, config: CNANConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config, self.n_domains = config, n_domains
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
+        self.embedding = FeatureEmbedding(
+            cardinalities,
+            config.shared_dim,
+            config.specific_dim,
+            n_domains,
+            sparse=config.sparse_embeddings,
+            init_std=config.embedding_init_std,
+        )
         n_fields, K, norm = len(cardinalities), self.embedding.out_dim, config.norm or "none"
         self.shared = attentive_tower(config, n_fields, K, norm=norm)
-        self.private = nn.ModuleList(attentive_tower(config, n_fields, K, deep=config.private_deep, norm=norm) for _ in range(n_domains))
+        self.private = nn.ModuleList(
+            attentive_tower(config, n_fields, K, deep=config.private_deep, norm=norm) for _ in range(n_domains)
+        )
         rep_dim = self.shared.out_dim
         self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
         self.task_heads = nn.ModuleList(DomainHeads(rep_dim, n_domains, n_inputs=2) for _ in range(config.tasks or 0))
         self.discriminator = Linear(rep_dim, n_domains)  # D(·) = softmax(W O + b), one for all spaces
         if config.adversarial == "wasserstein":
             if not 0 <= config.wasserstein_source < n_domains:
-                raise ValueError(f"wasserstein_source {config.wasserstein_source} is not a domain id in 0..{n_domains - 1}")
+                raise ValueError(
+                    f"wasserstein_source {config.wasserstein_source} is not a domain id in 0..{n_domains - 1}"
+                )
             # One critic per distance: shared(source) vs shared(d) for each other d (D_c),
             # private(d) vs shared(d) for each d (D_s for the source, D_t for the targets).
             self.critic_shared = nn.ModuleList(Critic(rep_dim) for _ in range(n_domains))
@@ -122,14 +136,20 @@ class CNAN(nn.Module):
         e = self.embedding(x, d)  # (B, F, K)
         e = autocast_input(e)  # one cast for all N + 1 towers, not one per tower
         o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
-        o_p, a_p = rows_by_group(self.private, e, d, outputs=2)  # (B, H), (B, F): each domain's tower on its own rows only
+        o_p, a_p = rows_by_group(
+            self.private, e, d, outputs=2
+        )  # (B, H), (B, F): each domain's tower on its own rows only
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
-        task_logits = torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None  # (B, T); a loop over tasks
+        task_logits = (
+            torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None
+        )  # (B, T); a loop over tasks
         extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
         aux = self._aux_losses(o_c, o_p, d, batch.shard) if self.training else {}  # scoring needs no losses
         return ModelOutput(logits, aux, extras, task_logits)
 
-    def _aux_losses(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor, shard: Shard | None) -> dict[str, torch.Tensor]:
+    def _aux_losses(
+        self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor, shard: Shard | None
+    ) -> dict[str, torch.Tensor]:
         cfg, D, aux = self.config, self.discriminator, {}
         if cfg.adversarial == "entropy":
             if cfg.discriminator_step:
@@ -145,7 +165,9 @@ class CNAN(nn.Module):
             aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
             nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
-            aux["domain"] = weighted_mean(nll, d, self.n_domains, "equal", shard=shard)  # Σ_d L_d, the click loss's helper
+            aux["domain"] = weighted_mean(
+                nll, d, self.n_domains, "equal", shard=shard
+            )  # Σ_d L_d, the click loss's helper
         return aux
 
     def _wasserstein(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

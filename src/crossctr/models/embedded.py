@@ -10,7 +10,8 @@ Configs: `InputConfig` (the block) <- `EmbeddedConfig` (the newer models, + batc
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -91,10 +92,19 @@ class EmbeddedInput:
     embedding: FeatureEmbedding
     attention: AttentionUnit | None
 
-    def _build_input(self, config: InputConfig, cardinalities: Sequence[int], n_domains: int, *, attention: bool = True) -> int:
+    def _build_input(
+        self, config: InputConfig, cardinalities: Sequence[int], n_domains: int, *, attention: bool = True
+    ) -> int:
         """Build the embedding (and the attention unit unless `attention=False`); returns K."""
         assert isinstance(self, nn.Module)
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
+        self.embedding = FeatureEmbedding(
+            cardinalities,
+            config.shared_dim,
+            config.specific_dim,
+            n_domains,
+            sparse=config.sparse_embeddings,
+            init_std=config.embedding_init_std,
+        )
         K = self.embedding.out_dim
         self.attention = AttentionUnit(K, config.attention_hidden) if attention and config.attention_hidden else None
         return K

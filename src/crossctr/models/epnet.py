@@ -25,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -53,11 +54,16 @@ class EPNet(EmbeddedInput, nn.Module):
     def __init__(self, config: EPNetConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        F, K = len(cardinalities), self._build_input(config, cardinalities, n_domains, attention=False)  # attention sits in the tower
+        F, K = (
+            len(cardinalities),
+            self._build_input(config, cardinalities, n_domains, attention=False),
+        )  # attention sits in the tower
         self.domain_embedding = nn.Embedding(n_domains, K)  # the domain-side prior E(F_d)
         nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
         self.gate = GateNU(K + F * K, F, config.gate_hidden, config.gamma)
-        self.tower = attentive_tower(config, F, K, cross_layers=config.cross_layers if config.body == "dcn" else 0)  # stacked, as eq. 2
+        self.tower = attentive_tower(
+            config, F, K, cross_layers=config.cross_layers if config.body == "dcn" else 0
+        )  # stacked, as eq. 2
         self.head = nn.Linear(self.tower.out_dim, 1)
 
     def forward(self, batch: Batch) -> ModelOutput:

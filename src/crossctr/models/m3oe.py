@@ -44,7 +44,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -64,7 +65,9 @@ class M3oEConfig(EmbeddedConfig):
     name: Literal["m3oe"] = "m3oe"
     star: tuple[int, int] = (128, 64)  # Scenario-Wise-Rec: STAR layer width, then the bottom's output size
     n_experts: int = Field(default=4, ge=1)  # Scenario-Wise-Rec: 4 shared experts
-    deep: tuple[int, ...] = Field(default=(64, 32), min_length=1)  # Scenario-Wise-Rec: every expert's hidden sizes (shared and domain)
+    deep: tuple[int, ...] = Field(
+        default=(64, 32), min_length=1
+    )  # Scenario-Wise-Rec: every expert's hidden sizes (shared and domain)
     tower: tuple[int, ...] = (32,)  # Scenario-Wise-Rec: each domain's tower, then a linear logit
     balance_init: float = 1.0  # Scenario-Wise-Rec's bal_d: σ(1) ≈ 0.73 of the domain view from the own domain
     expert_weight_init: float = 1.0  # Scenario-Wise-Rec's exp_d: the domain view enters with σ(1) ≈ 0.73
@@ -117,7 +120,9 @@ class M3oE(EmbeddedInput, nn.Module):
             u = (1.0 - w) / (T - 1)  # T >= 2 here: the click and at least one extra task
             view = (w - u) * view + u * view.sum(1, keepdim=True)  # (B, T, H) T̃_t for every task t
             fused = fused + torch.sigmoid(self.task_expert_logit) * view
-        f = fused.unsqueeze(1).expand(B, N, T, fused.shape[-1]).reshape(B, N * T, -1)  # (B, N*T, H) tower (n, t) reads task t
+        f = (
+            fused.unsqueeze(1).expand(B, N, T, fused.shape[-1]).reshape(B, N * T, -1)
+        )  # (B, N*T, H) tower (n, t) reads task t
         t = self.towers(f) if self.towers is not None else f  # (B, N*T, ·)
         out = take_domain(self.heads(t).view(B, N, T), d)  # (B, T) the row's domain's towers
         extras["gates"] = g[:, 0].detach()  # (B, E) the click's gate

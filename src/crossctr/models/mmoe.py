@@ -23,7 +23,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -51,9 +52,18 @@ class MMoE(EmbeddedInput, nn.Module):
         self.config = config
         K = self._build_input(config, cardinalities, n_domains)
         in_dim = len(cardinalities) * K
-        self.experts = StackedMLP(config.n_experts, in_dim, config.deep, dropout=config.dropout, batch_norm=config.batch_norm)
+        self.experts = StackedMLP(
+            config.n_experts, in_dim, config.deep, dropout=config.dropout, batch_norm=config.batch_norm
+        )
         self.gates = SoftmaxGates(in_dim, n_domains, config.n_experts)
-        self.towers = StackedMLP(n_domains, self.experts.out_dim, (*config.tower, 1), dropout=config.dropout, activate_last=False, batch_norm=config.batch_norm)
+        self.towers = StackedMLP(
+            n_domains,
+            self.experts.out_dim,
+            (*config.tower, 1),
+            dropout=config.dropout,
+            activate_last=False,
+            batch_norm=config.batch_norm,
+        )
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

@@ -25,7 +25,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field
 from torch import nn
@@ -56,10 +57,21 @@ class PLE(EmbeddedInput, nn.Module):
         self.levels = nn.ModuleList()
         d = len(cardinalities) * K
         for j in range(config.levels):
-            level = ExtractionLayer(d, n_domains, config.shared_experts, config.specific_experts, config.deep, shared_gate=j < config.levels - 1, dropout=config.dropout, batch_norm=config.batch_norm)
+            level = ExtractionLayer(
+                d,
+                n_domains,
+                config.shared_experts,
+                config.specific_experts,
+                config.deep,
+                shared_gate=j < config.levels - 1,
+                dropout=config.dropout,
+                batch_norm=config.batch_norm,
+            )
             self.levels.append(level)
             d = level.out_dim
-        self.towers = StackedMLP(n_domains, d, (*config.tower, 1), dropout=config.dropout, activate_last=False, batch_norm=config.batch_norm)
+        self.towers = StackedMLP(
+            n_domains, d, (*config.tower, 1), dropout=config.dropout, activate_last=False, batch_norm=config.batch_norm
+        )
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

@@ -22,7 +22,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 from torch import nn
 
@@ -49,7 +50,14 @@ class SharedBottom(EmbeddedInput, nn.Module):
         K = self._build_input(config, cardinalities, n_domains)
         bn = config.batch_norm
         self.bottom = MLP(len(cardinalities) * K, config.deep, dropout=config.dropout, batch_norm=bn)
-        self.towers = StackedMLP(n_domains, self.bottom.out_dim, (*config.tower, 1), dropout=config.dropout, activate_last=False, batch_norm=bn)
+        self.towers = StackedMLP(
+            n_domains,
+            self.bottom.out_dim,
+            (*config.tower, 1),
+            dropout=config.dropout,
+            activate_last=False,
+            batch_norm=bn,
+        )
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

@@ -27,7 +27,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -63,7 +64,9 @@ class STAR(EmbeddedInput, nn.Module):
         if config.aux_hidden > 0:
             self.domain_embedding = nn.Embedding(n_domains, K)  # the domain indicator, one more field
             nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
-            self.aux = nn.Sequential(MLP(in_dim + K, (config.aux_hidden,), batch_norm=config.batch_norm), nn.Linear(config.aux_hidden, 1))
+            self.aux = nn.Sequential(
+                MLP(in_dim + K, (config.aux_hidden,), batch_norm=config.batch_norm), nn.Linear(config.aux_hidden, 1)
+            )
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

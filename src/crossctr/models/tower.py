@@ -19,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch.nn.functional as F
 from torch import nn
@@ -46,8 +47,20 @@ class TowerModel(nn.Module):
     def __init__(self, config: TowerConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(cardinalities, config.shared_dim, config.specific_dim, n_domains, sparse=config.sparse_embeddings, init_std=config.embedding_init_std)
-        self.tower = attentive_tower(config, len(cardinalities), self.embedding.out_dim, cross_layers=config.cross_layers if config.nn == "dcn" else 0)
+        self.embedding = FeatureEmbedding(
+            cardinalities,
+            config.shared_dim,
+            config.specific_dim,
+            n_domains,
+            sparse=config.sparse_embeddings,
+            init_std=config.embedding_init_std,
+        )
+        self.tower = attentive_tower(
+            config,
+            len(cardinalities),
+            self.embedding.out_dim,
+            cross_layers=config.cross_layers if config.nn == "dcn" else 0,
+        )
         self.head = nn.Linear(self.tower.out_dim, 1)
         self.wide = WideLinear(cardinalities) if config.nn in ("wide_deep", "deepfm") else None
         self.fm = FactorizationMachine() if config.nn == "deepfm" else None

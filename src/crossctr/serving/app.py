@@ -48,8 +48,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import TypedDict
 
 import crossctr
@@ -107,16 +107,23 @@ def parse_body(body: bytes) -> Any:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise HTTPException(400, f"body is not UTF-8 text (byte 0x{body[err.start]:02x} at position {err.start}); send JSON encoded as UTF-8") from None
+        raise HTTPException(
+            400,
+            f"body is not UTF-8 text (byte 0x{body[err.start]:02x} at position {err.start}); send JSON encoded as UTF-8",
+        ) from None
     try:
         value = json.loads(text)
     except RecursionError:
-        raise HTTPException(400, f"body nests arrays / objects too deeply for the parser; at most {MAX_DEPTH} levels are accepted") from None
+        raise HTTPException(
+            400, f"body nests arrays / objects too deeply for the parser; at most {MAX_DEPTH} levels are accepted"
+        ) from None
     except json.JSONDecodeError:
         raise
     except ValueError:  # an integer literal past Python's int/str conversion limit (4,300 digits by default)
         limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
-        raise HTTPException(422, f"body is not valid JSON here: an integer literal has more than {limit} digits") from None
+        raise HTTPException(
+            422, f"body is not valid JSON here: an integer literal has more than {limit} digits"
+        ) from None
     _check_values(value, strings=_SURROGATE.search(body) is not None)
     return value
 
@@ -129,7 +136,10 @@ def _check_values(value: Any, strings: bool) -> None:
         if isinstance(v, float) and not math.isfinite(v):
             raise HTTPException(422, f"{_where(path)}: {_JSON_TOKEN.get(str(v), v)} {_NON_FINITE}")
         if strings and isinstance(v, str) and not _unicode(v):
-            raise HTTPException(400, f"{_where(path)}: {_short(v)} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not Unicode; send valid text")
+            raise HTTPException(
+                400,
+                f"{_where(path)}: {_short(v)} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not Unicode; send valid text",
+            )
 
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
@@ -138,10 +148,16 @@ def _check_values(value: Any, strings: bool) -> None:
             scalar(obj, path)
             continue
         if len(path) >= MAX_DEPTH:
-            raise HTTPException(400, f"{_where(path)}: body nests arrays / objects more than {MAX_DEPTH} levels deep; send flatter values")
+            raise HTTPException(
+                400,
+                f"{_where(path)}: body nests arrays / objects more than {MAX_DEPTH} levels deep; send flatter values",
+            )
         for k, v in obj.items() if isinstance(obj, dict) else enumerate(obj):
             if strings and isinstance(k, str) and not _unicode(k):
-                raise HTTPException(400, f"{_where(path)}: key {_short(k)} holds a lone UTF-16 surrogate, which is not Unicode; send valid text")
+                raise HTTPException(
+                    400,
+                    f"{_where(path)}: key {_short(k)} holds a lone UTF-16 surrogate, which is not Unicode; send valid text",
+                )
             if isinstance(v, (dict, list)):
                 stack.append((v, (*path, k)))
             else:
@@ -170,7 +186,7 @@ class _StrictJSONRoute(APIRoute):
 # ---- request validation ----
 
 
-def _categorical(v: Any) -> Optional[str]:
+def _categorical(v: Any) -> str | None:
     if v is None or isinstance(v, str):
         return v
     if isinstance(v, int) and not isinstance(v, bool):
@@ -178,22 +194,26 @@ def _categorical(v: Any) -> Optional[str]:
     raise ValueError(f"a categorical feature takes a string, an integer or null, got {type(v).__name__} {_short(v)}")
 
 
-def _numeric(v: Any) -> Optional[float]:
+def _numeric(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         try:
             x = float(v)
         except OverflowError:  # an integer like 10**400
-            raise ValueError(f"a numeric feature takes a number within +-1.8e308, got an integer of {len(str(abs(v)))} digits") from None
+            raise ValueError(
+                f"a numeric feature takes a number within +-1.8e308, got an integer of {len(str(abs(v)))} digits"
+            ) from None
         if not math.isfinite(x):
             raise ValueError(f"a numeric feature takes a finite number or null, got {v}: send null for a missing value")
         return x
     raise ValueError(f"a numeric feature takes a number or null, got {type(v).__name__} {_short(v)}")
 
 
-Categorical = Annotated[Optional[str], PlainValidator(_categorical), WithJsonSchema({"type": ["string", "integer", "null"]})]
-Numeric = Annotated[Optional[float], PlainValidator(_numeric), WithJsonSchema({"type": ["number", "null"]})]
+Categorical = Annotated[
+    str | None, PlainValidator(_categorical), WithJsonSchema({"type": ["string", "integer", "null"]})
+]
+Numeric = Annotated[float | None, PlainValidator(_numeric), WithJsonSchema({"type": ["number", "null"]})]
 
 
 def _row_type(schema: DatasetSchema) -> Any:
@@ -235,7 +255,14 @@ def _error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     # Echo scalar inputs only (an echoed request body could be a megabyte), and only as JSON can
     # hold them: a non-finite float as its text, a long string or integer cut short.
-    detail = [{k: _echo(v) if k == "input" else v for k, v in e.items() if k in ("loc", "msg", "type") or (k == "input" and not isinstance(v, (dict, list)))} for e in errors[:50]]
+    detail = [
+        {
+            k: _echo(v) if k == "input" else v
+            for k, v in e.items()
+            if k in ("loc", "msg", "type") or (k == "input" and not isinstance(v, (dict, list)))
+        }
+        for e in errors[:50]
+    ]
     return {"error": shown + more, "detail": jsonable_encoder(detail)}
 
 
@@ -273,7 +300,9 @@ class BodySizeLimit:
             try:
                 size = int(declared)
             except ValueError:
-                await JSONResponse({"error": f"Content-Length {declared.decode(errors='replace')!r} is not a number"}, 400)(scope, receive, send)
+                await JSONResponse(
+                    {"error": f"Content-Length {declared.decode(errors='replace')!r} is not a number"}, 400
+                )(scope, receive, send)
                 return
             if size > self.max_bytes:
                 await self._drain(receive)
@@ -329,7 +358,11 @@ def _model_info(model: ServingModel, limits: ServeLimits) -> dict[str, Any]:
         "source": model.source,
         "kind": model.kind,
         "engine": model.engine.name,
-        "version": {"model": model.version, "trained_with_crossctr": cfg.get("crossctr_version"), "service_crossctr": crossctr.__version__},
+        "version": {
+            "model": model.version,
+            "trained_with_crossctr": cfg.get("crossctr_version"),
+            "service_crossctr": crossctr.__version__,
+        },
         "model": cfg.get("model"),
         "strategy": (cfg.get("run") or {}).get("strategy"),
         "members": cfg.get("members"),
@@ -367,7 +400,8 @@ def create_app(
     strict = ConfigDict(extra="forbid")
     ScoreRequest = create_model("ScoreRequest", __config__=strict, rows=(Rows, ...))
     RankRequest = create_model(
-        "RankRequest", __config__=strict,
+        "RankRequest",
+        __config__=strict,
         domain=(Domain, ...),
         context=(dict[str, Any], Field(default_factory=dict)),
         items=(Items, ...),
@@ -386,7 +420,10 @@ def create_app(
         errors = list(exc.errors())
         if [tuple(e.get("loc", ())) for e in errors] == [("body",)] and isinstance(errors[0].get("input"), bytes):
             kind = request.headers.get("content-type", "no Content-Type")
-            return JSONResponse({"error": f"body sent as {kind}: send a JSON object with Content-Type: application/json"}, status_code=422)
+            return JSONResponse(
+                {"error": f"body sent as {kind}: send a JSON object with Content-Type: application/json"},
+                status_code=422,
+            )
         return JSONResponse(_error_body(errors), status_code=422)
 
     @app.exception_handler(DataError)
@@ -403,7 +440,9 @@ def create_app(
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:  # a bug of ours, never the client's input
         log.exception("%s %s failed", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error ({type(exc).__name__}); the service log has the traceback"}, status_code=500)
+        return JSONResponse(
+            {"error": f"internal error ({type(exc).__name__}); the service log has the traceback"}, status_code=500
+        )
 
     def score_rows(rows: list[dict[str, Any]]) -> np.ndarray:
         enc = eng.encode(rows_to_table(rows, schema), "request")  # one batch: every row of the request

@@ -40,9 +40,10 @@ import logging
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +52,7 @@ from torch import nn
 
 import crossctr
 from crossctr.data.dataset import Batch, EncodedSplit
-from crossctr.data.encoders import FeatureEncoder, N_RESERVED
+from crossctr.data.encoders import N_RESERVED, FeatureEncoder
 from crossctr.files import file_in
 from crossctr.inference import Predictor, atomic_write, load_encoder
 from crossctr.inference.predictor import encode_rows
@@ -106,10 +107,12 @@ class InferenceGraph(nn.Module):
         names = list(members)
         self.members = nn.ModuleList(members.values())
         # member index per domain id: the routing table as a tensor the graph can gather from
-        self.register_buffer("member_of_domain", torch.tensor([names.index(route[d]) for d in domains], dtype=torch.int64))
+        self.register_buffer(
+            "member_of_domain", torch.tensor([names.index(route[d]) for d in domains], dtype=torch.int64)
+        )
 
     @classmethod
-    def from_predictor(cls, predictor: Predictor) -> "InferenceGraph":
+    def from_predictor(cls, predictor: Predictor) -> InferenceGraph:
         return cls(predictor.members, predictor.route, predictor.domains).eval()
 
     def forward(self, features: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
@@ -120,11 +123,15 @@ class InferenceGraph(nn.Module):
             logits = torch.zeros(domain.shape[0], dtype=torch.float32, device=domain.device)  # (B,)
             for j, m in enumerate(self.members):
                 rows = _rows_of(member == j)  # (n_j,)
-                logits = logits.index_copy(0, rows, _logits(m, features.index_select(0, rows), domain.index_select(0, rows)))
+                logits = logits.index_copy(
+                    0, rows, _logits(m, features.index_select(0, rows), domain.index_select(0, rows))
+                )
         return torch.sigmoid(logits)  # (B,)
 
 
-def random_rows(cardinalities: list[int], n_domains: int, n: int, seed: int = 0, slots: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def random_rows(
+    cardinalities: list[int], n_domains: int, n: int, seed: int = 0, slots: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """n rows of random ids: every id a scalar feature can take (OOV, missing, vocabulary), every domain.
 
     `slots`: input columns per feature (multi-valued features take several, padded with 0,
@@ -132,7 +139,7 @@ def random_rows(cardinalities: list[int], n_domains: int, n: int, seed: int = 0,
     """
     rng = np.random.default_rng(seed)
     cols = []
-    for c, w in zip(cardinalities, slots or [1] * len(cardinalities)):
+    for c, w in zip(cardinalities, slots or [1] * len(cardinalities), strict=False):
         cols += [rng.integers(1 if w == 1 else 0, c, n) for _ in range(w)]  # PAD (0) only in multi-valued slots
     x = np.stack(cols, axis=1).astype(np.int64)  # (n, S)
     d = rng.integers(0, n_domains, n).astype(np.int64)  # (n,)
@@ -158,7 +165,7 @@ def _quiet_exporter() -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=False):
             lg.setLevel(level)
 
 
@@ -172,8 +179,14 @@ def onnx_bytes(graph: InferenceGraph, n_features: int, opset: int = DEFAULT_OPSE
     try:
         with _quiet_exporter(), torch.inference_mode(False), torch.no_grad():
             program = torch.onnx.export(
-                graph, (x, d), dynamo=True, opset_version=opset, input_names=["features", "domain"],
-                output_names=["prob"], dynamic_shapes=({0: batch}, {0: batch}), verbose=False,
+                graph,
+                (x, d),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["features", "domain"],
+                output_names=["prob"],
+                dynamic_shapes=({0: batch}, {0: batch}),
+                verbose=False,
             )
     except Exception as err:  # the exporter raises many types; report one
         raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
@@ -267,7 +280,9 @@ def export_run(
     got = np.asarray(exported(x, d), dtype=np.float64)
     diff = float(np.max(np.abs(got - ref))) if len(ref) else 0.0
     if not diff < tolerance:
-        raise ExportError(f"{run_dir}: exported {format} graph differs from PyTorch by up to {diff:.3g} (tolerance {tolerance:g}); not written")
+        raise ExportError(
+            f"{run_dir}: exported {format} graph differs from PyTorch by up to {diff:.3g} (tolerance {tolerance:g}); not written"
+        )
 
     speed: dict[str, float] = {}
     if bench_seconds > 0:
@@ -308,14 +323,26 @@ def export_run(
         "run_crossctr_version": predictor.config.get("crossctr_version"),
         "model": predictor.config["model"],
         "inputs": {
-            "features": {"dtype": "int64", "shape": ["batch", sum(slots)], "columns": predictor.encoder.schema.feature_names, "slots": slots, "encoders": "encoders.json"},
+            "features": {
+                "dtype": "int64",
+                "shape": ["batch", sum(slots)],
+                "columns": predictor.encoder.schema.feature_names,
+                "slots": slots,
+                "encoders": "encoders.json",
+            },
             "domain": {"dtype": "int64", "shape": ["batch"], "values": predictor.domains},
         },
         "outputs": {"prob": {"dtype": "float32", "shape": ["batch"], "meaning": "click probability"}},
         "graph": "combined" if len(names) > 1 else "single",
         "members": names,
         "route": predictor.route,
-        "parity": {"rows": parity_rows, "seed": seed, "max_abs_diff": diff, "tolerance": tolerance, "reference": "Predictor (PyTorch, original forward)"},
+        "parity": {
+            "rows": parity_rows,
+            "seed": seed,
+            "max_abs_diff": diff,
+            "tolerance": tolerance,
+            "reference": "Predictor (PyTorch, original forward)",
+        },
         "rows_per_s": speed,
         "bench_threads": bench_threads if speed else None,
     }
@@ -370,7 +397,10 @@ class OnnxEngine(Engine):
     def score(self, features: np.ndarray, domain: np.ndarray) -> np.ndarray:
         if len(domain) == 0:
             return np.zeros(0, dtype=np.float64)
-        feeds = {"features": np.ascontiguousarray(features, dtype=np.int64), "domain": np.ascontiguousarray(domain, dtype=np.int64)}
+        feeds = {
+            "features": np.ascontiguousarray(features, dtype=np.int64),
+            "domain": np.ascontiguousarray(domain, dtype=np.int64),
+        }
         return self.session.run(["prob"], feeds)[0].astype(np.float64)
 
 
@@ -400,7 +430,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return obj
 
 
-def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"] = "auto", threads: int | None = None) -> ServingModel:
+def load_serving_model(
+    path: str | Path, engine: Literal["auto", "onnx", "torch"] = "auto", threads: int | None = None
+) -> ServingModel:
     """Load a run folder (config.json + weights.safetensors) or an ONNX export folder (export.json).
 
     engine: "onnx" scores with onnxruntime (a run folder is exported in memory first, with the
@@ -413,6 +445,7 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
     if engine == "auto":
         try:
             import onnxruntime  # noqa: F401
+
             engine = "onnx"
         except ImportError:
             engine = "torch"
@@ -420,9 +453,13 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
     if (path / "export.json").is_file():
         manifest = _read_json(path / "export.json")
         if manifest.get("format") != "onnx":
-            raise ConfigError(f"{path}: a {manifest.get('format')} export; the service loads ONNX exports or run folders (TorchScript archives are pickled inside)")
+            raise ConfigError(
+                f"{path}: a {manifest.get('format')} export; the service loads ONNX exports or run folders (TorchScript archives are pickled inside)"
+            )
         if engine == "torch":
-            raise ConfigError(f"{path}: an ONNX export has no PyTorch weights; serve the run folder for engine 'torch', or use engine 'onnx'")
+            raise ConfigError(
+                f"{path}: an ONNX export has no PyTorch weights; serve the run folder for engine 'torch', or use engine 'onnx'"
+            )
         config = _read_json(path / "config.json")
         missing = [k for k in ("file", "route", "sha256") if k not in manifest]
         if missing:
@@ -439,9 +476,13 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
         except ConfigError:
             raise
         except Exception as err:  # onnxruntime's own error types: a graph it cannot load
-            raise ConfigError(f"{model_file}: onnxruntime cannot load it ({type(err).__name__}: {err}); re-export the run") from None
+            raise ConfigError(
+                f"{model_file}: onnxruntime cannot load it ({type(err).__name__}: {err}); re-export the run"
+            ) from None
         # an export made before model_version existed reports its graph's checksum
-        return ServingModel(eng, config, metrics, str(manifest.get("model_version") or version[:12]), path.name, "export", manifest)
+        return ServingModel(
+            eng, config, metrics, str(manifest.get("model_version") or version[:12]), path.name, "export", manifest
+        )
     predictor = Predictor.load(path)
     version = _sha256(path / "weights.safetensors")[:12]
     if engine == "torch":
@@ -455,6 +496,8 @@ def load_serving_model(path: str | Path, engine: Literal["auto", "onnx", "torch"
         x, d = random_rows(cards, len(predictor.domains), 512, 0, slots)
         diff = float(np.max(np.abs(eng.score(x, d) - TorchEngine(predictor).score(x, d))))
         if not diff < PARITY_TOLERANCE:
-            raise ExportError(f"{path}: in-memory ONNX graph differs from PyTorch by {diff:.3g}; serve with engine 'torch'")
+            raise ExportError(
+                f"{path}: in-memory ONNX graph differs from PyTorch by {diff:.3g}; serve with engine 'torch'"
+            )
         log.info("%s: exported to ONNX in memory (max abs diff %.3g vs PyTorch)", path.name, diff)
     return ServingModel(eng, predictor.config, metrics, version, path.name, "run")

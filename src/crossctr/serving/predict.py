@@ -19,9 +19,10 @@ from __future__ import annotations
 import codecs
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -72,11 +73,15 @@ def _input_format(schema: DatasetSchema, encoding: str | None) -> FormatSpec:
         try:
             codecs.lookup(encoding)
         except LookupError:
-            raise DataError(f"encoding {encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)") from None
+            raise DataError(
+                f"encoding {encoding!r} is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)"
+            ) from None
     return fmt.model_copy(update={"encoding": encoding or fmt.encoding or schema.encoding})
 
 
-def _batches(path: Path, schema: DatasetSchema, batch_rows: int, fmt: FormatSpec) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
+def _batches(
+    path: Path, schema: DatasetSchema, batch_rows: int, fmt: FormatSpec
+) -> tuple[pa.Schema, int | None, Iterator[pa.RecordBatch]]:
     """(arrow schema, row count if known, batch iterator) of a file, opened for streaming."""
     kind = _kind(path, "input", fmt)
     check_file(path, "parquet" if kind == "parquet" else "csv")
@@ -128,7 +133,9 @@ def _numeric_types(arrow_schema: pa.Schema, schema: DatasetSchema) -> pa.Schema:
     return arrow_schema
 
 
-def _numbers_back(table: pa.Table, arrow_schema: pa.Schema, schema: DatasetSchema, source: str, offset: int) -> pa.Table:
+def _numbers_back(
+    table: pa.Table, arrow_schema: pa.Schema, schema: DatasetSchema, source: str, offset: int
+) -> pa.Table:
     for i, name in enumerate(table.column_names):
         if pa.types.is_float64(arrow_schema.field(name).type) and pa.types.is_string(table.schema.field(name).type):
             table = table.set_column(i, name, parse_numbers(table.column(name).combine_chunks(), name, source, offset))
@@ -150,7 +157,9 @@ class _Writer:
         if self.kind == "parquet":
             self.writer: Any = pq.ParquetWriter(self.tmp, schema)
         else:
-            self.writer = pacsv.CSVWriter(str(self.tmp), schema, write_options=pacsv.WriteOptions(delimiter=_TEXT[f".{self.kind}"]))
+            self.writer = pacsv.CSVWriter(
+                str(self.tmp), schema, write_options=pacsv.WriteOptions(delimiter=_TEXT[f".{self.kind}"])
+            )
 
     def write(self, table: pa.Table) -> None:
         self.writer.write_table(table)
@@ -217,21 +226,29 @@ def predict_file(
     needed = [schema.domain.column, *schema.raw_feature_columns()]
     if domain is not None:
         if schema.domain.column in arrow_schema.names:
-            raise DataError(f"{input}: has a domain column {schema.domain.column!r}; a domain for every row applies to files without one")
+            raise DataError(
+                f"{input}: has a domain column {schema.domain.column!r}; a domain for every row applies to files without one"
+            )
         if domain not in schema.domain.values:
             raise DataError(f"domain {domain!r} is not one the model was trained on: {list(schema.domain.values)}")
-    missing = [c for c in needed if c not in arrow_schema.names and not (c == schema.domain.column and domain is not None)]
+    missing = [
+        c for c in needed if c not in arrow_schema.names and not (c == schema.domain.column and domain is not None)
+    ]
     if missing == [schema.domain.column]:
-        raise DataError(f"{input}: no domain column {schema.domain.column!r}; if every row is of one domain, say which "
-                        f"(`crossctr predict --domain NAME`, one of {list(schema.domain.values)})")
+        raise DataError(
+            f"{input}: no domain column {schema.domain.column!r}; if every row is of one domain, say which "
+            f"(`crossctr predict --domain NAME`, one of {list(schema.domain.values)})"
+        )
     if missing:
-        raise DataError(f"{input}: missing column(s) {missing}; the model needs {needed}; the file has {arrow_schema.names}")
+        raise DataError(
+            f"{input}: missing column(s) {missing}; the model needs {needed}; the file has {arrow_schema.names}"
+        )
     if score_column in arrow_schema.names:
         raise DataError(f"{input}: already has a column {score_column!r}; choose another score column name")
     out_schema = arrow_schema.append(pa.field(score_column, pa.float64()))
     for task in predictor.task_names:  # a multi-task model scores its extra labels too
         out_schema = out_schema.append(pa.field(f"{score_column}_{task}", pa.float64()))
-    taken = [n for n in out_schema.names[len(arrow_schema.names):] if n in arrow_schema.names]
+    taken = [n for n in out_schema.names[len(arrow_schema.names) :] if n in arrow_schema.names]
     if taken:
         raise DataError(f"{input}: already has column(s) {taken}; choose another score column name")
     writer = _Writer(output, out_schema)
@@ -259,7 +276,9 @@ def predict_file(
             except DataError as err:
                 if rows == 0:
                     raise
-                raise DataError(f"{err} (row numbers count from data row {rows + 1}, where this batch starts)") from None
+                raise DataError(
+                    f"{err} (row numbers count from data row {rows + 1}, where this batch starts)"
+                ) from None
             probs = predictor.predict_encoded_all(enc)
             table = _numbers_back(table, arrow_schema, schema, str(input), rows)
             scored = table.append_column(score_column, pa.array(probs.pop("click"), pa.float64()))

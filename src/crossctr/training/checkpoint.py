@@ -58,7 +58,9 @@ def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars, "params": [str(p) for p in sd["state"]]}
 
 
-def restore_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def restore_optimizer(
+    opt: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
     state: dict[int, dict[str, Any]] = {int(pid): dict(meta["scalars"].get(pid, {})) for pid in meta["params"]}
     head = prefix + "."
     for key, value in tensors.items():
@@ -117,18 +119,27 @@ class Checkpointer:
     def load(self) -> None:
         """Read state.safetensors (resume); a missing, foreign or mismatched checkpoint is an error."""
         if not self.exists():
-            raise ConfigError(f"--resume: no checkpoint at {self.path}; run without --resume to start training from scratch")
+            raise ConfigError(
+                f"--resume: no checkpoint at {self.path}; run without --resume to start training from scratch"
+            )
         tensors, meta = self._read(self.path)
         state = loads(meta["state"])
         if state.get("fingerprint") != self.fingerprint:
             old, new = state.get("fingerprint") or {}, self.fingerprint
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise ConfigError(f"--resume: the checkpoint at {self.path} was written for a different run (differs in {diff}); use the same config and data, or start without --resume")
+            raise ConfigError(
+                f"--resume: the checkpoint at {self.path} was written for a different run (differs in {diff}); use the same config and data, or start without --resume"
+            )
         self.finished = dict(state["finished"])
         self._drop_temp_files()
         current = state.get("current")
         self._progress = SavedFit(tensors, current) if current is not None else None
-        log.info("resuming from %s: finished fits %s, in progress %s", self.path, sorted(self.finished), None if current is None else f"{current['key']} epoch {current['epoch']} step {current['step']}")
+        log.info(
+            "resuming from %s: finished fits %s, in progress %s",
+            self.path,
+            sorted(self.finished),
+            None if current is None else f"{current['key']} epoch {current['epoch']} step {current['step']}",
+        )
 
     def finished_fit(self, key: str) -> SavedFit | None:
         """The saved result of fit `key` if it had finished before the restart."""
@@ -177,7 +188,9 @@ class Checkpointer:
         except OSError as err:
             full = f" (disk full: {human_bytes(len(blob))} needed)" if disk_full(err) else ""
             if had_state:
-                after = f"the previous checkpoint in {self.folder} is intact: free space, then resume from it with --resume"
+                after = (
+                    f"the previous checkpoint in {self.folder} is intact: free space, then resume from it with --resume"
+                )
             else:
                 after = "no checkpoint had been written yet, so there is nothing to resume from: free space, then start the run again"
             raise CheckpointError(f"could not write checkpoint {path}{full}: {err}; {after}") from err

@@ -69,7 +69,7 @@ class DistInfo:
         return self.rank == 0
 
     @classmethod
-    def current(cls) -> "DistInfo":
+    def current(cls) -> DistInfo:
         if not (dist.is_available() and dist.is_initialized()):
             return cls()
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
@@ -179,10 +179,16 @@ def replace_embedding(model: nn.Module, embedding: nn.Module, attr: str = "embed
     """Swap `model.<attr>` for another `EmbeddingLookup` with the same `out_dim`; returns the old one."""
     old = getattr(model, attr, None)
     if not isinstance(old, EmbeddingLookup):
-        raise ConfigError(f"{type(model).__name__}.{attr} is not an embedding lookup (forward(x, domain) -> (B, F, K) with out_dim)")
+        raise ConfigError(
+            f"{type(model).__name__}.{attr} is not an embedding lookup (forward(x, domain) -> (B, F, K) with out_dim)"
+        )
     if not isinstance(embedding, EmbeddingLookup):
-        raise ConfigError(f"{type(embedding).__name__} does not satisfy EmbeddingLookup: it needs out_dim and forward(x, domain) -> (B, F, K)")
+        raise ConfigError(
+            f"{type(embedding).__name__} does not satisfy EmbeddingLookup: it needs out_dim and forward(x, domain) -> (B, F, K)"
+        )
     if embedding.out_dim != old.out_dim:
-        raise ConfigError(f"replacement embedding has out_dim {embedding.out_dim}, the model was built for {old.out_dim}")
+        raise ConfigError(
+            f"replacement embedding has out_dim {embedding.out_dim}, the model was built for {old.out_dim}"
+        )
     setattr(model, attr, embedding)
     return old

@@ -95,6 +95,8 @@ def estimate_run(cfg: Any, data: PreparedData, steps: int = 5) -> Estimate:
     epochs_seen = rows / max(len(data.train), 1)
     validating = epochs_seen * len(data.valid) + len(data.valid) + len(data.test)
     seconds = (rows + _EVAL_SHARE * validating) / rate
-    text = (f"{duration(seconds)} ({cfg.train.epochs} epochs over {len(data.train):,} training rows at {rate:,.0f} rows/s, "
-            f"timed on {steps} batches; early stopping may end sooner)")
+    text = (
+        f"{duration(seconds)} ({cfg.train.epochs} epochs over {len(data.train):,} training rows at {rate:,.0f} rows/s, "
+        f"timed on {steps} batches; early stopping may end sooner)"
+    )
     return Estimate(seconds, rate, text)

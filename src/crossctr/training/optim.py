@@ -45,7 +45,9 @@ class RowWiseAdagrad(torch.optim.Optimizer):
             coordinate by lr · g/rms(g)).
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 0.01, eps: float = 1e-8, initial_accumulator_value: float = 0.0) -> None:
+    def __init__(
+        self, params: Iterable[Tensor], lr: float = 0.01, eps: float = 1e-8, initial_accumulator_value: float = 0.0
+    ) -> None:
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
         if not eps > 0:
@@ -56,7 +58,9 @@ class RowWiseAdagrad(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
-                    raise ValueError(f"RowWiseAdagrad updates 2-D tables (rows, dim); got a parameter of shape {tuple(p.shape)}")
+                    raise ValueError(
+                        f"RowWiseAdagrad updates 2-D tables (rows, dim); got a parameter of shape {tuple(p.shape)}"
+                    )
 
     def _state(self, p: Tensor, init: float) -> dict[str, Any]:
         st = self.state[p]

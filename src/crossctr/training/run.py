@@ -30,14 +30,22 @@ from crossctr.inference.runfolder import write_run_folder
 from crossctr.inference.score import route_scores
 from crossctr.models import ModelConfig, build_model
 from crossctr.schema import ConfigError, DatasetSchema, StrictModel, load_yaml_model
-from crossctr.training.checkpoint import CheckpointError, Checkpointer
+from crossctr.training.checkpoint import Checkpointer, CheckpointError
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import DistInfo
 from crossctr.training.strategies import JointStrategy, StrategyConfig, StrategyResult, run_strategy
 from crossctr.training.tracking import make_tracker
 from crossctr.training.trainer import Trainer
 
-__all__ = ["RunConfig", "RunResult", "train_run", "check_out_folder", "restrict_domains", "evaluate_members", "task_metrics"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "train_run",
+    "check_out_folder",
+    "restrict_domains",
+    "evaluate_members",
+    "task_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +58,7 @@ class RunConfig(StrictModel):
     domains: tuple[str, ...] | None = None  # train and evaluate on these domains only (a scenario)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "RunConfig":
+    def from_yaml(cls, path: str | Path) -> RunConfig:
         cfg = load_yaml_model(cls, path)
         ds = Path(cfg.dataset)
         if not ds.is_absolute():
@@ -77,7 +85,9 @@ def restrict_domains(data: PreparedData, names: tuple[str, ...]) -> PreparedData
     return PreparedData(schema, encoder, splits)
 
 
-def task_metrics(data: EncodedSplit, task_prob: np.ndarray | None, task_names: list[str], names: list[str]) -> dict[str, Any]:
+def task_metrics(
+    data: EncodedSplit, task_prob: np.ndarray | None, task_names: list[str], names: list[str]
+) -> dict[str, Any]:
     """{task: per-domain metrics} over the rows that carry each extra label."""
     if task_prob is None or data.tasks is None:
         return {}
@@ -89,10 +99,21 @@ def task_metrics(data: EncodedSplit, task_prob: np.ndarray | None, task_names: l
     return out
 
 
-def evaluate_members(result: StrategyResult, data: EncodedSplit, names: list[str], batch_size: int, device: Any, task_names: list[str] | None = None) -> tuple[dict, dict[str, np.ndarray], dict[str, Any]]:
+def evaluate_members(
+    result: StrategyResult,
+    data: EncodedSplit,
+    names: list[str],
+    batch_size: int,
+    device: Any,
+    task_names: list[str] | None = None,
+) -> tuple[dict, dict[str, np.ndarray], dict[str, Any]]:
     """Click metrics per domain, attention, and per-task per-domain metrics (multi-task)."""
     prob, attention, tasks = route_scores(result.members, result.route, data, names, batch_size, device)
-    return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), names), attention, task_metrics(data, tasks, task_names or [], names)
+    return (
+        domain_metrics(data.label.numpy(), prob, data.domain.numpy(), names),
+        attention,
+        task_metrics(data, tasks, task_names or [], names),
+    )
 
 
 @dataclass
@@ -117,7 +138,21 @@ def _group_attention(att: dict[str, np.ndarray], schema: DatasetSchema) -> dict[
 def _fingerprint(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: the config (less settings that change no
     result or may differ on restart) and the data's size per split and domain."""
-    run = cfg.model_dump(mode="json", exclude={"dataset": True, "train": {"device", "threads", "progress", "eval_batch_size", "checkpoint_every", "deterministic", "tensorboard"}})
+    run = cfg.model_dump(
+        mode="json",
+        exclude={
+            "dataset": True,
+            "train": {
+                "device",
+                "threads",
+                "progress",
+                "eval_batch_size",
+                "checkpoint_every",
+                "deterministic",
+                "tensorboard",
+            },
+        },
+    )
     rows = {k: s.domain_counts(len(data.schema.domain.values)) for k, s in data.splits.items()}
     return {"run": run, "rows": rows}
 
@@ -127,7 +162,9 @@ def check_out_folder(out: str | Path, resume: bool = False, overwrite: bool = Fa
     replaced (`overwrite`), never silently: without either it is a ConfigError that says so."""
     out = Path(out)
     if resume and overwrite:
-        raise ConfigError(f"{out}: --resume continues the run in the folder and --overwrite replaces it; pass one of them")
+        raise ConfigError(
+            f"{out}: --resume continues the run in the folder and --overwrite replaces it; pass one of them"
+        )
     if resume or overwrite or not out.exists():
         return
     if not out.is_dir():
@@ -163,7 +200,9 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
         if created and DistInfo.current().is_main and out.is_dir() and not _has_files(out):
             shutil.rmtree(out, ignore_errors=True)  # only empty folders of this run's making
         if disk_full(err) and not isinstance(err, (DiskFullError, CheckpointError)):
-            raise DiskFullError(f"{out}: the disk filled while the run folder was written ({err}); free space, then run again with --resume: the finished training in {out / 'checkpoint'} is reused") from err
+            raise DiskFullError(
+                f"{out}: the disk filled while the run folder was written ({err}); free space, then run again with --resume: the finished training in {out / 'checkpoint'} is reused"
+            ) from err
         raise
 
 
@@ -174,7 +213,9 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
     model_cfg = cfg.model
     if data is None:
         ds_path = Path(cfg.dataset)
-        data = load_dataset(ds_path)  # a prepared folder (crossctr prepare) is memory-mapped; a dataset YAML is read in memory
+        data = load_dataset(
+            ds_path
+        )  # a prepared folder (crossctr prepare) is memory-mapped; a dataset YAML is read in memory
     if cfg.domains is not None:
         data = restrict_domains(data, cfg.domains)
     n_tasks = getattr(model_cfg, "tasks", None)
@@ -205,9 +246,16 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
         return RunResult(out, {}, {}, result)
 
     tasks = data.schema.task_names
-    valid, _, valid_tasks = evaluate_members(result, data.valid, names, cfg.train.eval_batch_size, trainer.device, tasks)
+    valid, _, valid_tasks = evaluate_members(
+        result, data.valid, names, cfg.train.eval_batch_size, trainer.device, tasks
+    )
     test, att, test_tasks = evaluate_members(result, data.test, names, cfg.train.eval_batch_size, trainer.device, tasks)
-    metrics = {"valid": valid, "test": test, "fit_seconds": {k: f.seconds for k, f in result.fits.items()}, "best_epoch": {k: f.best_epoch for k, f in result.fits.items()}}
+    metrics = {
+        "valid": valid,
+        "test": test,
+        "fit_seconds": {k: f.seconds for k, f in result.fits.items()},
+        "best_epoch": {k: f.best_epoch for k, f in result.fits.items()},
+    }
     if valid_tasks:
         metrics["tasks"] = {t: {"valid": valid_tasks[t], "test": test_tasks[t]} for t in valid_tasks}
     attention = _group_attention(att, data.schema)
@@ -222,6 +270,8 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
         "route": result.route,
     }
     history = {k: f.history for k, f in result.fits.items()}
-    write_run_folder(out, data.encoder, result.members, config, {"metrics": metrics, "history": history, "attention": attention})
+    write_run_folder(
+        out, data.encoder, result.members, config, {"metrics": metrics, "history": history, "attention": attention}
+    )
     write_split_record(out, data)  # lets `crossctr evaluate --data` and `crossctr split` find the test rows
     return RunResult(out, metrics, attention, result)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Callable, Literal, Union
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -26,10 +27,17 @@ from torch import nn
 
 from crossctr.data.dataset import EncodedSplit
 from crossctr.schema import ConfigError, StrictModel
-from crossctr.training.config import TrainConfig
 from crossctr.training.trainer import FitResult, Trainer
 
-__all__ = ["JointStrategy", "SelfTrainStrategy", "SrcOnlyStrategy", "FineTuneStrategy", "StrategyConfig", "StrategyResult", "run_strategy"]
+__all__ = [
+    "JointStrategy",
+    "SelfTrainStrategy",
+    "SrcOnlyStrategy",
+    "FineTuneStrategy",
+    "StrategyConfig",
+    "StrategyResult",
+    "run_strategy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +68,9 @@ class FineTuneStrategy(StrictModel):
     source_model: Literal["pretrained", "finetuned"] = "pretrained"
 
 
-StrategyConfig = Annotated[Union[JointStrategy, SelfTrainStrategy, SrcOnlyStrategy, FineTuneStrategy], Field(discriminator="name")]
+StrategyConfig = Annotated[
+    JointStrategy | SelfTrainStrategy | SrcOnlyStrategy | FineTuneStrategy, Field(discriminator="name")
+]
 
 
 @dataclass
@@ -86,7 +96,9 @@ def _source(name: str | None, train: EncodedSplit, domains: list[str]) -> int:
     return domains.index(name)
 
 
-def run_strategy(strategy: Any, factory: ModelFactory, train: EncodedSplit, valid: EncodedSplit, trainer: Trainer) -> StrategyResult:
+def run_strategy(
+    strategy: Any, factory: ModelFactory, train: EncodedSplit, valid: EncodedSplit, trainer: Trainer
+) -> StrategyResult:
     domains, seed = trainer.domain_names, trainer.config.seed
     if isinstance(strategy, JointStrategy):
         model = seeded(factory, seed)
@@ -97,7 +109,9 @@ def run_strategy(strategy: Any, factory: ModelFactory, train: EncodedSplit, vali
         result = StrategyResult({}, {})
         for k, name in enumerate(domains):
             model = seeded(factory, seed + k)
-            result.fits[name] = trainer.fit(model, train.only_domains([k]), valid.only_domains([k]), desc=f"self-train {name}", key=name)
+            result.fits[name] = trainer.fit(
+                model, train.only_domains([k]), valid.only_domains([k]), desc=f"self-train {name}", key=name
+            )
             result.members[name], result.route[name] = model, name
         return result
 
@@ -105,23 +119,40 @@ def run_strategy(strategy: Any, factory: ModelFactory, train: EncodedSplit, vali
         src = _source(strategy.source, train, domains)
         model = seeded(factory, seed)
         # Validation on the source only: the other domains are unseen by design.
-        fit = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"src-only {domains[src]}", key="source")
+        fit = trainer.fit(
+            model, train.only_domains([src]), valid.only_domains([src]), desc=f"src-only {domains[src]}", key="source"
+        )
         return StrategyResult({"source": model}, {d: "source" for d in domains}, {"source": fit})
 
     if isinstance(strategy, FineTuneStrategy):
         src = _source(strategy.source, train, domains)
         targets = [k for k in range(len(domains)) if k != src]
         model = seeded(factory, seed)
-        pre = trainer.fit(model, train.only_domains([src]), valid.only_domains([src]), desc=f"finetune: pretrain {domains[src]}", key="pretrain")
+        pre = trainer.fit(
+            model,
+            train.only_domains([src]),
+            valid.only_domains([src]),
+            desc=f"finetune: pretrain {domains[src]}",
+            key="pretrain",
+        )
         keep = strategy.source_model == "pretrained"
         tuned = copy.deepcopy(model) if keep else model
-        tune_cfg = trainer.config.model_copy(update={"epochs": strategy.finetune_epochs, "lr": strategy.finetune_lr or trainer.config.lr})
-        post = trainer.with_config(tune_cfg).fit(tuned, train.only_domains(targets), valid.only_domains(targets), desc="finetune: targets", key="finetune")
+        tune_cfg = trainer.config.model_copy(
+            update={"epochs": strategy.finetune_epochs, "lr": strategy.finetune_lr or trainer.config.lr}
+        )
+        post = trainer.with_config(tune_cfg).fit(
+            tuned, train.only_domains(targets), valid.only_domains(targets), desc="finetune: targets", key="finetune"
+        )
         members = {"pretrained": model, "finetuned": tuned} if keep else {"finetuned": tuned}
         route = {d: "pretrained" if keep and k == src else "finetuned" for k, d in enumerate(domains)}
         why = "strategy.source" if strategy.source else "the most training rows"
-        log.info("finetune: source %s (%s), scored by the %s model; %s scored by the fine-tuned model", domains[src], why,
-                 strategy.source_model, ", ".join(domains[k] for k in targets))
+        log.info(
+            "finetune: source %s (%s), scored by the %s model; %s scored by the fine-tuned model",
+            domains[src],
+            why,
+            strategy.source_model,
+            ", ".join(domains[k] for k in targets),
+        )
         return StrategyResult(members, route, {"pretrain": pre, "finetune": post})
 
     raise ConfigError(f"unknown strategy {strategy!r}")

@@ -54,7 +54,9 @@ def shard(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
         names = [t for n in tables for t in model.get_submodule(n).tables.embedding_bags]
         constraints = {t: ParameterConstraints(sharding_types=[ShardingType.TABLE_WISE.value]) for t in names}
     sharder = EmbeddingBagCollectionSharder()
-    planner = EmbeddingShardingPlanner(topology=Topology(world_size=dist.get_world_size(), compute_device=device.type), constraints=constraints)
+    planner = EmbeddingShardingPlanner(
+        topology=Topology(world_size=dist.get_world_size(), compute_device=device.type), constraints=constraints
+    )
     plan = planner.collective_plan(model, [sharder], dist.GroupMember.WORLD)
     sharded = DistributedModelParallel(model, device=device, plan=plan, sharders=[sharder])
     with torch.no_grad():  # DistributedModelParallel initialises its shards afresh: put the weights back

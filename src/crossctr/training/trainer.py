@@ -33,10 +33,10 @@ from crossctr.data.batch import Batch, Shard
 from crossctr.data.dataset import EncodedSplit
 from crossctr.evaluation.metrics import domain_metrics, mean_auc
 from crossctr.inference.score import score
+from crossctr.losses import Objective, task_counts
 from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig, default_threads
-from crossctr.losses import Objective, task_counts
 from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, unwrap, wrap_ddp
 from crossctr.training.optim import RowWiseAdagrad
 from crossctr.training.tracking import Tracker
@@ -69,7 +69,9 @@ def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opti
     # Fused Adam: one kernel over all parameters instead of a Python loop of small ops,
     # the same update rule (about 1.5x faster per step for these models on CPU).
     fused = cfg.fused_adam and all(p.dtype.is_floating_point for p in dense)
-    opts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)]
+    opts: list[torch.optim.Optimizer] = [
+        torch.optim.Adam(dense, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    ]
     if tables and rowwise:
         opts.append(RowWiseAdagrad(tables, lr=cfg.sparse_lr or ROWWISE_ADAGRAD_LR))
     elif tables:
@@ -103,7 +105,13 @@ class _FitState:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, domain_names: list[str], checkpoint: Checkpointer | None = None, tracker: Tracker | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        domain_names: list[str],
+        checkpoint: Checkpointer | None = None,
+        tracker: Tracker | None = None,
+    ) -> None:
         self.config = config
         self.tracker = tracker  # TensorBoard (training.tracking): loss per step, validation per epoch
         self.domain_names = list(domain_names)
@@ -116,9 +124,11 @@ class Trainer:
         torch.set_num_threads(config.threads or default_threads())  # None: the CPUs free at the start
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
-        self._objective = Objective.from_config(config, self.n_domains).to(self.device)  # `fit` adds the training rows ("power")
+        self._objective = Objective.from_config(config, self.n_domains).to(
+            self.device
+        )  # `fit` adds the training rows ("power")
 
-    def with_config(self, config: TrainConfig) -> "Trainer":
+    def with_config(self, config: TrainConfig) -> Trainer:
         """A trainer for another stage of the same run (same domains and checkpoint)."""
         return Trainer(config, self.domain_names, self.checkpoint, self.tracker)
 
@@ -140,7 +150,9 @@ class Trainer:
             out = model(batch)
         return self._objective(out, batch)
 
-    def fit(self, model: nn.Module, train: EncodedSplit, valid: EncodedSplit, desc: str = "train", key: str | None = None) -> FitResult:
+    def fit(
+        self, model: nn.Module, train: EncodedSplit, valid: EncodedSplit, desc: str = "train", key: str | None = None
+    ) -> FitResult:
         """Train `model` on `train`, validating on `valid` each epoch; returns with the best epoch's weights.
 
         `key` names this fit in the trainer's checkpoint (a strategy member or stage); without
@@ -153,7 +165,11 @@ class Trainer:
             if done is not None:
                 model.load_state_dict(_strip(done.tensors, "model."))
                 model.to(self.device)
-                log.info("%s: finished before the restart (best epoch %d), not trained again", desc, done.record["best_epoch"])
+                log.info(
+                    "%s: finished before the restart (best epoch %d), not trained again",
+                    desc,
+                    done.record["best_epoch"],
+                )
                 return FitResult(**done.record)
         model.to(self.device)
         self._objective = Objective.from_config(cfg, self.n_domains, train.domain).to(self.device)
@@ -179,7 +195,15 @@ class Trainer:
                 if self.tracker is not None and info.is_main:
                     self.tracker.log_epoch(key or desc, st.epoch, valid_metrics, auc)
                 if info.is_main:
-                    log.info("%s epoch %d: loss %.4f, valid %s AUC %.4f (%.0f rows/s)", desc, st.epoch, record["train_loss"].get("click", float("nan")), _SELECT_NAME[cfg.select_on], auc, record["train_rows_per_s"])
+                    log.info(
+                        "%s epoch %d: loss %.4f, valid %s AUC %.4f (%.0f rows/s)",
+                        desc,
+                        st.epoch,
+                        record["train_loss"].get("click", float("nan")),
+                        _SELECT_NAME[cfg.select_on],
+                        auc,
+                        record["train_rows_per_s"],
+                    )
                 stop = False
                 if auc > st.best_auc or best_state is None:
                     st.best_auc, st.best_epoch, st.best_valid, st.stale = auc, st.epoch, valid_metrics, 0
@@ -187,8 +211,17 @@ class Trainer:
                 else:
                     st.stale += 1
                     stop = st.stale >= cfg.patience
-                    if stop and info.is_main and st.epoch < cfg.epochs:  # stopping after the last epoch is no early stop
-                        log.info("%s: early stop after epoch %d (best epoch %d, %s AUC %.4f)", desc, st.epoch, st.best_epoch, _SELECT_NAME[cfg.select_on], st.best_auc)
+                    if (
+                        stop and info.is_main and st.epoch < cfg.epochs
+                    ):  # stopping after the last epoch is no early stop
+                        log.info(
+                            "%s: early stop after epoch %d (best epoch %d, %s AUC %.4f)",
+                            desc,
+                            st.epoch,
+                            st.best_epoch,
+                            _SELECT_NAME[cfg.select_on],
+                            st.best_auc,
+                        )
                 st.epoch, st.step, st.sums, st.epoch_seconds = st.epoch + 1, 0, {}, 0.0
                 if stop:
                     break
@@ -202,7 +235,20 @@ class Trainer:
             ckpt.save_finished(key, {f"model.{k}": v for k, v in model.state_dict().items()}, asdict(result))
         return result
 
-    def _run_epoch(self, net: nn.Module, model: nn.Module, opts: list[torch.optim.Optimizer], gen: torch.Generator, gen_epoch: torch.Tensor, train: EncodedSplit, st: _FitState, desc: str, key: str | None, best_state: dict | None, t0: float) -> None:
+    def _run_epoch(
+        self,
+        net: nn.Module,
+        model: nn.Module,
+        opts: list[torch.optim.Optimizer],
+        gen: torch.Generator,
+        gen_epoch: torch.Tensor,
+        train: EncodedSplit,
+        st: _FitState,
+        desc: str,
+        key: str | None,
+        best_state: dict | None,
+        t0: float,
+    ) -> None:
         """Batches st.step+1 .. n of epoch st.epoch; checkpoints every `checkpoint_every` steps."""
         cfg, info = self.config, self.dist
         ckpt = self.checkpoint if key is not None else None
@@ -211,7 +257,14 @@ class Trainer:
         n_batches = math.ceil(n / bs)
         order = torch.randperm(n, generator=gen)  # the same on every rank: same seed, same draws
         # disable=None: tqdm shows the bar only when stderr is a terminal (a redirected log gets none)
-        bar = tqdm(range(st.step, n_batches), total=n_batches, initial=st.step, desc=f"{desc} epoch {st.epoch}/{cfg.epochs}", disable=None if cfg.progress and info.is_main else True, leave=False)
+        bar = tqdm(
+            range(st.step, n_batches),
+            total=n_batches,
+            initial=st.step,
+            desc=f"{desc} epoch {st.epoch}/{cfg.epochs}",
+            disable=None if cfg.progress and info.is_main else True,
+            leave=False,
+        )
         te = time.perf_counter()
         first_step, t_first = st.step, te
         for _ in bar:
@@ -250,15 +303,24 @@ class Trainer:
                 # the bar's own ETA is this epoch's; `fit_left` adds the epochs still to come (at most: early stopping may end sooner)
                 per_batch = (time.perf_counter() - t_first) / (st.step - first_step)
                 left = per_batch * (n_batches - st.step + (cfg.epochs - st.epoch) * n_batches)
-                bar.set_postfix(loss=f"{st.sums['click'] / st.step:.4f}", fit_left=f"{int(left // 60)}m{int(left % 60):02d}s")
-            if ckpt is not None and cfg.checkpoint_every and st.global_step % cfg.checkpoint_every == 0 and st.step < n_batches:
+                bar.set_postfix(
+                    loss=f"{st.sums['click'] / st.step:.4f}", fit_left=f"{int(left // 60)}m{int(left % 60):02d}s"
+                )
+            if (
+                ckpt is not None
+                and cfg.checkpoint_every
+                and st.global_step % cfg.checkpoint_every == 0
+                and st.step < n_batches
+            ):
                 st.epoch_seconds += time.perf_counter() - te
                 te = time.perf_counter()
                 self._save(ckpt, key, model, opts, gen_epoch, st, best_state, t0)
         bar.close()
         st.epoch_seconds += time.perf_counter() - te
 
-    def _check_finite(self, model: nn.Module, loss: torch.Tensor, terms: dict[str, torch.Tensor], desc: str, st: _FitState) -> None:
+    def _check_finite(
+        self, model: nn.Module, loss: torch.Tensor, terms: dict[str, torch.Tensor], desc: str, st: _FitState
+    ) -> None:
         """Stop before the optimizer step on a non-finite loss or gradient; the last checkpoint is untouched."""
         # One sum per gradient: NaN and ±inf propagate through it, and it reads each gradient once
         # (a max-abs or a norm costs up to 20x more); a finite sum overflowing (|g| ~ 1e38) is
@@ -274,21 +336,29 @@ class Trainer:
             return
         where = f"{desc}: epoch {st.epoch} step {st.step + 1} (optimizer step {st.global_step + 1})"
         shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-        last = f"; the last good checkpoint ({self.checkpoint.path}) is intact" if self.checkpoint is not None and self.checkpoint.exists() else ""
+        last = (
+            f"; the last good checkpoint ({self.checkpoint.path}) is intact"
+            if self.checkpoint is not None and self.checkpoint.exists()
+            else ""
+        )
         if flags[0]:
             rank = f" on rank {self.dist.rank}" if self.dist.world > 1 else ""
             raise FloatingPointError(f"{where}: non-finite loss{rank}: {shown}{last}")
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not _finite(p.grad)]
-        raise FloatingPointError(f"{where}: non-finite gradient in {bad[:5]}{' ...' if len(bad) > 5 else ''} with finite loss terms {shown}{last}")
+        raise FloatingPointError(
+            f"{where}: non-finite gradient in {bad[:5]}{' ...' if len(bad) > 5 else ''} with finite loss terms {shown}{last}"
+        )
 
-    def _epoch_record(self, st: _FitState, train: EncodedSplit, valid_metrics: dict, auc: float, info: DistInfo) -> dict[str, Any]:
+    def _epoch_record(
+        self, st: _FitState, train: EncodedSplit, valid_metrics: dict, auc: float, info: DistInfo
+    ) -> dict[str, Any]:
         n_batches = max(math.ceil(len(train) / self.config.batch_size), 1)
         sums = st.sums
         if info.world > 1:  # each rank's terms are its scaled share: their mean is the global term
             names = sorted(sums)
             total = torch.tensor([sums[k] for k in names], dtype=torch.float64, device=self.device)
             torch.distributed.all_reduce(total)
-            sums = {k: v / info.world for k, v in zip(names, total.cpu().tolist())}
+            sums = {k: v / info.world for k, v in zip(names, total.cpu().tolist(), strict=False)}
         return {
             "epoch": st.epoch,
             "train_loss": {k: v / n_batches for k, v in sums.items()},
@@ -299,7 +369,17 @@ class Trainer:
             "train_rows_per_s": len(train) / max(st.epoch_seconds, 1e-9),
         }
 
-    def _save(self, ckpt: Checkpointer, key: str, model: nn.Module, opts: list[torch.optim.Optimizer], gen_epoch: torch.Tensor, st: _FitState, best_state: dict | None, t0: float) -> None:
+    def _save(
+        self,
+        ckpt: Checkpointer,
+        key: str,
+        model: nn.Module,
+        opts: list[torch.optim.Optimizer],
+        gen_epoch: torch.Tensor,
+        st: _FitState,
+        best_state: dict | None,
+        t0: float,
+    ) -> None:
         if not ckpt.write:  # another rank writes
             return
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -319,12 +399,16 @@ class Trainer:
         record.update(optimizers=opt_meta, has_best=best_state is not None)
         ckpt.save_progress(key, tensors, record)
 
-    def _restore(self, saved: Any, model: nn.Module, opts: list[torch.optim.Optimizer], gen: torch.Generator) -> tuple[_FitState, dict | None]:
+    def _restore(
+        self, saved: Any, model: nn.Module, opts: list[torch.optim.Optimizer], gen: torch.Generator
+    ) -> tuple[_FitState, dict | None]:
         rec, tensors = saved.record, saved.tensors
         model.load_state_dict(_strip(tensors, "model."))
         if len(rec["optimizers"]) != len(opts):
-            raise ConfigError(f"the checkpoint has {len(rec['optimizers'])} optimizer(s), this model needs {len(opts)}; was sparse_embeddings changed?")
-        for i, (opt, meta) in enumerate(zip(opts, rec["optimizers"])):
+            raise ConfigError(
+                f"the checkpoint has {len(rec['optimizers'])} optimizer(s), this model needs {len(opts)}; was sparse_embeddings changed?"
+            )
+        for i, (opt, meta) in enumerate(zip(opts, rec["optimizers"], strict=False)):
             restore_optimizer(opt, f"opt{i}", tensors, meta)
         gen.set_state(tensors["rng.shuffle"])
         torch.set_rng_state(tensors["rng.torch"])

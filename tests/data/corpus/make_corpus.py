@@ -172,19 +172,32 @@ def main() -> None:
 
     d = case("duplicate_columns_parquet", {"path": "log.parquet"})  # a Parquet file with `brand` twice
     t = pa.table(b)
-    pq.write_table(pa.Table.from_arrays([*t.columns, t.column("brand")], names=[*t.column_names, "brand"]), d / "log.parquet")
+    pq.write_table(
+        pa.Table.from_arrays([*t.columns, t.column("brand")], names=[*t.column_names, "brand"]), d / "log.parquet"
+    )
 
-    d = case("headerless_sources", {  # two header-less files, one per domain, and a label rule
-        "path": None,
-        "sources": [{"path": "raw/a.dat", "domain": "A"}, {"path": "raw/b.dat", "domain": "B"}],
-        "domain": {"values": ["A", "B"]},
-        "format": {"kind": "csv", "delimiter": "\t", "header": False, "columns": ["stars", "brand", "price", "split"], "comment": "#"},
-        "label": {"column": "stars", "positive": ">= 4"},
-    })
+    d = case(
+        "headerless_sources",
+        {  # two header-less files, one per domain, and a label rule
+            "path": None,
+            "sources": [{"path": "raw/a.dat", "domain": "A"}, {"path": "raw/b.dat", "domain": "B"}],
+            "domain": {"values": ["A", "B"]},
+            "format": {
+                "kind": "csv",
+                "delimiter": "\t",
+                "header": False,
+                "columns": ["stars", "brand", "price", "split"],
+                "comment": "#",
+            },
+            "label": {"column": "stars", "positive": ">= 4"},
+        },
+    )
     (d / "raw").mkdir()
     stars = [4 + i % 2 if c else 1 + i % 3 for i, c in enumerate(b["click"])]
     for dom, name in (("A", "a.dat"), ("B", "b.dat")):
-        rows = [f"{stars[i]}\t{b['brand'][i]}\t{b['price'][i]}\t{b['split'][i]}" for i in range(24) if b["site"][i] == dom]
+        rows = [
+            f"{stars[i]}\t{b['brand'][i]}\t{b['price'][i]}\t{b['split'][i]}" for i in range(24) if b["site"][i] == dom
+        ]
         (d / "raw" / name).write_text("# stars<TAB>brand<TAB>price<TAB>split\n" + "\n".join(rows) + "\n")
 
 
