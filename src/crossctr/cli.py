@@ -66,8 +66,8 @@ def demo(out: Path, rows: int, epochs: int | None, seed: int, no_progress: bool)
 
     Says before training how long it should take on this machine (timed on a few batches).
     """
-    from crossctr.clihelp import show_progress
     from crossctr.demo import run_demo
+    from crossctr.progress import show_progress
 
     result = run_demo(out, rows=rows, epochs=epochs, seed=seed, progress=show_progress(no_progress))
     click.echo(result.table)

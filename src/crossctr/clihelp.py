@@ -1,5 +1,5 @@
 """Command help that names what the registries hold (experiments, datasets, models), so it
-never goes stale, and the progress-bar rule shared by every long command.
+never goes stale (the progress-bar rule every long command shares is in crossctr.progress).
 
 Help texts carry placeholders such as `<DATASETS>`; `RegistryCommand` fills them when the help
 is shown (the registries import torch and the data loaders, which a plain command need not
@@ -9,7 +9,6 @@ wait for).
 from __future__ import annotations
 
 import re
-import sys
 import typing
 from importlib import resources
 from typing import Any
@@ -17,12 +16,7 @@ from typing import Any
 import click
 import yaml
 
-__all__ = ["RegistryCommand", "registry_names", "show_progress"]
-
-
-def show_progress(no_progress: bool) -> bool:
-    """Progress bars unless `--no-progress`, and never when stderr is not a terminal (a log file)."""
-    return not no_progress and sys.stderr.isatty()
+__all__ = ["RegistryCommand", "registry_names"]
 
 
 def _experiments() -> dict[str, str]:

@@ -12,8 +12,8 @@ _YAML = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
 def _options(max_memory: str, batch_rows: int | None, no_progress: bool, **flags: bool):  # type: ignore[no-untyped-def]
-    from crossctr.clihelp import show_progress
     from crossctr.data.prepare import PrepareOptions, parse_memory
+    from crossctr.progress import show_progress
 
     return PrepareOptions(
         max_memory=parse_memory(max_memory), batch_rows=batch_rows, progress=show_progress(no_progress), **flags

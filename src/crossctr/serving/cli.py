@@ -52,7 +52,7 @@ def predict(
 
     A text INPUT is read with the run's dataset `format:` (delimiter, header, columns) and encoding.
     """
-    from crossctr.clihelp import show_progress
+    from crossctr.progress import show_progress
     from crossctr.serving.predict import predict_file
 
     res = predict_file(
