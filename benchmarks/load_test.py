@@ -123,7 +123,7 @@ def build_pool(
         merged = [{**context, **it, dom_col: domain} for it in items]
         body = {"domain": domain, "context": context, "items": items}
         pool["rank"].append(Request("rank", "/v1/rank", json.dumps(body).encode(), 200, expected(merged)))
-    for i in range(max(4, n_rank // 4)):
+    for _ in range(max(4, n_rank // 4)):
         rows = [{dom_col: rng.choice(schema.domain.values), **row_values(schema.feature_names)} for _ in range(20)]
         pool["score"].append(Request("score", "/v1/score", json.dumps({"rows": rows}).encode(), 200, expected(rows)))
 
@@ -158,7 +158,7 @@ def build_pool(
 def hostile_requests(
     schema: DatasetSchema, good: dict[str, Any], rank0: dict[str, Any], max_body: int
 ) -> list[Request]:
-    """The inputs of issue 15 that got a 5xx (or a 4xx without an "error") before: each with the 4xx it must get."""
+    """The malformed inputs that got a 5xx (or a 4xx without an "error") before: each with the 4xx it must get."""
     dom_col = schema.domain.column
     categorical = next((f.name for f in schema.features if f.kind is not FeatureKind.NUMERIC), None)
     numeric = next((f.name for f in schema.features if f.kind is FeatureKind.NUMERIC), None)

@@ -1,4 +1,4 @@
-"""The README's examples run as written, in order (issue 16's acceptance).
+"""The README's examples run as written, in order (a user copies them).
 
 Every fenced shell and YAML block of README.md is read from the README text and run, in the
 README's order, in one temporary folder laid out as the README assumes: `.venv` links to the

@@ -155,7 +155,7 @@ def test_train_and_prepare_give_the_same_verdict(case: str, tmp_path: Path) -> N
 
 
 def test_the_six_former_disagreements_are_cases() -> None:
-    """Issue 14: labels true/false, an all-NaN numeric column, an all-empty categorical column, a
+    """Logs as users have them: labels true/false, an all-NaN numeric column, an all-empty categorical column, a
     domain without positives in train, duplicate CSV columns, a 10 MB cell."""
     six = {
         "label_true_false",

@@ -1,5 +1,5 @@
 """`crossctr prepare` on a full disk, after a killed run, and a prepared folder with a pickled
-array (issue 15). Full disks are simulated: the free space reported, or the file writes, fail."""
+array. Full disks are simulated: the free space reported, or the file writes, fail."""
 
 from __future__ import annotations
 

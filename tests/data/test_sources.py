@@ -1,4 +1,4 @@
-"""Real logs as they come (issue 14): several sources each with its domain, header-less files of
+"""Real logs as they come: several sources each with its domain, header-less files of
 any extension, label rules, per-domain id spaces, loop-safe globs, and old encoders that still load."""
 
 from __future__ import annotations

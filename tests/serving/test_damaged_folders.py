@@ -1,5 +1,5 @@
 """Damaged, edited or hostile run and export folders: a clear one-line error, never a traceback,
-and never a file outside the folder (issue 15)."""
+and never a file outside the folder."""
 
 from __future__ import annotations
 

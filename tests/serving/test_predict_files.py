@@ -1,4 +1,4 @@
-"""`crossctr predict`'s output file: a full disk, temp files of a killed predict, file modes (issue 15)."""
+"""`crossctr predict`'s output file: a full disk, temp files of a killed predict, file modes."""
 
 from __future__ import annotations
 

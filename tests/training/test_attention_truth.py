@@ -1,4 +1,4 @@
-"""CNAN-AT's attention against the simulator's planted truth (paper Figure 4, issue #3).
+"""CNAN-AT's attention against the simulator's planted truth (paper Figure 4).
 
 The simulator plants brand as the strong signal on the high-end platform B and price on the
 low-end platform C. What the attention picks up is weak: eq. 2's first FCN layer already

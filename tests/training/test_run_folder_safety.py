@@ -1,5 +1,5 @@
 """A run folder on a full disk, an existing run folder, a failed run, file modes, and a checkpoint
-that names a file outside its folder (issue 15). Write failures are injected (monkeypatch)."""
+that names a file outside its folder. Write failures are injected (monkeypatch)."""
 
 from __future__ import annotations
 

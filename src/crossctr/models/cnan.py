@@ -90,7 +90,7 @@ class CNANPlusConfig(CNANConfig):
     towers' FCNs (per row, so the private towers' row padding stays harmless; the paper's plain
     FCN overfits ML-1M after two or three epochs), and private towers one layer deep (a
     data-poor domain's own 512 × 256 tower has far more weights than its rows can fit).
-    Measured so far (docs/results/README.md, "Issue 13"): it does not yet beat Shared-Bottom on
+    Measured so far (docs/results/README.md, "Calibration"): it does not yet beat Shared-Bottom on
     ML-1M's small domains; its under-18 private network peaks epochs before the shared one.
     """
 

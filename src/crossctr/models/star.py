@@ -2,7 +2,7 @@
 
 Paper: X.-R. Sheng, L. Zhao, G. Zhou, X. Ding, B. Dai, Q. Luo, S. Yang, J. Lv, C. Zhang,
 H. Deng, X. Zhu, "One Model to Serve All: Star Topology Adaptive Recommender for
-Multi-Domain CTR Prediction", CIKM 2021. (Issue #8 lists it as KDD 2021; it appeared at CIKM.)
+Multi-Domain CTR Prediction", CIKM 2021. (It is sometimes cited as KDD 2021; it appeared at CIKM.)
 
 The paper's domains are the domains here. Three parts (paper §4):
     e      = e_c ⊕ e_d                                shared ⊕ domain-specific embeddings (as CNAN-AT)
