@@ -3,7 +3,7 @@
 Models (same shape: 24 categorical fields, embedding 64, 2 cross layers + FCN 512 x 256,
 batch 4096, Adam lr 1e-3):
     crossctr CNAN-AT        shared network + one private network per domain (3 domains)
-    crossctr DCN            `{name: tower, nn: dcn, attention: false, specific_dim: 0}`
+    crossctr DCN            `{name: tower, network: dcn, attention: false, specific_dim: 0}`
     DeepCTR-Torch DCN       `deepctr_torch.models.DCN`, trained by its own `fit`
     torch-rechub DCN        `torch_rechub.models.ranking.DCN`, trained by its `CTRTrainer`
     FuxiCTR DCN             FuxiCTR's `BaseModel` + `FeatureEmbedding`, `CrossNet`, `MLP_Block`
@@ -67,7 +67,7 @@ EVAL_BATCH = 8192  # crossctr's default; every library scores with the same batc
 #   _bf16      train.precision: bf16 (bfloat16 autocast in training; scoring stays fp32)
 #   _rowwise   sparse tables (model sparse_embeddings: true) + train.sparse_optimizer: rowwise_adagrad
 #   _compile   torch.compile of the model handed to Trainer.fit (not in the default list: slow to build)
-DCN_CONFIG = {"name": "tower", "nn": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel"}
+DCN_CONFIG = {"name": "tower", "network": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel"}
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {  # name -> (model config, train config, compile)
     "cnan": ({"name": "cnan"}, {}, False),
     "cnan_bf16": ({"name": "cnan"}, {"precision": "bf16"}, False),

@@ -2,7 +2,8 @@
 
 The dicts below are config.json's "model" (the full config) and "run"."model" (the keys given)
 of runs written by crossctr 0.1.0 before CNANConfig and TowerConfig extended the shared input
-config: the same keys, defaults and values must come back.
+config: the same keys, defaults and values must come back. TowerConfig's `nn` is now called
+`network`: `nn` is still read, and the fingerprint form (by_alias) writes it as `nn`.
 """
 
 from __future__ import annotations
@@ -73,9 +74,10 @@ OLD_RUN_MODELS = [
 def test_old_full_model_configs_load_with_the_same_keys_and_values(old: dict, cls: type) -> None:
     cfg = parse_model_config(dict(old))
     assert type(cfg) is cls
-    assert cfg.model_dump(mode="json") == old  # no key added, removed or changed in value
+    # no key added, removed or changed in value (in the fingerprint form, which keeps renamed keys)
+    assert cfg.model_dump(mode="json", by_alias=True) == old
     assert (
-        parse_model_config({"name": old["name"]}).model_dump(mode="json").keys() == old.keys()
+        parse_model_config({"name": old["name"]}).model_dump(mode="json", by_alias=True).keys() == old.keys()
     )  # defaults: the same keys
 
 
@@ -83,9 +85,10 @@ def test_old_full_model_configs_load_with_the_same_keys_and_values(old: dict, cl
 def test_run_config_model_is_typed_and_written_as_given(given: dict) -> None:
     cfg = RunConfig.model_validate({"dataset": "data/ml.yaml", "model": given, "strategy": {"name": "self_train"}})
     assert isinstance(cfg.model, (CNANConfig, TowerConfig)) and cfg.model.name == given["name"]
-    assert (
-        cfg.model_dump(mode="json")["model"] == given
-    )  # config.json "run" and checkpoint fingerprints keep their form
+    # checkpoint fingerprints keep their form; config.json "run" too, a renamed key under its new name
+    assert cfg.model_dump(mode="json", by_alias=True)["model"] == given
+    renamed = {("network" if k == "nn" else k): v for k, v in given.items()}
+    assert cfg.model_dump(mode="json")["model"] == renamed
     assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # a written run config reads back equal
     assert RunConfig(dataset="d").model_dump(mode="json")["model"] == {"name": "cnan"}  # the default, as before
     assert type(RunConfig(dataset="d").model) is CNANConfig
@@ -106,3 +109,25 @@ def test_run_config_model_errors_name_the_model_and_its_keys(tmp_path: Path, mod
     (tmp_path / "run.yaml").write_text(f"dataset: d.yaml\nmodel: {model}\n")
     with pytest.raises(ConfigError, match=error):
         RunConfig.from_yaml(tmp_path / "run.yaml")
+
+
+def test_tower_network_reads_its_former_name_nn() -> None:
+    new = parse_model_config({"name": "tower", "network": "deepfm"})
+    old = parse_model_config({"name": "tower", "nn": "deepfm"})
+    assert new == old and old.network == "deepfm" and TowerConfig(nn="wide_deep").network == "wide_deep"
+    assert old.model_dump(mode="json", exclude_unset=True) == {"name": "tower", "network": "deepfm"}
+    assert old.model_dump(mode="json", exclude_unset=True, by_alias=True) == {"name": "tower", "nn": "deepfm"}
+    with pytest.raises(ConfigError, match="nn: unknown key"):  # one setting, given once
+        parse_model_config({"name": "tower", "network": "deep", "nn": "dcn"})
+
+
+def test_run_fingerprints_keep_the_former_key() -> None:
+    """An experiment run and a checkpoint made with `nn:` keep their fingerprints when the config says `network:`."""
+    from crossctr.experiments.grid import load_experiment
+
+    exp = load_experiment("paper-quick")
+    assert exp.methods["deepfm"].model == {"name": "tower", "network": "deepfm"}
+    old = RunConfig.model_validate({"dataset": "d", "model": {"name": "tower", "nn": "deepfm"}})
+    new = RunConfig.model_validate({"dataset": "d", "model": exp.methods["deepfm"].model})
+    assert old.model_dump(mode="json", by_alias=True) == new.model_dump(mode="json", by_alias=True)
+    assert new.model_dump(mode="json", by_alias=True)["model"] == {"name": "tower", "nn": "deepfm"}

@@ -214,7 +214,7 @@ class Search(StrictModel):
 
 class Method(StrictModel):
     label: str  # row name in the tables
-    model: dict[str, Any]  # a model config, e.g. {name: tower, nn: dcn}
+    model: dict[str, Any]  # a model config, e.g. {name: tower, network: dcn}
     strategy: StrategyConfig = Field(default_factory=JointStrategy)
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train section
     # Use the settings chosen for another (tuned) method, e.g. ablations keep CNAN-AT's λ's so
@@ -491,8 +491,9 @@ class RunSpec:
         """Hash of everything that decides the run's numbers: two specs with equal hashes are one run."""
         cfg = self.run_config(exp, "")
         # Unset optional settings are left out (exclude_none): a setting added later, whose unset
-        # value keeps the old behaviour, does not orphan finished runs.
-        model = cfg.model.model_dump(mode="json", exclude_none=True)
+        # value keeps the old behaviour, does not orphan finished runs; a renamed setting keeps its
+        # former key (by_alias), so neither does a rename.
+        model = cfg.model.model_dump(mode="json", exclude_none=True, by_alias=True)
         # progress bars, threads, scoring batch size and checkpointing do not change what is learnt
         train = cfg.train.model_dump(
             mode="json",

@@ -82,8 +82,11 @@ def _validate_model_config(value: Any) -> StrictModel:
 # A typed `model` field: `{"name": ..., other keys}` is parsed by the model's name into its
 # registered config (unknown names and keys are errors); written back as the keys that were
 # given (exclude_unset), so a run's config.json and fingerprints keep the form they had.
+# `by_alias=True` (fingerprints, checkpoints) writes a renamed setting under its former key.
 ModelConfig = Annotated[
     StrictModel,
     PlainValidator(_validate_model_config),
-    PlainSerializer(lambda c: c.model_dump(mode="json", exclude_unset=True), return_type=dict),
+    PlainSerializer(
+        lambda c, info: c.model_dump(mode="json", exclude_unset=True, by_alias=bool(info.by_alias)), return_type=dict
+    ),
 ]

@@ -12,7 +12,7 @@ DANN (Ganin et al. 2016) with a Deep & Cross body, as the paper's baseline.
 Example:
     >>> import torch
     >>> from crossctr.data.batch import Batch
-    >>> m = TowerModel(TowerConfig(nn="deepfm", deep=(8,), attention_hidden=(4, 2), shared_dim=4), [5, 7], 2)
+    >>> m = TowerModel(TowerConfig(network="deepfm", deep=(8,), attention_hidden=(4, 2), shared_dim=4), [5, 7], 2)
     >>> m(Batch(torch.tensor([[3, 4]]), torch.tensor([1]), torch.tensor([1.0]))).logits.shape
     torch.Size([1])
 """
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch.nn.functional as F
+from pydantic import AliasChoices, Field
 from torch import nn
 
 from crossctr.data.batch import Batch
@@ -38,7 +39,12 @@ __all__ = ["TowerConfig", "TowerModel"]
 
 class TowerConfig(AttentiveConfig):
     name: Literal["tower"] = "tower"
-    nn: Literal["deep", "wide_deep", "deepfm", "dcn"] = "dcn"  # paper Table 1 variants
+    # The network above the embeddings: paper Table 1's variants. `nn` (its former name) is still
+    # read; fingerprints and checkpoints keep that key (serialization alias), so runs made before
+    # the rename stay valid.
+    network: Literal["deep", "wide_deep", "deepfm", "dcn"] = Field(
+        default="dcn", validation_alias=AliasChoices("network", "nn"), serialization_alias="nn"
+    )
     domain_adversarial: bool = False  # True: DANN's gradient-reversal domain classifier
 
 
@@ -59,11 +65,11 @@ class TowerModel(nn.Module):
             config,
             len(cardinalities),
             self.embedding.out_dim,
-            cross_layers=config.cross_layers if config.nn == "dcn" else 0,
+            cross_layers=config.cross_layers if config.network == "dcn" else 0,
         )
         self.head = nn.Linear(self.tower.out_dim, 1)
-        self.wide = WideLinear(cardinalities) if config.nn in ("wide_deep", "deepfm") else None
-        self.fm = FactorizationMachine() if config.nn == "deepfm" else None
+        self.wide = WideLinear(cardinalities) if config.network in ("wide_deep", "deepfm") else None
+        self.fm = FactorizationMachine() if config.network == "deepfm" else None
         self.discriminator = nn.Linear(self.tower.out_dim, n_domains) if config.domain_adversarial else None
 
     def forward(self, batch: Batch) -> ModelOutput:

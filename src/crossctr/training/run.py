@@ -137,9 +137,11 @@ def _group_attention(att: dict[str, np.ndarray], schema: DatasetSchema) -> dict[
 
 def _fingerprint(cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed: the config (less settings that change no
-    result or may differ on restart) and the data's size per split and domain."""
+    result or may differ on restart) and the data's size per split and domain. Renamed settings
+    keep their former keys (by_alias), so a run started before a rename still resumes."""
     run = cfg.model_dump(
         mode="json",
+        by_alias=True,
         exclude={
             "dataset": True,
             "train": {
