@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo lint typecheck test test-all clean
 
 $(BIN)/crossctr: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,17 @@ setup: $(BIN)/crossctr
 demo: setup
 	$(BIN)/crossctr demo --out runs/demo
 
-test: setup
+# ruff (lint rules and formatting, configured in pyproject.toml) over the code, tests and benchmarks.
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+# mypy over src/crossctr ([tool.mypy] in pyproject.toml). Not yet part of `lint`: the code
+# still has type errors to fix (`make typecheck` lists them).
+typecheck: setup
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest
 
 test-all: setup

@@ -448,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
 
     r = report["by_kind"]["rank"]
     lines = [
-        f"service: {source.name}, engine {report['service']['engine']}, {args.clients} clients, {wall:.1f} s, {os.cpu_count()} CPUs (shared with the clients)",
+        f"service: {source.name}, engine {report['service']['engine']}, {args.clients} clients, {wall:.1f} s, "
+        f"{os.cpu_count()} CPUs (shared with the clients)",
         "",
         "| measure | requests | req/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|---:|",
@@ -464,13 +465,16 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| in-process rank, engine {engine} | - | - | {v['error']} | |")
         else:
             lines.append(
-                f"| in-process rank, engine {engine}, 1 caller | {v['n']} | {v['requests_per_s']:.1f} | {v['p50_ms']:.1f} | {v['p99_ms']:.1f} |"
+                f"| in-process rank, engine {engine}, 1 caller | {v['n']} | {v['requests_per_s']:.1f} | "
+                f"{v['p50_ms']:.1f} | {v['p99_ms']:.1f} |"
             )
     hostile = report["by_kind"]["hostile"]["requests"]
     lines += [
         "",
-        f"hostile requests: {hostile} of {len(outcomes)} ({100 * report['hostile_share']:.0f} %, {len(pool['hostile'])} distinct cases)",
-        f"5xx answers: {n5xx}   wrong scores: {wrong_scores}   wrong answers: {wrong}   transport errors: {transport}   (rank p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms)",
+        f"hostile requests: {hostile} of {len(outcomes)} "
+        f"({100 * report['hostile_share']:.0f} %, {len(pool['hostile'])} distinct cases)",
+        f"5xx answers: {n5xx}   wrong scores: {wrong_scores}   wrong answers: {wrong}   transport errors: "
+        f"{transport}   (rank p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms)",
         f"json: {args.out}",
     ]
     print("\n".join(lines))

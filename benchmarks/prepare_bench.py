@@ -91,7 +91,8 @@ def bench_movielens(work: Path) -> Path | None:
     rows = sum(best.rows.values())
     print(
         f"[1] MovieLens-1M: {rows:,} rows, 19 features, prepared in {best.seconds:.2f} s "
-        f"= {rows / best.seconds:,.0f} rows/s end to end ({2 * rows / best.seconds:,.0f} rows/s per pass; batch {best.batch_rows:,} rows)"
+        f"= {rows / best.seconds:,.0f} rows/s end to end ({2 * rows / best.seconds:,.0f} "
+        f"rows/s per pass; batch {best.batch_rows:,} rows)"
     )
     return out
 
@@ -167,7 +168,8 @@ def bench_big(work: Path, rows: int, max_memory: str) -> None:
     yml = write_synthetic(work / "synthetic" / "shards", rows)
     size = sum(p.stat().st_size for p in (work / "synthetic" / "shards").iterdir())
     print(
-        f"[2] wrote {rows:,} rows as {rows // SHARD_ROWS} Parquet shards ({size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.0f} s"
+        f"[2] wrote {rows:,} rows as {rows // SHARD_ROWS} Parquet shards "
+        f"({size / 1e6:,.0f} MB) in {time.perf_counter() - t0:.0f} s"
     )
     out = work / "synthetic" / "prepared"
     t0 = time.perf_counter()
@@ -185,7 +187,8 @@ def bench_big(work: Path, rows: int, max_memory: str) -> None:
     manifest = json.loads((out / "prepared.json").read_text())
     written = sum(p.stat().st_size for p in out.glob("*.npy"))
     print(
-        f"[2] prepare --max-memory {max_memory}: {rows:,} rows in {seconds:.0f} s = {rows / seconds:,.0f} rows/s end to end "
+        f"[2] prepare --max-memory {max_memory}: {rows:,} rows in "
+        f"{seconds:.0f} s = {rows / seconds:,.0f} rows/s end to end "
         f"(batch {manifest['batch_rows']:,} rows); peak RSS {peak / 1e6:,.0f} MB vs bound {bound / 1e6:,.0f} MB: "
         f"{'HELD' if peak <= bound else 'EXCEEDED'}; arrays {written / 1e6:,.0f} MB on disk"
     )

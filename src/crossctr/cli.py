@@ -12,9 +12,12 @@ import click
 
 from crossctr import __version__
 from crossctr.clihelp import RegistryCommand
+from crossctr.data.cli import inspect_command, prepare_command
 from crossctr.data.io import DataError
+from crossctr.experiments.cli import experiment
 from crossctr.files import DiskFullError
 from crossctr.schema import ConfigError
+from crossctr.serving.cli import export, predict, serve
 
 __all__ = ["main"]
 
@@ -153,7 +156,8 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Train a new run in OUT although it holds one (its checkpoint is discarded); without it or --resume, a non-empty OUT is refused.",
+    help="Train a new run in OUT although it holds one (its checkpoint is "
+    "discarded); without it or --resume, a non-empty OUT is refused.",
 )
 @click.option(
     "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
@@ -251,7 +255,8 @@ def evaluate(run_dir: Path, data_path: Path | None) -> None:
     "--data",
     "dataset",
     type=click.Path(path_type=Path, exists=True),
-    help="The dataset YAML the run used; default: the path in the run's config.json (needed when the run trained from a prepared folder).",
+    help="The dataset YAML the run used; default: the path in the run's "
+    "config.json (needed when the run trained from a prepared folder).",
 )
 @click.option(
     "--format",
@@ -278,7 +283,8 @@ def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> N
     "--out", type=click.Path(path_type=Path, dir_okay=False), help="PNG to write; default RUN_DIR/learning_curves.png."
 )
 def plot(run_dir: Path, out: Path | None) -> None:
-    """Draw a run's learning curves per domain (training loss, validation AUC and log loss by epoch) from history.json."""
+    """Draw a run's learning curves per domain (training loss, validation AUC
+    and log loss by epoch) from history.json."""
     from crossctr.evaluation.report import learning_curves
 
     path = run_dir / "history.json"
@@ -321,20 +327,11 @@ def config_reference(out: Path | None, check: bool) -> None:
         click.echo(f"wrote {out}")
 
 
-from crossctr.experiments.cli import experiment  # noqa: E402 - a command kept in its own package
-
+# Commands kept with their packages: experiments, serving, data.
 cli.add_command(experiment)
-
-
-from crossctr.serving.cli import export, predict, serve  # noqa: E402 - serving commands live with serving
-
 cli.add_command(predict)
 cli.add_command(export)
 cli.add_command(serve)
-
-
-from crossctr.data.cli import inspect_command, prepare_command  # noqa: E402 - data commands live with data
-
 cli.add_command(prepare_command)
 cli.add_command(inspect_command)
 

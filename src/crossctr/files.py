@@ -158,7 +158,8 @@ def file_in(folder: Path, name: Any, what: str) -> Path:
     )
     if not plain:
         raise ConfigError(
-            f"{folder}: {what} is {name!r}, not a file name inside the folder; a path that leaves the folder is refused (re-create the folder rather than edit it)"
+            f"{folder}: {what} is {name!r}, not a file name inside the folder; a path that leaves the folder is "
+            "refused (re-create the folder rather than edit it)"
         )
     return folder / name
 

@@ -31,7 +31,7 @@ __all__ = ["json_default", "finite", "dumps", "loads"]
 
 
 def json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
+    if isinstance(o, np.floating | np.integer):
         return o.item()
     if isinstance(o, np.ndarray):
         return o.tolist()
@@ -42,11 +42,11 @@ def finite(obj: Any) -> Any:
     """`obj` with every NaN and infinity replaced by None (results files)."""
     if isinstance(obj, dict):
         return {k: finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list | tuple):
         return [finite(v) for v in obj]
     if isinstance(obj, np.ndarray):
         return finite(obj.tolist())
-    if isinstance(obj, (float, np.floating)):
+    if isinstance(obj, float | np.floating):
         return float(obj) if math.isfinite(obj) else None
     return obj
 
@@ -56,7 +56,7 @@ def _tag(obj: Any) -> Any:
         return {"$float": repr(float(obj))}  # np.float64 is a float whose repr is "np.float64(inf)"
     if isinstance(obj, dict):
         return {str(k): _tag(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, list | tuple):
         return [_tag(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy / 0-d torch scalars
         return _tag(obj.item())

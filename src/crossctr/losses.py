@@ -237,7 +237,8 @@ class Objective:
 
     @classmethod
     def from_config(cls, cfg: LossSettings, n_domains: int, train_domain: torch.Tensor | None = None) -> Objective:
-        """The objective a config asks for; `train_domain` (n,): the training rows' domains, whose sizes "power" weighs by."""
+        """The objective a config asks for; `train_domain` (n,): the training rows' domains, whose sizes "power" weighs
+        by."""
         row_scale = None
         if cfg.domain_weighting == "power" and train_domain is not None:
             rows = torch.bincount(train_domain, minlength=n_domains)  # (N,) training rows per domain

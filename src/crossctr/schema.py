@@ -145,7 +145,8 @@ class FeatureSpec(StrictModel):
         if self.kind is FeatureKind.CROSSED:
             if self.columns is None or len(self.columns) < 2 or len(set(self.columns)) != len(self.columns):
                 raise ValueError(
-                    f"feature {self.name!r}: a crossed feature needs `columns`: two or more distinct column names, got {self.columns}"
+                    f"feature {self.name!r}: a crossed feature needs `columns`: "
+                    f"two or more distinct column names, got {self.columns}"
                 )
         if self.kind is FeatureKind.MULTI and not self.separator:
             raise ValueError(f"feature {self.name!r}: separator must be a non-empty string")
@@ -270,7 +271,8 @@ class FormatSpec(StrictModel):
             text_only = [k for k in ("delimiter", "columns", "comment", "encoding") if getattr(self, k) is not None]
             if text_only or not self.header:
                 raise ValueError(
-                    f"format keys {text_only or ['header']} apply to kind csv only; Parquet files carry their own column names and types"
+                    f"format keys {text_only or ['header']} apply to kind csv "
+                    "only; Parquet files carry their own column names and types"
                 )
         if self.delimiter is not None and self.delimiter in (self.quote, self.comment):
             raise ValueError(f"format.delimiter {self.delimiter!r} cannot also be the quote or comment character")
@@ -415,7 +417,7 @@ class DatasetSchema(StrictModel):
             if label.get("positive") is not None:
                 data["label_positive"] = str(label["positive"])
         sources = data.get("sources")
-        if isinstance(sources, (list, tuple)) and sources:
+        if isinstance(sources, list | tuple) and sources:
             doms = [s.get("domain") for s in sources if isinstance(s, dict)]
             domain = data.get("domain")
             if domain is None or (isinstance(domain, dict) and "values" not in domain):
@@ -453,7 +455,8 @@ class DatasetSchema(StrictModel):
         _check_encoding(self.encoding)
         if (self.path is None) == (self.sources is None) or (self.sources is not None and not self.sources):
             raise ValueError(
-                "give the data files either as `path:` (a file, folder or glob) or as `sources:` (a list of {path, domain}), not both"
+                "give the data files either as `path:` (a file, folder or "
+                "glob) or as `sources:` (a list of {path, domain}), not both"
             )
         for src in self.sources or ():
             if src.domain is not None and src.domain not in self.domain.values:
@@ -524,7 +527,7 @@ class DatasetSchema(StrictModel):
         """Columns a data file must hold: label, domain, each feature's input columns, the split column."""
         feats = [c for f in self.features for c in f.input_columns]
         cols = list(dict.fromkeys([self.label, *self.task_names, self.domain.column, *feats]))
-        if isinstance(self.split, (TimeSplit, ColumnSplit)) and self.split.column not in cols:
+        if isinstance(self.split, TimeSplit | ColumnSplit) and self.split.column not in cols:
             cols.append(self.split.column)
         return cols
 

@@ -26,7 +26,7 @@ def test_every_key_has_a_reason() -> None:
 
 def test_reference_lists_every_key_and_default() -> None:
     text = reference()
-    for name, field in TrainConfig.model_fields.items():
+    for name in TrainConfig.model_fields:
         assert f"| `train.{name}` |" in text
     assert f"| `train.epochs` | integer | `{TrainConfig().epochs}` |" in text
     for name in REGISTRY:

@@ -73,7 +73,9 @@ FAST_DEMO = ["--rows", "36000", "--epochs", "1"]
 FAST = {
     "--rows 300000": "--rows 36000",
     "train: {epochs: 5,": "train: {epochs: 1,",
-    "model: {name: cnan}": "model: {name: cnan, shared_dim: 8, specific_dim: 2, attention_hidden: [8, 4], deep: [16, 8]}",
+    "model: {name: cnan}": (
+        "model: {name: cnan, shared_dim: 8, specific_dim: 2, attention_hidden: [8, 4], deep: [16, 8]}"
+    ),
 }
 FAST_EXPERIMENTS = {
     "paper --dataset simulator": "smoke --dataset data/dataset.yaml",

@@ -120,7 +120,8 @@ def test_domain_without_training_rows_is_an_error(tmp_path: Path) -> None:
 
 
 def test_split_table_called_directly_refuses_a_text_time_column() -> None:
-    """split_table is public: on a table that skipped validation a non-numeric day column is a DataError, not a pyarrow error."""
+    """split_table is public: on a table that skipped validation a non-numeric day column is a DataError, not a pyarrow
+    error."""
     from crossctr.data.dataset import split_table
 
     schema = DatasetSchema.model_validate(

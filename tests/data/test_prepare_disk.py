@@ -50,7 +50,7 @@ class _FillingFile(io.FileIO):
 
     budget = [0]
 
-    def write(self, b) -> int:  # noqa: ANN001
+    def write(self, b) -> int:
         if str(self.name).endswith(".npy") and self.mode != "wb":  # block writes, after the header
             if self.budget[0] <= 0:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.name))
@@ -66,7 +66,7 @@ def test_disk_filling_while_writing_stops_cleanly_and_removes_the_temp_folder(
     _FillingFile.budget[0] = 5_000
     real_open = open
 
-    def filling_open(path, mode="r", *args, **kwargs):  # noqa: ANN001
+    def filling_open(path, mode="r", *args, **kwargs):
         if "b" in mode and kwargs.get("buffering", args[0] if args else -1) == 0:
             return _FillingFile(path, mode.replace("b", ""))
         return real_open(path, mode, *args, **kwargs)
@@ -75,7 +75,8 @@ def test_disk_filling_while_writing_stops_cleanly_and_removes_the_temp_folder(
     out = tiny_dataset_dir / "prepared"
     with pytest.raises(
         DiskFullError,
-        match=r"the disk filled while writing prepared's arrays .* they need .* bytes\), .* free space or choose another --out \(the partial folder was removed\)",
+        match=r"the disk filled while writing prepared's arrays .* they need .* bytes\), .* free space or choose "
+        r"another --out \(the partial folder was removed\)",
     ):
         prepare_dataset(tiny_dataset_dir / "dataset.yaml", out, OPTS)
     assert _FillingFile.budget[0] == 0  # the writes did reach the injected file

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
+from crossctr.data.dataset import EncodedSplit
 from crossctr.experiments.grid import (
     ALL,
     Experiment,
@@ -181,7 +182,10 @@ def test_subsampling_touches_only_the_targets_training_rows(tiny_data) -> None:
     assert np.array_equal(sub.train.features[sub.train.domain != c].numpy(), tiny_data.train.features[keep].numpy())
     # seeded and nested: 10% of the target is a subset of 40% with the same seed
     small = subsample_domain(tiny_data, "C", 0.1, seed=0).train
-    rows = lambda s: {tuple(r) for r in s.features[s.domain == c].tolist()}  # noqa: E731
+
+    def rows(s: EncodedSplit) -> set[tuple[int, ...]]:
+        return {tuple(r) for r in s.features[s.domain == c].tolist()}
+
     assert rows(small) <= rows(sub.train)
     again = subsample_domain(tiny_data, "C", 0.4, seed=0).train
     assert np.array_equal(again.features.numpy(), sub.train.features.numpy())

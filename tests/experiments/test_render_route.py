@@ -17,6 +17,6 @@ def test_report_states_which_model_scores_finetunes_source(tmp_path: Path) -> No
     render_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert (
-        "FineTune: pretrained on A (the most training rows), then fine-tuned on the other domains' rows; A is scored by the model pretrained on it"
-        in md
+        "FineTune: pretrained on A (the most training rows), then fine-tuned "
+        "on the other domains' rows; A is scored by the model pretrained on it" in md
     )

@@ -29,7 +29,7 @@ def test_a_write_that_fails_midway_leaves_the_old_file_and_no_partial_one(monkey
     path = tmp_path / "out.json"
     atomic_write(path, b"old content")
 
-    def half_then_full(f, data):  # noqa: ANN001
+    def half_then_full(f, data):
         f.write(data[: len(data) // 2])
         f.flush()
         raise ENOSPC

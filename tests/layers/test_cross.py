@@ -12,9 +12,9 @@ def _eq2_by_hand(x0: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     out = np.empty_like(x0)
     for r in range(x0.shape[0]):
         x = x0[r].copy()
-        for l in range(w.shape[0]):
-            s = sum(float(x[i]) * float(w[l, i]) for i in range(x0.shape[1]))
-            x = np.array([x0[r, i] * s + b[l, i] + x[i] for i in range(x0.shape[1])])
+        for k in range(w.shape[0]):
+            s = sum(float(x[i]) * float(w[k, i]) for i in range(x0.shape[1]))
+            x = np.array([x0[r, i] * s + b[k, i] + x[i] for i in range(x0.shape[1])])
         out[r] = x
     return out
 

@@ -10,9 +10,9 @@ from crossctr.layers.experts import SoftmaxGates, StackedMLP, take_domain
 def _member(stack: StackedMLP, j: int, x: torch.Tensor) -> torch.Tensor:
     """Member j run alone, as a plain Linear/ReLU chain."""
     last = len(stack.weights) - 1
-    for l, (w, b) in enumerate(zip(stack.weights, stack.biases, strict=False)):
+    for i, (w, b) in enumerate(zip(stack.weights, stack.biases, strict=False)):
         x = F.linear(x, w[j].t(), b[j])
-        if l < last or stack.activate_last:
+        if i < last or stack.activate_last:
             x = torch.relu(x)
     return x
 

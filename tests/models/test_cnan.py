@@ -158,8 +158,8 @@ def test_padding_the_private_rows_changes_no_output_nor_gradient(monkeypatch) ->
 
 def test_private_layers_keep_the_last_sizes_of_deep() -> None:
     m = _model(deep=(8, 6, 4), private_layers=1)
-    assert [l.out_features for l in m.shared.deep.net if isinstance(l, torch.nn.Linear)] == [8, 6, 4]
-    assert [l.out_features for l in m.private[0].deep.net if isinstance(l, torch.nn.Linear)] == [4]
+    assert [mod.out_features for mod in m.shared.deep.net if isinstance(mod, torch.nn.Linear)] == [8, 6, 4]
+    assert [mod.out_features for mod in m.private[0].deep.net if isinstance(mod, torch.nn.Linear)] == [4]
     assert m(_batch()).logits.shape == (24,)
     import pytest
     from pydantic import ValidationError
@@ -187,6 +187,6 @@ def test_cnan_plus_is_the_same_model_under_crossctrs_defaults() -> None:
     assert isinstance(cfg, CNANPlusConfig) and cfg.norm == "layer" and cfg.private_layers == 1
     m = build_model(cfg, CARDS, 3)
     assert type(m) is CNAN  # export and serving treat it as CNAN-AT
-    assert any(isinstance(l, torch.nn.LayerNorm) for l in m.shared.deep.net)
+    assert any(isinstance(mod, torch.nn.LayerNorm) for mod in m.shared.deep.net)
     paper = parse_model_config({"name": "cnan", **SMALL})
     assert paper.norm is None and paper.private_layers is None  # the paper's model stays as specified

@@ -2,8 +2,9 @@
 
 The dicts below are config.json's "model" (the full config) and "run"."model" (the keys given)
 of runs written by crossctr 0.1.0 before CNANConfig and TowerConfig extended the shared input
-config: the same keys, defaults and values must come back. TowerConfig's `nn` is now called
-`network`: `nn` is still read, and the fingerprint form (by_alias) writes it as `nn`.
+config: the same keys, defaults and values must come back. The `tower` model is now called
+`single` and its `nn` is now `network`: the former names are still read, and the fingerprint
+form (by_alias) writes them as before.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from crossctr.models import CNANConfig, TowerConfig, parse_model_config
+from crossctr.models import CNANConfig, SingleNetwork, TowerConfig, build_model, parse_model_config
+from crossctr.models.base import FORMER_NAMES
 from crossctr.schema import ConfigError
 from crossctr.training.run import RunConfig
 
@@ -84,10 +86,12 @@ def test_old_full_model_configs_load_with_the_same_keys_and_values(old: dict, cl
 @pytest.mark.parametrize("given", OLD_RUN_MODELS)
 def test_run_config_model_is_typed_and_written_as_given(given: dict) -> None:
     cfg = RunConfig.model_validate({"dataset": "data/ml.yaml", "model": given, "strategy": {"name": "self_train"}})
-    assert isinstance(cfg.model, (CNANConfig, TowerConfig)) and cfg.model.name == given["name"]
+    assert isinstance(cfg.model, CNANConfig | TowerConfig) and cfg.model.name == FORMER_NAMES.get(
+        given["name"], given["name"]
+    )
     # checkpoint fingerprints keep their form; config.json "run" too, a renamed key under its new name
     assert cfg.model_dump(mode="json", by_alias=True)["model"] == given
-    renamed = {("network" if k == "nn" else k): v for k, v in given.items()}
+    renamed = {("network" if k == "nn" else k): FORMER_NAMES.get(v, v) if k == "name" else v for k, v in given.items()}
     assert cfg.model_dump(mode="json")["model"] == renamed
     assert RunConfig.model_validate(cfg.model_dump(mode="json")) == cfg  # a written run config reads back equal
     assert RunConfig(dataset="d").model_dump(mode="json")["model"] == {"name": "cnan"}  # the default, as before
@@ -99,7 +103,8 @@ def test_run_config_model_is_typed_and_written_as_given(given: dict) -> None:
     [
         (
             "{name: tower, nn: deep, shared_dims: 8}",
-            r"run.yaml: invalid RunConfig\n  - model: invalid TowerConfig\n.*shared_dims: unknown key; allowed keys here: .*shared_dim",
+            r"run.yaml: invalid RunConfig\n  - model: invalid "
+            r"SingleNetworkConfig\n.*shared_dims: unknown key; allowed keys here: .*shared_dim",
         ),
         ("{nn: deep}", r"run.yaml: invalid RunConfig\n  - model: needs a 'name' key; registered models: \[.*'cnan'"),
     ],
@@ -115,7 +120,7 @@ def test_tower_network_reads_its_former_name_nn() -> None:
     new = parse_model_config({"name": "tower", "network": "deepfm"})
     old = parse_model_config({"name": "tower", "nn": "deepfm"})
     assert new == old and old.network == "deepfm" and TowerConfig(nn="wide_deep").network == "wide_deep"
-    assert old.model_dump(mode="json", exclude_unset=True) == {"name": "tower", "network": "deepfm"}
+    assert old.model_dump(mode="json", exclude_unset=True) == {"name": "single", "network": "deepfm"}
     assert old.model_dump(mode="json", exclude_unset=True, by_alias=True) == {"name": "tower", "nn": "deepfm"}
     with pytest.raises(ConfigError, match="nn: unknown key"):  # one setting, given once
         parse_model_config({"name": "tower", "network": "deep", "nn": "dcn"})
@@ -126,8 +131,23 @@ def test_run_fingerprints_keep_the_former_key() -> None:
     from crossctr.experiments.grid import load_experiment
 
     exp = load_experiment("paper-quick")
-    assert exp.methods["deepfm"].model == {"name": "tower", "network": "deepfm"}
+    assert exp.methods["deepfm"].model == {"name": "single", "network": "deepfm"}
     old = RunConfig.model_validate({"dataset": "d", "model": {"name": "tower", "nn": "deepfm"}})
     new = RunConfig.model_validate({"dataset": "d", "model": exp.methods["deepfm"].model})
     assert old.model_dump(mode="json", by_alias=True) == new.model_dump(mode="json", by_alias=True)
     assert new.model_dump(mode="json", by_alias=True)["model"] == {"name": "tower", "nn": "deepfm"}
+
+
+def test_weights_saved_under_the_former_attribute_name_load() -> None:
+    """A run folder's weights from before the rename (`tower.*`, now `network.*`) load unchanged."""
+    import torch
+
+    cfg = parse_model_config({"name": "tower", "nn": "dcn", "deep": [8], "shared_dim": 4, "attention_hidden": [4]})
+    model = build_model(cfg, [5, 7], 2)
+    assert isinstance(model, SingleNetwork)
+    state = model.state_dict()
+    old = {k.replace("network.", "tower.", 1) if k.startswith("network.") else k: v for k, v in state.items()}
+    assert any(k.startswith("tower.") for k in old) and not any(k.startswith("network.") for k in old)
+    fresh = build_model(cfg, [5, 7], 2)
+    fresh.load_state_dict(old)  # strict: every key found
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in state.items())

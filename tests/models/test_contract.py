@@ -77,7 +77,7 @@ def _batch(seed: int = 0, n: int = 32) -> Batch:
 
 
 def test_registry_is_covered() -> None:
-    assert {"cnan", "tower"} <= set(REGISTRY)
+    assert {"cnan", "single"} <= set(REGISTRY)
     assert all(len(flag_combinations(n)) >= 2 for n in REGISTRY)
 
 

@@ -43,8 +43,8 @@ PER_DOMAIN: dict[str, Callable[[Any], list[torch.Tensor]]] = {
     "mmoe": lambda m: [*m.towers.weights, *m.gates.logits.weights],
     "ple": lambda m: [*m.towers.weights, *m.levels[-1].domain_gates.logits.weights],
     "star": lambda m: [
-        *(l.domain_weight for l in m.fcn.layers),
-        *(l.domain_bias for l in m.fcn.layers),
+        *(layer.domain_weight for layer in m.fcn.layers),
+        *(layer.domain_bias for layer in m.fcn.layers),
         m.norm.domain_gamma,
         m.domain_embedding.weight,
     ],
@@ -141,7 +141,7 @@ def test_epnet_gate_reads_embeddings_without_gradient() -> None:
     assert g is None  # ⊘(E): the gate cannot move the embeddings
     delta = out.extras["field_scale"]
     assert delta.shape == (24, len(CARDS)) and ((delta > 0) & (delta < 2)).all()
-    assert m.tower.cross is not None and _model("epnet", body="deep").tower.cross is None
+    assert m.network.cross is not None and _model("epnet", body="deep").network.cross is None
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -81,7 +81,7 @@ def test_damaged_weights_are_a_clean_error(monkeypatch, capsys, tmp_path: Path, 
 # ---- config.json ----
 
 
-def _edit(key: str, value):  # noqa: ANN001
+def _edit(key: str, value):
     def edit(config: dict) -> dict:
         config[key] = value
         return config
@@ -89,7 +89,7 @@ def _edit(key: str, value):  # noqa: ANN001
     return edit
 
 
-def _drop(key: str):  # noqa: ANN001
+def _drop(key: str):
     return lambda config: {k: v for k, v in config.items() if k != key}
 
 

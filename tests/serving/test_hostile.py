@@ -47,7 +47,7 @@ def _error(r, status: int) -> str:
 
 
 def _score(row_json: str) -> str:
-    return '{"rows": [%s]}' % row_json
+    return '{"rows": [' + row_json + "]}"
 
 
 # ---- non-finite numbers: 422 naming the field, wherever they are ----

@@ -40,7 +40,7 @@ def test_full_disk_is_a_clean_error_and_leaves_nothing(
     write = predict_module._Writer.write
     calls = {"n": 0}
 
-    def fills(self, table):  # noqa: ANN001
+    def fills(self, table):
         calls["n"] += 1
         if calls["n"] > 1:  # the second batch does not fit
             raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] No space left on device")

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs the serve extra (onnxruntime)")
 
-from crossctr.serving.export import load_serving_model  # noqa: E402
+from crossctr.serving.export import load_serving_model  # noqa: E402 - only once importorskip found onnxruntime
 
 
 def test_run_folder_and_export_report_the_same_version(run_dir: Path, export_dir: Path) -> None:

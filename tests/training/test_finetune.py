@@ -25,7 +25,9 @@ def test_source_keeps_the_pretrained_model_by_default(tiny_data) -> None:
     pre, tuned = res.members["pretrained"], res.members["finetuned"]
     assert pre is not tuned
     # fine-tuning moved the targets' model away from the pretrained weights; the source's model stayed
-    moved = [not torch.equal(a, b) for a, b in zip(pre.state_dict().values(), tuned.state_dict().values(), strict=False)]
+    moved = [
+        not torch.equal(a, b) for a, b in zip(pre.state_dict().values(), tuned.state_dict().values(), strict=False)
+    ]
     assert any(moved)
     # A's rows are scored by the pretrained model: the same probabilities as that model alone
     a_rows = tiny_data.test.only_domains([0])

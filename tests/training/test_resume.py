@@ -43,7 +43,8 @@ main()
 
 @pytest.fixture(autouse=True)
 def _keep_torch_settings():
-    """In-process runs here use 1 thread (fast and repeatable on a shared CPU), some deterministic mode; put both back."""
+    """In-process runs here use 1 thread (fast and repeatable on a shared
+    CPU), some deterministic mode; put both back."""
     n, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     yield
     torch.set_num_threads(n)
@@ -200,7 +201,8 @@ def test_non_finite_gradient_stops_before_the_step_and_keeps_the_checkpoint(tmp_
     weight.register_hook(poison)
     with pytest.raises(
         FloatingPointError,
-        match=r"epoch 1 step 5 .*non-finite gradient in \['discriminator.weight'\] with finite loss terms click=.*adv=.*intact",
+        match=r"epoch 1 step 5 .*non-finite gradient in \['discriminator.weight'\] "
+        r"with finite loss terms click=.*adv=.*intact",
     ):
         trainer.fit(model, tiny_data.train, tiny_data.valid, desc="joint", key="joint")
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was not taken

@@ -91,7 +91,7 @@ def test_failed_run_leaves_no_empty_out_folder(tmp_path: Path, tiny_data) -> Non
 
 
 def test_full_disk_before_any_checkpoint_does_not_claim_one_is_intact(monkeypatch, tmp_path: Path, tiny_data) -> None:
-    def full(f, data):  # noqa: ANN001
+    def full(f, data):
         raise ENOSPC
 
     monkeypatch.setattr(runfolder_module, "_write_all", full)
@@ -106,7 +106,7 @@ def test_full_disk_after_a_checkpoint_says_it_is_intact(monkeypatch, tmp_path: P
     writes = {"n": 0}
     write_all = runfolder_module._write_all
 
-    def full_after_one(f, data):  # noqa: ANN001
+    def full_after_one(f, data):
         writes["n"] += 1
         if writes["n"] > 1:
             raise ENOSPC
@@ -120,7 +120,7 @@ def test_full_disk_after_a_checkpoint_says_it_is_intact(monkeypatch, tmp_path: P
 
 
 def test_full_disk_while_writing_weights_is_a_clean_error(monkeypatch, capsys, tmp_path: Path, tiny_data) -> None:
-    def full(state, path, metadata=None):  # noqa: ANN001
+    def full(state, path, metadata=None):
         Path(path).write_bytes(b"partial")
         raise RuntimeError(
             "Error while serializing: I/O error: No space left on device (os error 28)"

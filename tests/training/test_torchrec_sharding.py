@@ -26,7 +26,9 @@ from crossctr.training.torchrec_backend import shard, to_torchrec
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
-cfg = parse_model_config({"name": "cnan", "shared_dim": 8, "specific_dim": 4, "attention_hidden": [8, 4], "deep": [16, 8]})
+cfg = parse_model_config(
+    {"name": "cnan", "shared_dim": 8, "specific_dim": 4, "attention_hidden": [8, 4], "deep": [16, 8]}
+)
 ref = build_model(cfg, [9, 6, 12], 3).eval()
 model = build_model(cfg, [9, 6, 12], 3).eval()
 model.load_state_dict(ref.state_dict())

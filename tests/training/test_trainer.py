@@ -53,7 +53,7 @@ def test_self_train_trains_one_model_per_domain_on_its_rows_only(tiny_data) -> N
     res = run_strategy(SelfTrainStrategy(), _factory(tiny_data), tiny_data.train, tiny_data.valid, trainer)
     assert res.route == {"A": "A", "B": "B", "C": "C"}
     counts = tiny_data.train.domain_counts(3)
-    for k, name in enumerate("ABC"):
+    for name in "ABC":
         assert res.fits[name].history[0]["train_rows_per_s"] > 0
         assert set(res.fits[name].best_valid) == {name, "overall"}  # validated on its own domain only
     assert sum(counts) == len(tiny_data.train)

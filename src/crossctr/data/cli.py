@@ -88,7 +88,8 @@ def prepare_command(
     else:
         total = sum(result.rows.values())
         click.echo(
-            f"prepared {rows} rows into {out} in {result.seconds:.1f} s ({total / max(result.seconds, 1e-9):,.0f} rows/s end to end, two passes)"
+            f"prepared {rows} rows into {out} in {result.seconds:.1f} s "
+            f"({total / max(result.seconds, 1e-9):,.0f} rows/s end to end, two passes)"
         )
 
 

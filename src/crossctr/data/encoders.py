@@ -177,7 +177,7 @@ class NumericBucketizer:
         self.boundaries = None if boundaries is None else [float(b) for b in boundaries]
 
     def fit(self, col: pa.Array | np.ndarray) -> NumericBucketizer:
-        if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        if isinstance(col, pa.Array | pa.ChunkedArray):
             x = col.drop_null().to_numpy(zero_copy_only=False)
         else:
             x = np.asarray(col)
@@ -460,7 +460,9 @@ class FeatureEncoder:
         S is the number of features when none is multi-valued (slots: `slot_columns`).
         """
         out = np.empty((table.num_rows, self.schema.n_slots), dtype=np.int32)
-        for spec, cols in zip(self.schema.features, self.slot_columns(), strict=False):  # column-wise, vectorised per column
+        for spec, cols in zip(
+            self.schema.features, self.slot_columns(), strict=False
+        ):  # column-wise, vectorised per column
             enc = self.encoders_[spec.name]
             if isinstance(enc, CrossedEncoder):
                 out[:, cols] = enc.combine(self._token(table, c) for c in enc.columns)[:, None]

@@ -127,10 +127,14 @@ def _accidental(name: str, info: dict[str, Any], per_domain: bool) -> str | None
         if p["shared"] >= _MIN_SHARED and rho is not None and rho < _ACCIDENTAL_RHO:
             a, b = pair.split("~")
             return (
-                f"feature {name!r}: {p['shared']:,} values appear in both {a!r} and {b!r}, but how often a value occurs in one "
-                f"domain says nothing about the other (rank correlation of their row counts {rho:.2f}): the overlap looks "
-                "accidental, e.g. ids numbered separately on each platform, which training would merge into one id. If the "
-                f"same value means different things per domain, set `per_domain: true` on {name!r}; if they are the same "
+                f"feature {name!r}: {p['shared']:,} values appear in both "
+                f"{a!r} and {b!r}, but how often a value occurs in one "
+                "domain says nothing about the other (rank correlation "
+                f"of their row counts {rho:.2f}): the overlap looks "
+                "accidental, e.g. ids numbered separately on each "
+                "platform, which training would merge into one id. If the "
+                "same value means different things per domain, set "
+                f"`per_domain: true` on {name!r}; if they are the same "
                 "entities (shared users), keep it as it is."
             )
     return None
@@ -225,7 +229,7 @@ def inspect_dataset(
         elif isinstance(enc, NumericBucketizer):
             info["buckets"] = len(enc.boundaries_) + 1
             info["finite_train_values"] = stats.finite.get(f.name, 0)
-        elif isinstance(enc, (HashedEncoder, CrossedEncoder)):
+        elif isinstance(enc, HashedEncoder | CrossedEncoder):
             info["buckets"] = enc.buckets
             if f.name in used:
                 info["buckets_used_in_train"] = int(used[f.name].sum())
@@ -258,7 +262,8 @@ def _markdown(summary: dict[str, Any], doms: list[str]) -> str:
     lines = [
         f"# Dataset {summary['dataset']}",
         "",
-        f"Files: {len(summary['files'])} ({', '.join(summary['files'][:5])}{' …' if len(summary['files']) > 5 else ''})",
+        f"Files: {len(summary['files'])} "
+        f"({', '.join(summary['files'][:5])}{' …' if len(summary['files']) > 5 else ''})",
         "",
     ]
     lines += [
@@ -293,7 +298,8 @@ def _markdown(summary: dict[str, Any], doms: list[str]) -> str:
             card = f"{f.get('buckets', '—')} buckets"
         per_dom = " | ".join(_pct(f["missing_rate_per_domain"][d]) for d in doms)
         lines.append(
-            f"| {name} | {f['kind']} | {_pct(f['missing_rate'])} | {per_dom} | {card} | {_pct(f.get('oov_rate_valid'))} | {_pct(f.get('oov_rate_test'))} |"
+            f"| {name} | {f['kind']} | {_pct(f['missing_rate'])} | {per_dom} | {card} | "
+            f"{_pct(f.get('oov_rate_valid'))} | {_pct(f.get('oov_rate_test'))} |"
         )
     shared = {n: f["cross_domain"] for n, f in summary["features"].items() if "cross_domain" in f}
     if shared and len(doms) > 1:

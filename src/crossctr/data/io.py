@@ -127,7 +127,8 @@ def _kind(path: Path, fmt: FormatSpec | None = None) -> str:
     kind = _SUFFIXES.get(path.suffix.lower())
     if kind is None:
         raise DataError(
-            f"{path}: unknown file type {path.suffix.lower() or '(no suffix)'!r}; use .csv, .tsv or .parquet, or say what "
+            f"{path}: unknown file type {path.suffix.lower() or '(no suffix)'!r}; "
+            "use .csv, .tsv or .parquet, or say what "
             "it is in the dataset YAML, e.g. `format: {kind: csv, delimiter: \"\\t\"}` for tab-separated text"
         )
     return kind
@@ -305,7 +306,8 @@ def _csv_error(path: Path, err: Exception, fmt: FormatSpec, encoding: str, names
         rows = _undecodable_rows(path, fmt, encoding)
         return DataError(
             f"{path}: text that is not valid {encoding}{where} on {_fmt_rows(rows) if rows else 'some rows'}. "
-            "Set `encoding:` in the dataset YAML to the file's encoding (e.g. latin-1 or cp1252), or re-save the file as UTF-8."
+            "Set `encoding:` in the dataset YAML to the file's encoding "
+            "(e.g. latin-1 or cp1252), or re-save the file as UTF-8."
         )
     if "straddling" in msg:
         return DataError(
@@ -363,7 +365,8 @@ def _not_found(path: Path) -> DataError:
     except OSError as err:
         if err.errno == errno.ELOOP:
             return DataError(
-                f"{path}: symbolic link loop (the link points, directly or through others, back to itself); fix or remove the link"
+                f"{path}: symbolic link loop (the link points, directly or "
+                "through others, back to itself); fix or remove the link"
             )
         if os.path.islink(path):
             return DataError(
@@ -500,7 +503,8 @@ def validate_table(
             vals = sorted({float(v) for v in lab[bad][:_SAMPLE]})
             raise DataError(
                 f"{source}: column {schema.label!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold {vals}. "
-                f'To make a 0/1 label of another scale, give a rule: label: {{column: {schema.label}, positive: ">= 4"}}'
+                "To make a 0/1 label of another scale, give a rule: "
+                f'label: {{column: {schema.label}, positive: ">= 4"}}'
             )
         cols[schema.label] = pa.array(lab.astype(np.int8))
     for task in [] if scoring else schema.task_names:  # 0/1, or missing: no label for that row
@@ -592,7 +596,8 @@ def _as_text(col: pa.Array, name: str, source: str, row_offset: int = 0) -> pa.A
             bad = np.array([v is not None and not _utf8(v) for v in col.to_pylist()])  # error path only
             raise DataError(
                 f"{source}: text that is not valid utf-8 in column {name!r} on {_rows(bad, row_offset)}. "
-                "Set `encoding:` in the dataset YAML to the file's encoding (e.g. latin-1 or cp1252), or re-save the file as UTF-8."
+                "Set `encoding:` in the dataset YAML to the file's encoding "
+                "(e.g. latin-1 or cp1252), or re-save the file as UTF-8."
             ) from None
         raise DataError(
             f"{source}: column {name!r} has type {col.type}, which cannot be read as text values; "
@@ -648,12 +653,14 @@ def _as_float(col: pa.Array, name: str, source: str, row_offset: int = 0, what: 
         sample = [vals[i] for i in np.flatnonzero(bad)[:_SAMPLE]]
         if what == "label":
             raise DataError(
-                f"{source}: column {name!r} (label) must be 0 or 1; {_rows(bad, row_offset)} hold non-numbers {sample}. "
+                f"{source}: column {name!r} (label) must be 0 or 1; "
+                f"{_rows(bad, row_offset)} hold non-numbers {sample}. "
                 f'To make a 0/1 label of text, give a rule: label: {{column: {name}, positive: "== {sample[0]}"}}'
             )
         if what == "split":
             raise DataError(
-                f"{source}: split column {name!r} must be numeric (a day or timestamp); {_rows(bad, row_offset)} hold {sample}"
+                f"{source}: split column {name!r} must be numeric (a day "
+                f"or timestamp); {_rows(bad, row_offset)} hold {sample}"
             )
         raise DataError(
             f"{source}: column {name!r} is declared numeric but {_rows(bad, row_offset)} hold non-numbers {sample}. "
@@ -742,7 +749,8 @@ def _walk_glob(root: Path, pattern: str, where: str) -> list[Path]:
             continue
         if (st.st_dev, st.st_ino) in seen_dirs:
             log.warning(
-                "%s: %s leads back to folder %s already read (a symbolic link loop); not followed, each file is read once",
+                "%s: %s leads back to folder %s already read (a symbolic "
+                "link loop); not followed, each file is read once",
                 where,
                 folder,
                 folder.resolve(),
@@ -812,7 +820,8 @@ def resolve_input_files(schema: DatasetSchema, base: Path) -> list[SourceFile]:
                 first = owner[key]
                 if first.domain != spec.domain:
                     raise DataError(
-                        f"{path}: named by two sources, with domains {first.domain!r} and {spec.domain!r}; give each file one source"
+                        f"{path}: named by two sources, with domains {first.domain!r} "
+                        f"and {spec.domain!r}; give each file one source"
                     )
                 log.warning("%s: the same file as %s (by resolved path); read once", path, first.path)
                 continue
@@ -871,7 +880,8 @@ def _inspect_file(src: SourceFile) -> InputFile:
     except (UnicodeDecodeError, LookupError):
         what = "header line" if fmt.header else "first line"
         raise DataError(
-            f"{path}: the {what} is not valid {encoding} text; set `encoding:` in the dataset YAML to the file's encoding"
+            f"{path}: the {what} is not valid {encoding} text; set "
+            "`encoding:` in the dataset YAML to the file's encoding"
         ) from None
     rows = 0 if lines <= (1 if fmt.header else 0) else None
     return InputFile(path, kind, tuple(header), [], {}, rows, size, src.domain, fmt)
@@ -898,7 +908,8 @@ def check_input_files(files: list[SourceFile] | list[Path], schema: DatasetSchem
         needed = [c for c in required if not (info.domain is not None and c == schema.domain.column)]
         if info.domain is not None and schema.domain.column in info.columns:
             raise DataError(
-                f"{info.path}: has a column {schema.domain.column!r}, but its source sets domain {info.domain!r} for every row; "
+                f"{info.path}: has a column {schema.domain.column!r}, but "
+                f"its source sets domain {info.domain!r} for every row; "
                 "drop the source's `domain:` to use the column, or rename the column (domain.column)"
             )
         _refuse_duplicates(info.path, info.columns, needed)
@@ -926,12 +937,14 @@ def check_input_files(files: list[SourceFile] | list[Path], schema: DatasetSchem
             if not same:
                 raise DataError(
                     f"shards disagree on column {col!r}: {where} stores it as {seen}, {info.path} as {cls}. "
-                    "Values such as 7 and 7.0 would become different categories; write every shard with the same column types."
+                    "Values such as 7 and 7.0 would become different "
+                    "categories; write every shard with the same column types."
                 )
         if info.rows == 0:
             if len(infos) == 1:
                 raise DataError(
-                    f"{info.path}: no data rows ({'the file has a header only' if info.format.header else 'only comment or empty lines'})"
+                    f"{info.path}: no data rows "
+                    f"({'the file has a header only' if info.format.header else 'only comment or empty lines'})"
                 )
             log.warning("%s: no data rows (header only); skipping this shard", info.path)
         out.append(

@@ -37,7 +37,8 @@ over copy-on-write memory maps of the `.npy` files (zero-copy, paged in on deman
 and labels are widened in memory to the int64 / float32 the trainer indexes with (12 bytes a row).
 
 Example:
-    >>> result = prepare_dataset("data/dataset.yaml", "prepared", PrepareOptions(max_memory=parse_memory("1GB")))  # doctest: +SKIP
+    >>> options = PrepareOptions(max_memory=parse_memory("1GB"))  # doctest: +SKIP
+    >>> result = prepare_dataset("data/dataset.yaml", "prepared", options)  # doctest: +SKIP
     >>> data = load_prepared("prepared")  # doctest: +SKIP
 """
 
@@ -208,7 +209,8 @@ class _Splitter:
         if (which < 0).any():
             bad = col.filter(pa.array(which < 0)).slice(0, 5).to_pylist()
             raise DataError(
-                f"{source}: split column {split.column!r} must hold only {list(SPLITS)}; {_rows(which < 0, row_offset)} hold {bad}"
+                f"{source}: split column {split.column!r} must hold only {list(SPLITS)}; "
+                f"{_rows(which < 0, row_offset)} hold {bad}"
             )
         return which.astype(np.int8)
 
@@ -449,7 +451,7 @@ def fit_batches(
         enc = new_encoder(f)
         if f.name in counts:
             values, cnt = counts[f.name].result()
-            assert isinstance(enc, (CategoricalEncoder, MultiEncoder))
+            assert isinstance(enc, CategoricalEncoder | MultiEncoder)
             enc.fit_counts(values, cnt)
         elif isinstance(enc, NumericBucketizer):
             enc.fit(samples[f.name].values if f.name in samples else np.zeros(0))
@@ -544,7 +546,8 @@ def check_stats(
             n, p = int(stats.rows[s, d]), int(stats.positives[s, d])
             if n > 0 and (p == 0 or p == n):
                 single.append(
-                    f"domain {dom!r} has {'no positive' if p == 0 else 'no negative'} labels in its {name} split ({n} rows)"
+                    f"domain {dom!r} has {'no positive' if p == 0 else 'no negative'} "
+                    f"labels in its {name} split ({n} rows)"
                 )
     _refuse_or_warn(
         single,
@@ -749,7 +752,8 @@ def prepare_dataset(
         for s, (fx, _, _) in writers.items():
             if fx.cursor != fx.shape[0]:
                 raise DataError(
-                    f"split {s!r}: {fx.cursor} rows encoded but {fx.shape[0]} counted; did an input file change while preparing?"
+                    f"split {s!r}: {fx.cursor} rows encoded but {fx.shape[0]} "
+                    "counted; did an input file change while preparing?"
                 )
         encoder.save(tmp / "encoders.json")
         rows_by = {s: int(n) for s, n in zip(SPLITS, n_rows, strict=False)}
@@ -763,7 +767,8 @@ def prepare_dataset(
                 s: dict(zip(schema.domain.values, stats.rows[i].tolist(), strict=False)) for i, s in enumerate(SPLITS)
             },
             "positives_per_domain": {
-                s: dict(zip(schema.domain.values, stats.positives[i].tolist(), strict=False)) for i, s in enumerate(SPLITS)
+                s: dict(zip(schema.domain.values, stats.positives[i].tolist(), strict=False))
+                for i, s in enumerate(SPLITS)
             },
             "slots": encoder.slots,
             "cardinalities": list(encoder.cardinalities),
@@ -837,7 +842,8 @@ def load_prepared(folder: str | Path) -> PreparedData:
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     if manifest.get("format") != FORMAT_VERSION:
         raise ConfigError(
-            f"{folder}: prepared with format {manifest.get('format')}, this crossctr reads {FORMAT_VERSION}; run `crossctr prepare` again"
+            f"{folder}: prepared with format {manifest.get('format')}, this "
+            f"crossctr reads {FORMAT_VERSION}; run `crossctr prepare` again"
         )
     encoder = FeatureEncoder.load(folder / "encoders.json")
     splits = {}
@@ -848,14 +854,16 @@ def load_prepared(folder: str | Path) -> PreparedData:
         y = _load_npy(folder / f"{s}.label.npy", "r").astype(np.float32)
         if x.ndim != 2 or x.shape[1] != encoder.schema.n_slots or not len(x) == len(d) == len(y):
             raise ConfigError(
-                f"{folder}: {s} arrays do not match the encoders ({x.shape}, {d.shape}, {y.shape}); run `crossctr prepare --force`"
+                f"{folder}: {s} arrays do not match the encoders ({x.shape}, "
+                f"{d.shape}, {y.shape}); run `crossctr prepare --force`"
             )
         tasks = None
         if encoder.schema.task_names:
             t = _load_npy(folder / f"{s}.tasks.npy", "r")
             if t.shape != (len(y), len(encoder.schema.task_names)):
                 raise ConfigError(
-                    f"{folder}: {s}.tasks.npy has shape {t.shape}, expected {(len(y), len(encoder.schema.task_names))}; run `crossctr prepare --force`"
+                    f"{folder}: {s}.tasks.npy has shape {t.shape}, expected "
+                    f"{(len(y), len(encoder.schema.task_names))}; run `crossctr prepare --force`"
                 )
             tasks = torch.from_numpy(np.where(t < 0, np.float32("nan"), t.astype(np.float32)))
         splits[s] = EncodedSplit(torch.from_numpy(x), torch.from_numpy(d), torch.from_numpy(y), tasks)

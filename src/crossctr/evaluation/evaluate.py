@@ -88,7 +88,8 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
     if dropped:
         others = ", ".join(f"{d} ({n:,})" for d, n in dropped.items())
         notes.append(
-            f"left out {_plural(int(sum(dropped.values())), 'row')} of domains the run does not cover: {others}; the run covers {', '.join(pred.domains)}"
+            f"left out {_plural(int(sum(dropped.values())), 'row')} of domains the "
+            f"run does not cover: {others}; the run covers {', '.join(pred.domains)}"
         )
     if table.num_rows == 0:
         raise DataError(f"{path}: no rows of the run's domains {pred.domains}")
@@ -99,7 +100,8 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
     if loc.resplit:
         notes.append(
             f"{name} is the run's training file: scored the {_plural(len(loc.rows), 'row')} of its test split "
-            f"(matched against the split the run recorded), not its {len(encoded) - len(loc.rows):,} training and validation rows"
+            "(matched against the split the run recorded), not its "
+            f"{len(encoded) - len(loc.rows):,} training and validation rows"
         )
         rows_of = "test"
     elif loc.kind == "test":
@@ -128,12 +130,15 @@ def evaluate_file(run_dir: str | Path, path: str | Path) -> FileEvaluation:
                 f"about {n:,} rows it {'trained' if s == 'train' else 'validated'} on" for s, n in loc.seen.items() if n
             )
             warnings.append(
-                f"{name} holds {seen} (of {len(encoded):,} rows; rows that encode alike, estimated from a hashed sample): "
-                f"these scores overstate how the model does on new rows. `crossctr split {run_dir} --out DIR` writes the run's test rows"
+                f"{name} holds {seen} (of {len(encoded):,} rows; rows "
+                "that encode alike, estimated from a hashed sample): "
+                "these scores overstate how the model does on new rows. "
+                f"`crossctr split {run_dir} --out DIR` writes the run's test rows"
             )
         else:
             notes.append(
-                f"{name}: {_plural(len(encoded), 'row')}, no more of them among the rows the run trained or validated on "
+                f"{name}: {_plural(len(encoded), 'row')}, no more of "
+                "them among the rows the run trained or validated on "
                 "than its own test split holds (rows that encode alike, hashed sample)"
             )
     scored = encoded if len(loc.rows) == len(encoded) else encoded.select(torch.from_numpy(loc.rows))
@@ -152,13 +157,15 @@ def _dataset_yaml(run_dir: Path, dataset: str | Path | None) -> Path:
     path = Path(dataset)
     if path.is_dir() and is_prepared(path):
         raise ConfigError(
-            f"{run_dir} trained from the prepared folder {path}, which keeps no raw rows; pass --data the dataset YAML it was prepared from"
+            f"{run_dir} trained from the prepared folder {path}, which keeps "
+            "no raw rows; pass --data the dataset YAML it was prepared from"
         )
     if path.is_dir():
         path = path / "dataset.yaml"
     if not path.is_file():
         raise ConfigError(
-            f"{path}: the run's dataset YAML is not there (the path is as the run recorded it, relative to the folder training ran in); {hint}"
+            f"{path}: the run's dataset YAML is not there (the path is as the "
+            f"run recorded it, relative to the folder training ran in); {hint}"
         )
     return path
 
@@ -193,7 +200,8 @@ def write_run_splits(
             if digest(row_hashes(enc)) != record["digest"][name]:
                 raise DataError(
                     f"{yaml_path}: its {name} split is not the one {run_dir} recorded ({part.num_rows:,} rows now, "
-                    f"{sum(record['rows'][name].values()):,} then): the data changed since the run trained, or it is another dataset"
+                    f"{sum(record['rows'][name].values()):,} then): the data "
+                    "changed since the run trained, or it is another dataset"
                 )
         path = out / f"{name}.{fmt}"
         if fmt == "parquet":

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - after matplotlib.use, which must come first
 
 __all__ = ["markdown_table", "auc_table", "attention_heatmap", "learning_curves"]
 

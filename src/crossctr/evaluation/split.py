@@ -17,7 +17,9 @@ are exact for the same rows in the same order.
 Example:
     >>> import numpy as np, torch
     >>> from crossctr.data.dataset import EncodedSplit
-    >>> s = EncodedSplit(torch.tensor([[1, 2], [3, 4]], dtype=torch.int32), torch.tensor([0, 1]), torch.tensor([1.0, 0.0]))
+    >>> s = EncodedSplit(
+    ...     torch.tensor([[1, 2], [3, 4]], dtype=torch.int32), torch.tensor([0, 1]), torch.tensor([1.0, 0.0])
+    ... )
     >>> row_hashes(s).shape
     (2,)
 """
@@ -120,7 +122,8 @@ def split_record(data: PreparedData) -> dict[str, Any]:
         "digest": {},
         "seen_sample": {},
         "about": "rows per split and domain; digest = sha256 of the split's encoded row hashes in order; "
-        "seen_sample = hashes of train / valid rows divisible by `every`; test_seen_share = share of test rows found in them (crossctr.evaluation.split)",
+        "seen_sample = hashes of train / valid rows divisible by `every`; "
+        "test_seen_share = share of test rows found in them (crossctr.evaluation.split)",
     }
     for name in SPLITS:
         part = data.splits[name]

@@ -24,7 +24,8 @@ Records = Mapping[str, RunRecord]  # key -> its last record
 
 
 def tuning_choices(exp: Experiment, records: Records, plan: Plan) -> dict[str, TuningSummary]:
-    """method -> its candidates (id, params, valid_mean_auc) and the choice (None until all finished) from the tuning runs."""
+    """method -> its candidates (id, params, valid_mean_auc) and the choice (None until all finished) from the tuning
+    runs."""
     out: dict[str, TuningSummary] = {}
     for spec in plan.tune:
         users = [m for m in exp.methods if exp.tuned_by(m) == spec.method]
@@ -50,7 +51,8 @@ def tuning_choices(exp: Experiment, records: Records, plan: Plan) -> dict[str, T
 def chosen_settings(
     exp: Experiment, records: Records, plan: Plan, by: str
 ) -> tuple[TuningSummary | SearchSummary | None, Override | None]:
-    """Method `by`'s tuning or search choice as the records stand: (its summary, its settings); settings None while undecided."""
+    """Method `by`'s tuning or search choice as the records stand: (its summary, its settings); settings None while
+    undecided."""
     info: TuningSummary | SearchSummary | None
     info = tuning_choices(exp, records, plan).get(by) if by in exp.tune else search_summary(exp, records, plan).get(by)
     cid = info.choice if info else None

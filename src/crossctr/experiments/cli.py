@@ -105,7 +105,8 @@ def _command(
     "--progress/--no-progress",
     default=False,
     show_default=True,
-    help="Per-epoch progress bars of each run (off by default: several runs share the terminal; never when stderr is not a terminal).",
+    help="Per-epoch progress bars of each run (off by default: several "
+    "runs share the terminal; never when stderr is not a terminal).",
 )
 @click.option(
     "--publish",
@@ -187,6 +188,7 @@ def experiment(
         click.echo(f"{summary.planned} runs planned, {summary.done_before} already in {out / 'results.jsonl'}")
         return
     click.echo(
-        f"{summary.planned} runs: {summary.done_before} were done, {summary.trained} trained, {summary.reused} reused; {summary.seconds:.0f} s"
+        f"{summary.planned} runs: {summary.done_before} were done, "
+        f"{summary.trained} trained, {summary.reused} reused; {summary.seconds:.0f} s"
     )
     click.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'figure4.png'}")

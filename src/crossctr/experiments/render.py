@@ -84,7 +84,9 @@ class Cell:
         return f"**{s}**" if bold else s
 
     def stats(self) -> CellStats:
-        nan = lambda v: None if math.isnan(v) else v  # noqa: E731
+        def nan(v: float) -> float | None:
+            return None if math.isnan(v) else v
+
         return CellStats(
             mean=nan(self.mean), std=nan(self.std), n=len(self.values), seeds=self.seeds, values=self.values
         )
@@ -289,8 +291,10 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
                 src = st.source or plan.rich
                 who = "the model pretrained on it" if st.source_model == "pretrained" else "the fine-tuned model"
                 md += [
-                    f"{exp.methods[m].label}: pretrained on {src}{'' if st.source else ' (the most training rows)'}, then "
-                    f"fine-tuned on the other domains' rows; {src} is scored by {who}, the others by the fine-tuned model.",
+                    f"{exp.methods[m].label}: pretrained on "
+                    f"{src}{'' if st.source else ' (the most training rows)'}, then "
+                    f"fine-tuned on the other domains' rows; {src} is "
+                    f"scored by {who}, the others by the fine-tuned model.",
                     "",
                 ]
 
@@ -313,7 +317,8 @@ def render_report(out: str | Path, command: str | None = None) -> Report:
     report["command"] = cmd
     report["rendered_by"] = command
     md += [
-        f"crossctr version of the runs: {', '.join(sorted({str(r.crossctr_version) for r in records.values()})) or DASH}",
+        "crossctr version of the runs: "
+        f"{', '.join(sorted({str(r.crossctr_version) for r in records.values()})) or DASH}",
         "",
     ]
     typed = Report.model_validate(report)
@@ -567,7 +572,8 @@ def _counts(
     md = [
         "## Runs",
         "",
-        f"{len(runs) - len(missing)} of {len(runs)} planned runs are done ({reused} of them reuse an identical run's record).",
+        f"{len(runs) - len(missing)} of {len(runs)} planned runs are "
+        f"done ({reused} of them reuse an identical run's record).",
     ]
     md += [f"- {k}: {v.done} / {v.planned}" for k, v in per_table.items()]
     if search:

@@ -329,7 +329,8 @@ def _search_budget(exp: Experiment, plan: Plan) -> int:
 
 
 def _run(ctx: _Context, plan: Plan, spec: RunSpec) -> bool:
-    """Train `spec` (with its method's chosen settings) unless recorded; False while another runner holds it or its tuning."""
+    """Train `spec` (with its method's chosen settings) unless recorded; False while another runner holds it or its
+    tuning."""
     chosen = _with_choice(ctx, plan, spec)
     if chosen is None:
         return False
@@ -425,7 +426,8 @@ def _search(ctx: _Context, plan: Plan, method: str) -> bool:
 
 
 def _with_choice(ctx: _Context, plan: Plan, spec: RunSpec) -> RunSpec | None:
-    """`spec` with its method's tuned or searched settings; None while that tuning or search is still running elsewhere."""
+    """`spec` with its method's tuned or searched settings; None while that tuning or search is still running
+    elsewhere."""
     by = ctx.exp.tuned_by(spec.method)
     if spec.phase == "tune" or by is None:
         return spec
@@ -482,13 +484,15 @@ def _listing(ctx: _Context, plan: Plan, records: dict[str, RunRecord]) -> list[s
 
 
 def _search_listing(exp: Experiment, plan: Plan, records: dict[str, RunRecord]) -> list[str]:
-    """The dry run's search trials: recorded ones by key, missing ones by number (Optuna proposes them when they run)."""
+    """The dry run's search trials: recorded ones by key, missing ones by
+    number (Optuna proposes them when they run)."""
     lines: list[str] = []
     for method in plan.search:
         assert exp.search is not None
         trials = recorded_trials(exp, method, records)
         lines.append(
-            f"search {method}: {exp.search.trials} trials ({exp.search.sampler}, seed {exp.search.seed}), {len(trials)} already in {RESULTS_FILE}"
+            f"search {method}: {exp.search.trials} trials ({exp.search.sampler}, "
+            f"seed {exp.search.seed}), {len(trials)} already in {RESULTS_FILE}"
         )
         lines += [
             f"  done  {trials[n].key} (trial {n})"

@@ -130,7 +130,8 @@ def _sampler(exp: Experiment, trial: int) -> optuna.samplers.BaseSampler:
 
 
 def shared_space(exp: Experiment, method: str) -> dict[str, Param]:
-    """The dimensions `method` shares with every other method: `space.default`, where the method does not redefine them."""
+    """The dimensions `method` shares with every other method: `space.default`, where the method does not redefine
+    them."""
     assert exp.search is not None
     default = exp.search.space.get(DEFAULT_SPACE, {})
     own = exp.search.space.get(method, {})
@@ -244,7 +245,8 @@ def _info(sid: str, trials: list[int], values: Mapping[str, Any]) -> SearchInfo:
 def _trial_record(
     rec: RunRecord, sid: str, n: int, values: Mapping[str, Any], append: Callable[[RunRecord], None]
 ) -> RunRecord:
-    """Make sure the record of trial `n` says so: a repeated setting is one run listing every trial that asked for it."""
+    """Make sure the record of trial `n` says so: a repeated setting is one
+    run listing every trial that asked for it."""
     info = rec.search
     if info is not None and info.study == sid and n in info.trials:
         return rec

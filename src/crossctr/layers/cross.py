@@ -48,7 +48,7 @@ class CrossNetwork(nn.Module):
         # In the input's dtype: under bf16 autocast an fp32 bias would promote x_l to fp32 and the
         # next matmul would cast it back, a (B, D) copy each way per layer.
         w, b = self.w.to(x0.dtype), self.b.to(x0.dtype)
-        for l in range(self.n_layers):
-            xw = x @ w[l]  # (B,) scalar x_l^T w_l per row
-            x = torch.addcmul(x + b[l], x0, xw.unsqueeze(-1))  # (B, D), one pass fewer than x0 * xw + b + x
+        for i in range(self.n_layers):
+            xw = x @ w[i]  # (B,) scalar x_l^T w_l per row
+            x = torch.addcmul(x + b[i], x0, xw.unsqueeze(-1))  # (B, D), one pass fewer than x0 * xw + b + x
         return x

@@ -99,12 +99,12 @@ class StackedMLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, in_dim) or (B, n, in_dim) -> (B, n, out_dim)."""
         last = len(self.weights) - 1
-        for l, (w, b) in enumerate(zip(self.weights, self.biases, strict=False)):  # a loop over layers, not members
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=False)):  # a loop over layers, not members
             eq = "bi,nio->bno" if x.ndim == 2 else "bni,nio->bno"
             x = torch.einsum(eq, x, w) + b  # (B, n, out)
-            if l < last or self.activate_last:
+            if i < last or self.activate_last:
                 if self.norms is not None:
-                    x = self.norms[l](x.flatten(1)).view_as(x)  # (B, n * out) normalised per member and unit
+                    x = self.norms[i](x.flatten(1)).view_as(x)  # (B, n * out) normalised per member and unit
                 x = self.act(x)
                 if self.dropout is not None:
                     x = self.dropout(x)

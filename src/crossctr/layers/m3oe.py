@@ -76,7 +76,8 @@ class StackedNormMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, in_dim) or (B, n, in_dim) -> (B, n, out_dim)."""
-        for w, b, g, s in zip(self.weights, self.biases, self.gains, self.shifts, strict=False):  # a loop over layers, not members
+        # a loop over layers, not members
+        for w, b, g, s in zip(self.weights, self.biases, self.gains, self.shifts, strict=False):
             eq = "bi,nio->bno" if x.ndim == 2 else "bni,nio->bno"
             x = torch.einsum(eq, x, w) + b  # (B, n, out)
             x = torch.relu(F.layer_norm(x, x.shape[-1:], eps=self.eps) * g + s)  # (B, n, out)

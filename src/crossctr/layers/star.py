@@ -78,9 +78,9 @@ class StarFCN(nn.Module):
 
     def forward(self, x: Tensor, domain: Tensor) -> Tensor:
         """x: (B, in_dim), domain: (B,) -> (B, sizes[-1])."""
-        for l, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.layers):
             x = layer(x, domain)  # (B, size_l)
-            if l < len(self.layers) - 1:
+            if i < len(self.layers) - 1:
                 x = self.act(x)
                 if self.dropout is not None:
                     x = self.dropout(x)

@@ -31,7 +31,7 @@ __all__ = ["TorchRecEmbedding", "torchrec_available"]
 
 def torchrec_available() -> bool:
     try:
-        import torchrec  # noqa: F401
+        import torchrec  # noqa: F401 - imported only to learn whether it loads
     except Exception:  # ImportError, or fbgemm operators that do not load against this torch
         return False
     return True
@@ -57,7 +57,8 @@ class TorchRecEmbedding(nn.Module):
         super().__init__()
         if not torchrec_available():
             raise ConfigError(
-                "the TorchRec embedding backend needs torchrec and an fbgemm-gpu build for this torch; docs/scaling.md gives the install lines (torch 2.13: torchrec 1.8.0 + fbgemm-gpu-cpu 1.8.0)"
+                "the TorchRec embedding backend needs torchrec and an fbgemm-gpu build for this torch; "
+                "docs/scaling.md gives the install lines (torch 2.13: torchrec 1.8.0 + fbgemm-gpu-cpu 1.8.0)"
             )
         from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, PoolingType
 

@@ -27,10 +27,8 @@ class Critic(nn.Module):
         """mean f(p) − mean f(q); `frozen` evaluates f with detached weights (gradients reach p, q only)."""
         if frozen:
             params = {k: v.detach() for k, v in self.named_parameters()}
-            f = lambda x: functional_call(self, params, (x,))  # noqa: E731
-        else:
-            f = self
-        return f(p).mean() - f(q).mean()
+            return functional_call(self, params, (p,)).mean() - functional_call(self, params, (q,)).mean()
+        return self(p).mean() - self(q).mean()
 
 
 def gradient_penalty(critic: Critic, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:

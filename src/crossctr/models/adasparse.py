@@ -18,8 +18,9 @@ The forms (paper §3.2): "binarization" σ(α v), whose factors tend to {0, 1} a
 forward (kept as a buffer, so a resumed or reloaded model continues from where it was).
 `input_pruning: field` weighs each field's embedding with one factor instead of each of its
 K neurons: the neuron-level input pruner is a (K + F·K) × F·K map, on the zoo's 72-d
-embeddings more work per row than the DNN it prunes; the field-level one is (K + F·K) × F. The paper's flexible sparsity regulariser (a target sparsity ratio for the
-binarization form) is not implemented; Scenario-Wise-Rec does not use it either.
+embeddings more work per row than the DNN it prunes; the field-level one is (K + F·K) × F.
+The paper's flexible sparsity regulariser (a target sparsity ratio for the binarization form)
+is not implemented; Scenario-Wise-Rec does not use it either.
 
 Defaults are Scenario-Wise-Rec's (Li et al., KDD 2024 benchmark) MovieLens setting, where
 AdaSparse is the best public model on one domain: hidden (32, 32) with BatchNorm and dropout

@@ -39,7 +39,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -75,7 +75,10 @@ MAX_DEPTH = 32  # nesting of arrays / objects in a body: a request needs 3, ride
 
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff escapes: the only way a lone surrogate gets into a str
 _JSON_TOKEN = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # how the value was written (or overflowed to)
-_NON_FINITE = "is not a JSON number (JSON has no NaN or Infinity, and a literal beyond +-1.8e308 overflows); send a finite number, or null for a missing value"
+_NON_FINITE = (
+    "is not a JSON number (JSON has no NaN or Infinity, and a literal beyond "
+    "+-1.8e308 overflows); send a finite number, or null for a missing value"
+)
 
 
 def _short(v: Any, n: int = 40) -> str:
@@ -109,7 +112,8 @@ def parse_body(body: bytes) -> Any:
     except UnicodeDecodeError as err:
         raise HTTPException(
             400,
-            f"body is not UTF-8 text (byte 0x{body[err.start]:02x} at position {err.start}); send JSON encoded as UTF-8",
+            f"body is not UTF-8 text (byte 0x{body[err.start]:02x} "
+            f"at position {err.start}); send JSON encoded as UTF-8",
         ) from None
     try:
         value = json.loads(text)
@@ -138,13 +142,14 @@ def _check_values(value: Any, strings: bool) -> None:
         if strings and isinstance(v, str) and not _unicode(v):
             raise HTTPException(
                 400,
-                f"{_where(path)}: {_short(v)} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not Unicode; send valid text",
+                f"{_where(path)}: {_short(v)} holds a lone UTF-16 surrogate "
+                "(\\ud800-\\udfff), which is not Unicode; send valid text",
             )
 
     stack: list[tuple[Any, tuple[Any, ...]]] = [(value, ())]
     while stack:
         obj, path = stack.pop()
-        if not isinstance(obj, (dict, list)):
+        if not isinstance(obj, dict | list):
             scalar(obj, path)
             continue
         if len(path) >= MAX_DEPTH:
@@ -156,9 +161,10 @@ def _check_values(value: Any, strings: bool) -> None:
             if strings and isinstance(k, str) and not _unicode(k):
                 raise HTTPException(
                     400,
-                    f"{_where(path)}: key {_short(k)} holds a lone UTF-16 surrogate, which is not Unicode; send valid text",
+                    f"{_where(path)}: key {_short(k)} holds a lone UTF-16 "
+                    "surrogate, which is not Unicode; send valid text",
                 )
-            if isinstance(v, (dict, list)):
+            if isinstance(v, dict | list):
                 stack.append((v, (*path, k)))
             else:
                 scalar(v, (*path, k))
@@ -197,7 +203,7 @@ def _categorical(v: Any) -> str | None:
 def _numeric(v: Any) -> float | None:
     if v is None:
         return None
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, int | float) and not isinstance(v, bool):
         try:
             x = float(v)
         except OverflowError:  # an integer like 10**400
@@ -259,7 +265,7 @@ def _error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
         {
             k: _echo(v) if k == "input" else v
             for k, v in e.items()
-            if k in ("loc", "msg", "type") or (k == "input" and not isinstance(v, (dict, list)))
+            if k in ("loc", "msg", "type") or (k == "input" and not isinstance(v, dict | list))
         }
         for e in errors[:50]
     ]
@@ -273,7 +279,7 @@ def _echo(v: Any) -> Any:
         return _short(v)
     if isinstance(v, str) and (len(v) > 200 or not _unicode(v)):
         return _short(v.encode("utf-8", "backslashreplace").decode("utf-8"), 200)
-    return v if v is None or isinstance(v, (str, int, float, bool)) else _short(v)
+    return v if v is None or isinstance(v, str | int | float | bool) else _short(v)
 
 
 # ---- body size limit, before any parsing ----
@@ -344,7 +350,10 @@ class BodySizeLimit:
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any, size: int | None) -> None:
         what = f"{size} bytes" if size is not None else "over the limit"
-        msg = f"request body is {what}; the limit is {self.max_bytes} bytes (serve --max-body-bytes): send fewer rows per request"
+        msg = (
+            f"request body is {what}; the limit is {self.max_bytes} "
+            "bytes (serve --max-body-bytes): send fewer rows per request"
+        )
         await JSONResponse({"error": msg}, 413, headers={"Connection": "close"})(scope, receive, send)
 
 
@@ -405,7 +414,7 @@ def create_app(
         domain=(Domain, ...),
         context=(dict[str, Any], Field(default_factory=dict)),
         items=(Items, ...),
-        top_k=(Optional[int], Field(default=None, ge=1)),
+        top_k=(int | None, Field(default=None, ge=1)),
     )
     info = _model_info(model, limits)
 

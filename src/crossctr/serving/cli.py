@@ -114,7 +114,8 @@ def export(
     except ExportError as err:
         raise click.ClickException(str(err)) from None
     click.echo(
-        f"parity: max abs diff {res.max_abs_diff:.3g} over {parity_rows} rows (tolerance {res.manifest['parity']['tolerance']:g})"
+        f"parity: max abs diff {res.max_abs_diff:.3g} over {parity_rows} rows (tolerance "
+        f"{res.manifest['parity']['tolerance']:g})"
     )
     if res.rows_per_s:
         click.echo(f"scoring speed, {bench_threads} intra-op thread(s) each:")
@@ -122,7 +123,8 @@ def export(
         engine, batch = key.split("@")
         click.echo(f"  {engine:>11} batch {batch:>5}: {rate:>12,.0f} rows/s")
     click.echo(
-        f"export folder: {out} ({res.manifest['file']}, {res.manifest['graph']} graph of {len(res.manifest['members'])} member(s))"
+        f"export folder: {out} ({res.manifest['file']}, {res.manifest['graph']} graph of "
+        f"{len(res.manifest['members'])} member(s))"
     )
 
 

@@ -266,7 +266,10 @@ def export_run(
     if format == "onnx":
         blob = onnx_bytes(graph, sum(slots), opset)
         session = _ort_session(blob)
-        exported = lambda xb, db: session.run(["prob"], {"features": xb, "domain": db})[0]  # noqa: E731
+
+        def exported(xb: np.ndarray, db: np.ndarray) -> np.ndarray:
+            return session.run(["prob"], {"features": xb, "domain": db})[0]
+
     else:
         with _quiet_exporter(), torch.no_grad():
             traced = torch.jit.trace(graph, (torch.from_numpy(x[:3]), torch.from_numpy(d[:3])), check_trace=False)
@@ -281,7 +284,8 @@ def export_run(
     diff = float(np.max(np.abs(got - ref))) if len(ref) else 0.0
     if not diff < tolerance:
         raise ExportError(
-            f"{run_dir}: exported {format} graph differs from PyTorch by up to {diff:.3g} (tolerance {tolerance:g}); not written"
+            f"{run_dir}: exported {format} graph differs from PyTorch "
+            f"by up to {diff:.3g} (tolerance {tolerance:g}); not written"
         )
 
     speed: dict[str, float] = {}
@@ -444,7 +448,7 @@ def load_serving_model(
         raise ConfigError(f"engine {engine!r}: use auto, onnx or torch")
     if engine == "auto":
         try:
-            import onnxruntime  # noqa: F401
+            import onnxruntime  # noqa: F401 - imported only to learn whether it is installed
 
             engine = "onnx"
         except ImportError:
@@ -454,11 +458,13 @@ def load_serving_model(
         manifest = _read_json(path / "export.json")
         if manifest.get("format") != "onnx":
             raise ConfigError(
-                f"{path}: a {manifest.get('format')} export; the service loads ONNX exports or run folders (TorchScript archives are pickled inside)"
+                f"{path}: a {manifest.get('format')} export; the service loads ONNX exports or run folders "
+                "(TorchScript archives are pickled inside)"
             )
         if engine == "torch":
             raise ConfigError(
-                f"{path}: an ONNX export has no PyTorch weights; serve the run folder for engine 'torch', or use engine 'onnx'"
+                f"{path}: an ONNX export has no PyTorch weights; serve "
+                "the run folder for engine 'torch', or use engine 'onnx'"
             )
         config = _read_json(path / "config.json")
         missing = [k for k in ("file", "route", "sha256") if k not in manifest]

@@ -188,7 +188,8 @@ def _full_message(output: Path, written: int, rows: int, input: Path) -> str:
     return (
         f"{output.parent}: the disk filled while writing {output.name}: {human_bytes(written)} ({written:,} bytes) of "
         f"output for {rows:,} rows were written before it; the whole output needs about as much space as the input "
-        f"({human_bytes(size)}) plus the score column; free space or choose another --out (the partial file was removed)"
+        f"({human_bytes(size)}) plus the score column; free space "
+        "or choose another --out (the partial file was removed)"
     )
 
 
@@ -227,7 +228,8 @@ def predict_file(
     if domain is not None:
         if schema.domain.column in arrow_schema.names:
             raise DataError(
-                f"{input}: has a domain column {schema.domain.column!r}; a domain for every row applies to files without one"
+                f"{input}: has a domain column {schema.domain.column!r}; "
+                "a domain for every row applies to files without one"
             )
         if domain not in schema.domain.values:
             raise DataError(f"domain {domain!r} is not one the model was trained on: {list(schema.domain.values)}")

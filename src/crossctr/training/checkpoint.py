@@ -128,7 +128,8 @@ class Checkpointer:
             old, new = state.get("fingerprint") or {}, self.fingerprint
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ConfigError(
-                f"--resume: the checkpoint at {self.path} was written for a different run (differs in {diff}); use the same config and data, or start without --resume"
+                f"--resume: the checkpoint at {self.path} was written for a different run (differs in {diff}); use "
+                "the same config and data, or start without --resume"
             )
         self.finished = dict(state["finished"])
         self._drop_temp_files()
@@ -192,7 +193,10 @@ class Checkpointer:
                     f"the previous checkpoint in {self.folder} is intact: free space, then resume from it with --resume"
                 )
             else:
-                after = "no checkpoint had been written yet, so there is nothing to resume from: free space, then start the run again"
+                after = (
+                    "no checkpoint had been written yet, so there is nothing "
+                    "to resume from: free space, then start the run again"
+                )
             raise CheckpointError(f"could not write checkpoint {path}{full}: {err}; {after}") from err
 
     @staticmethod

@@ -145,7 +145,8 @@ class Trainer:
         return domain_metrics(data.label.numpy(), prob, data.domain.numpy(), self.domain_names)
 
     def _loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its named terms (`crossctr.losses.Objective`; a data-parallel shard scaled by its `batch.shard`)."""
+        """Total loss and its named terms (`crossctr.losses.Objective`; a data-parallel shard scaled by its
+        `batch.shard`)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16"):
             out = model(batch)
         return self._objective(out, batch)
@@ -300,7 +301,8 @@ class Trainer:
             st.step += 1
             st.global_step += 1
             if (st.step % 20 == 0 or st.step == n_batches) and not bar.disable:
-                # the bar's own ETA is this epoch's; `fit_left` adds the epochs still to come (at most: early stopping may end sooner)
+                # the bar's own ETA is this epoch's; `fit_left` adds the epochs still to come
+                # (at most: early stopping may end sooner)
                 per_batch = (time.perf_counter() - t_first) / (st.step - first_step)
                 left = per_batch * (n_batches - st.step + (cfg.epochs - st.epoch) * n_batches)
                 bar.set_postfix(
@@ -346,7 +348,8 @@ class Trainer:
             raise FloatingPointError(f"{where}: non-finite loss{rank}: {shown}{last}")
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not _finite(p.grad)]
         raise FloatingPointError(
-            f"{where}: non-finite gradient in {bad[:5]}{' ...' if len(bad) > 5 else ''} with finite loss terms {shown}{last}"
+            f"{where}: non-finite gradient in {bad[:5]}{' ...' if len(bad) > 5 else ''} "
+            f"with finite loss terms {shown}{last}"
         )
 
     def _epoch_record(
@@ -406,7 +409,8 @@ class Trainer:
         model.load_state_dict(_strip(tensors, "model."))
         if len(rec["optimizers"]) != len(opts):
             raise ConfigError(
-                f"the checkpoint has {len(rec['optimizers'])} optimizer(s), this model needs {len(opts)}; was sparse_embeddings changed?"
+                f"the checkpoint has {len(rec['optimizers'])} optimizer(s), "
+                f"this model needs {len(opts)}; was sparse_embeddings changed?"
             )
         for i, (opt, meta) in enumerate(zip(opts, rec["optimizers"], strict=False)):
             restore_optimizer(opt, f"opt{i}", tensors, meta)

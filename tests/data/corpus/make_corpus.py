@@ -202,7 +202,8 @@ def main() -> None:
 
 
 def huge_cell(d: Path, cell_bytes: int = 10 << 20) -> Path:
-    """A case made at test time (not committed: 10 MB): one brand cell of `cell_bytes` bytes. Accepted by both readers."""
+    """A case made at test time (not committed: 10 MB): one brand cell of
+    `cell_bytes` bytes. Accepted by both readers."""
     d.mkdir(parents=True, exist_ok=True)
     brand = list(base()["brand"])
     brand[4] = "h" * cell_bytes
