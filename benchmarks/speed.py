@@ -3,7 +3,7 @@
 Models (same shape: 24 categorical fields, embedding 64, 2 cross layers + FCN 512 x 256,
 batch 4096, Adam lr 1e-3):
     crossctr CNAN-AT        shared network + one private network per domain (3 domains)
-    crossctr DCN            `{name: tower, network: dcn, attention: false, specific_dim: 0}`
+    crossctr DCN            `{name: single, network: dcn, attention: false, specific_dim: 0}`
     DeepCTR-Torch DCN       `deepctr_torch.models.DCN`, trained by its own `fit`
     torch-rechub DCN        `torch_rechub.models.ranking.DCN`, trained by its `CTRTrainer`
     FuxiCTR DCN             FuxiCTR's `BaseModel` + `FeatureEmbedding`, `CrossNet`, `MLP_Block`
@@ -67,7 +67,7 @@ EVAL_BATCH = 8192  # crossctr's default; every library scores with the same batc
 #   _bf16      train.precision: bf16 (bfloat16 autocast in training; scoring stays fp32)
 #   _rowwise   sparse tables (model sparse_embeddings: true) + train.sparse_optimizer: rowwise_adagrad
 #   _compile   torch.compile of the model handed to Trainer.fit (not in the default list: slow to build)
-DCN_CONFIG = {"name": "tower", "network": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel"}
+DCN_CONFIG = {"name": "single", "network": "dcn", "attention": False, "specific_dim": 0, "stacking": "parallel"}
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any], bool]] = {  # name -> (model config, train config, compile)
     "cnan": ({"name": "cnan"}, {}, False),
     "cnan_bf16": ({"name": "cnan"}, {"precision": "bf16"}, False),
@@ -175,11 +175,11 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
     """Matrix-multiply FLOPs of one training row (forward + backward = 3 x forward).
 
     DCN: cross layers 2·2·D, FCN D·512 + 512·256, head; D = 24 · 64.
-    CNAN-AT: two towers per row (shared + its domain's private one), each with the attention
+    CNAN-AT: two networks per row (shared + its domain's private one), each with the attention
     MLP (72·64 + 64·32 + 32 per field) on K = 64 + 8, D = 24 · 72.
     """
 
-    def tower(k: int, attention: bool) -> float:
+    def network(k: int, attention: bool) -> float:
         d = n_fields * k
         macs = d * DEEP[0] + DEEP[0] * DEEP[1] + 2 * CROSS_LAYERS * d
         if attention:
@@ -188,9 +188,9 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
 
     model = base_model(model)
     if model == "cnan":
-        macs = 2 * tower(EMB_DIM + 8, True) + 2 * (DEEP[1] + n_fields * (EMB_DIM + 8))
+        macs = 2 * network(EMB_DIM + 8, True) + 2 * (DEEP[1] + n_fields * (EMB_DIM + 8))
     else:
-        macs = tower(EMB_DIM, False) + DEEP[1] + n_fields * EMB_DIM
+        macs = network(EMB_DIM, False) + DEEP[1] + n_fields * EMB_DIM
     return 3 * 2 * macs
 
 

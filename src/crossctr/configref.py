@@ -67,7 +67,7 @@ _WHY = {
     "TrainConfig.eval_batch_size": "rows per forward pass when validating and scoring (memory only, same result)",
     "TrainConfig.progress": "progress bars on stderr (also off when stderr is not a terminal)",
     "TrainConfig.loss_weights": "weight of each auxiliary loss a model returns: adv and domain are λ1/2 and λ2/2 of the paper's loss (not given there: chosen on validation), disc and critic the discriminator's and critics' own terms; a model loss without a weight is an error",
-    "JointStrategy.name": "one model on every domain's rows (CNAN-AT, DANN, the towers)",
+    "JointStrategy.name": "one model on every domain's rows (CNAN-AT, DANN, a single network)",
     "SelfTrainStrategy.name": "one model per domain, each trained on that domain's rows only",
     "SrcOnlyStrategy.name": "one model trained on the source domain, scoring every domain",
     "FineTuneStrategy.name": "pretrain on the source domain, then fine-tune on the other domains' rows",
@@ -372,6 +372,7 @@ def reference() -> str:
     """docs/configuration.md as text."""
     from crossctr.experiments.grid import Experiment
     from crossctr.models import REGISTRY
+    from crossctr.models.base import FORMER_NAMES
     from crossctr.schema import DatasetSchema
     from crossctr.training.run import RunConfig
 
@@ -399,7 +400,10 @@ def reference() -> str:
     out += _section("Top level", RunConfig, "")
     out += ["### `model`", "", "`name` picks a registered model; the other keys are that model's config.", ""]
     for name, spec in sorted(REGISTRY.items()):
-        out += _section(f"`model` with `name: {name}`", spec.config, "model.", level=4, skip=("name",))
+        former = [f"`name: {old}`" for old, new in sorted(FORMER_NAMES.items()) if new == name]
+        also = f" (also read as {', '.join(former)}, its former name)" if former else ""
+        title = f"`model` with `name: {name}`{also}"
+        out += _section(title, spec.config, "model.", level=4, skip=("name",))
     out += [
         "## Experiment YAML",
         "",

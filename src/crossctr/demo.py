@@ -55,7 +55,7 @@ def run_demo(
             dataset=str(yaml_path), model={"name": "cnan"}, strategy={"name": "joint"}, train=train
         ),
         "Self-train (Deep & Cross)": RunConfig(
-            dataset=str(yaml_path), model={"name": "tower", "network": "dcn"}, strategy={"name": "self_train"}, train=train
+            dataset=str(yaml_path), model={"name": "single", "network": "dcn"}, strategy={"name": "self_train"}, train=train
         ),
     }
     # Say how long it will take before it starts: a few steps of each model timed on this machine.

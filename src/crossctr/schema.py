@@ -383,9 +383,8 @@ class DatasetSchema(StrictModel):
     # the column plus `label_positive` (the rule); every reader (training, predict, serve)
     # applies it, as it is part of the schema saved with the encoders.
     label: str
-    label_positive: str | None = (
-        None  # the rule (">= 4", "in [4, 5]", "== yes"): rows where it holds are 1; None: the column is 0/1
-    )
+    # the rule (">= 4", "in [4, 5]", "== yes"): rows where it holds are 1; None: the column is 0/1
+    label_positive: str | None = None
     # Further 0/1 label columns trained jointly with the click (multi-task), e.g. purchase after
     # click. A missing value means "no label for this row": it counts in no loss and no metric.
     tasks: tuple[str, ...] | None = None

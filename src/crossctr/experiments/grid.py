@@ -214,7 +214,7 @@ class Search(StrictModel):
 
 class Method(StrictModel):
     label: str  # row name in the tables
-    model: dict[str, Any]  # a model config, e.g. {name: tower, network: dcn}
+    model: dict[str, Any]  # a model config, e.g. {name: single, network: dcn}
     strategy: StrategyConfig = Field(default_factory=JointStrategy)
     train: dict[str, Any] = Field(default_factory=dict)  # overrides of the experiment's train section
     # Use the settings chosen for another (tuned) method, e.g. ablations keep CNAN-AT's λ's so

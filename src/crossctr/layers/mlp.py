@@ -1,4 +1,4 @@
-"""A fully connected hidden tower: the paper's FCN (512 × 256, ReLU).
+"""A fully connected stack of hidden layers: the paper's FCN (512 × 256, ReLU).
 
 Its linear maps are `layers.fast.Linear` (nn.Linear with a faster CPU fp32 path).
 """
@@ -28,7 +28,7 @@ def make_activation(name: str) -> nn.Module:
 class MLP(nn.Module):
     """Linear → (BatchNorm) → act → (Dropout) for every layer, the last one included.
 
-    It is a hidden tower, not a predictor: heads are separate, so the output is activated.
+    It is a hidden stack, not a predictor: heads are separate, so the output is activated.
 
     Args:
         in_dim: size of the input.

@@ -1,4 +1,8 @@
-"""Model registry: importing this package registers every model."""
+"""Model registry: importing this package registers every model.
+
+`TowerModel` / `TowerConfig`: the former names of `SingleNetwork` / `SingleNetworkConfig`, kept for
+code that imports them.
+"""
 
 from crossctr.models.adasparse import AdaSparse, AdaSparseConfig
 from crossctr.models.base import REGISTRY, ModelConfig, ModelOutput, build_model, parse_model_config
@@ -8,8 +12,10 @@ from crossctr.models.m3oe import M3oE, M3oEConfig
 from crossctr.models.mmoe import MMoE, MMoEConfig
 from crossctr.models.ple import PLE, PLEConfig
 from crossctr.models.shared_bottom import SharedBottom, SharedBottomConfig
+from crossctr.models.single import SingleNetwork, SingleNetworkConfig
 from crossctr.models.star import STAR, STARConfig
-from crossctr.models.tower import TowerConfig, TowerModel
+
+TowerModel, TowerConfig = SingleNetwork, SingleNetworkConfig  # former names
 
 __all__ = [
     "REGISTRY",
@@ -34,6 +40,8 @@ __all__ = [
     "SharedBottomConfig",
     "STAR",
     "STARConfig",
+    "SingleNetwork",
+    "SingleNetworkConfig",
     "TowerModel",
     "TowerConfig",
 ]

@@ -9,7 +9,7 @@ else of the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -20,7 +20,17 @@ from torch import nn
 
 from crossctr.schema import ConfigError, StrictModel, validate_model
 
-__all__ = ["ModelOutput", "ModelSpec", "register", "REGISTRY", "build_model", "parse_model_config", "ModelConfig"]
+__all__ = [
+    "ModelOutput",
+    "ModelSpec",
+    "register",
+    "REGISTRY",
+    "FORMER_NAMES",
+    "accept_former_names",
+    "build_model",
+    "parse_model_config",
+    "ModelConfig",
+]
 
 
 @dataclass
@@ -39,16 +49,32 @@ class ModelSpec:
 
 
 REGISTRY: dict[str, ModelSpec] = {}
+FORMER_NAMES: dict[str, str] = {}  # a model's former registered name -> its name now (still read)
 
 
-def register(name: str, config: type[StrictModel]) -> Callable[[type[nn.Module]], type[nn.Module]]:
+def register(
+    name: str, config: type[StrictModel], former_names: Sequence[str] = ()
+) -> Callable[[type[nn.Module]], type[nn.Module]]:
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in REGISTRY:
+        if name in REGISTRY or name in FORMER_NAMES:
             raise ValueError(f"model name {name!r} registered twice")
         REGISTRY[name] = ModelSpec(config, cls)
+        FORMER_NAMES.update(dict.fromkeys(former_names, name))
         return cls
 
     return wrap
+
+
+def accept_former_names(module: nn.Module, renamed: Mapping[str, str]) -> None:
+    """Weights saved before a submodule was renamed still load: `renamed` maps former -> current attribute."""
+
+    def hook(_module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+        for key in list(state_dict):
+            for old, new in renamed.items():
+                if key.startswith(f"{prefix}{old}."):
+                    state_dict[f"{prefix}{new}.{key[len(prefix) + len(old) + 1 :]}"] = state_dict.pop(key)
+
+    module.register_load_state_dict_pre_hook(hook)
 
 
 def parse_model_config(data: dict[str, Any] | StrictModel, source: str = "model") -> StrictModel:
@@ -61,7 +87,8 @@ def parse_model_config(data: dict[str, Any] | StrictModel, source: str = "model"
         return data  # type: ignore[return-value]
     if not isinstance(data, dict) or "name" not in data:
         raise ConfigError(f"{source}: needs a 'name' key; registered models: {sorted(REGISTRY)}")
-    name = data["name"]
+    name = FORMER_NAMES.get(data["name"], data["name"])
+    data = {**data, "name": name}
     if name not in REGISTRY:
         raise ConfigError(f"{source}: unknown model {name!r}; registered models: {sorted(REGISTRY)}")
     return validate_model(REGISTRY[name].config, data, source)

@@ -2,8 +2,8 @@
 
 For a row of domain d:
     e        = e_c ⊕ e_d                                  shared ⊕ domain-specific embeddings
-    O^c      = Tower_c(e)   (attention W^c, Deep & Cross) shared network, every row
-    O^d      = Tower_d(e)   (attention W^d, Deep & Cross) private network, rows of domain d only
+    O^c      = Net_c(e)     (attention W^c, Deep & Cross) shared network, every row
+    O^d      = Net_d(e)     (attention W^d, Deep & Cross) private network, rows of domain d only
     logit    = W_c^d O^c + W^d O^d + b^d                  per-domain head
 Auxiliary losses (weighted by the trainer, see docs/design.md):
     adv      L_adv  = mean_i Σ_d p(d|O^c_i) log p(d|O^c_i)  (entropy form; the shared net minimises it)
@@ -38,17 +38,17 @@ from crossctr.layers.heads import DomainHeads
 from crossctr.layers.wasserstein import Critic, gradient_penalty
 from crossctr.losses import weighted_mean
 from crossctr.models.base import ModelOutput, register
-from crossctr.models.embedded import AttentiveConfig, attentive_tower
+from crossctr.models.embedded import AttentiveConfig, attentive_network
 
 __all__ = ["CNANConfig", "CNANPlusConfig", "CNAN"]
 
 
 class CNANConfig(AttentiveConfig):
     name: Literal["cnan"] = "cnan"
-    # Normalisation after each linear map of every tower's FCN; the paper names none. "layer"
-    # is per row; "batch" takes statistics over the rows each tower runs on.
+    # Normalisation after each linear map of every network's FCN; the paper names none. "layer"
+    # is per row; "batch" takes statistics over the rows each network runs on.
     norm: Literal["none", "batch", "layer"] | None = None  # None: "none"
-    # Depth of the private towers' FCN: the last k sizes of `deep` (so shared and private
+    # Depth of the private networks' FCN: the last k sizes of `deep` (so shared and private
     # features keep one size for the one discriminator and the heads); None: all of `deep`, as the paper.
     private_layers: int | None = Field(default=None, ge=1)
     # entropy: paper §2.3; grl: DANN-style reversal; wasserstein: the paper's introduction
@@ -79,7 +79,7 @@ class CNANConfig(AttentiveConfig):
 
     @property
     def private_deep(self) -> tuple[int, ...]:
-        """FCN sizes of each private tower."""
+        """FCN sizes of each private network."""
         return self.deep if self.private_layers is None else self.deep[-self.private_layers :]
 
 
@@ -87,9 +87,9 @@ class CNANPlusConfig(CNANConfig):
     """CNAN-AT+: crossctr's variant of the paper's model (the same `CNAN` class, other defaults).
 
     What differs from the paper's CNAN-AT, and why: LayerNorm after each linear map of the
-    towers' FCNs (per row, so the private towers' row padding stays harmless; the paper's plain
-    FCN overfits ML-1M after two or three epochs), and private towers one layer deep (a
-    data-poor domain's own 512 × 256 tower has far more weights than its rows can fit).
+    networks' FCNs (per row, so the private networks' row padding stays harmless; the paper's plain
+    FCN overfits ML-1M after two or three epochs), and private networks one layer deep (a
+    data-poor domain's own 512 × 256 network has far more weights than its rows can fit).
     Measured so far (docs/results/README.md, "Calibration"): it does not yet beat Shared-Bottom on
     ML-1M's small domains; its under-18 private network peaks epochs before the shared one.
     """
@@ -113,9 +113,9 @@ class CNAN(nn.Module):
             init_std=config.embedding_init_std,
         )
         n_fields, K, norm = len(cardinalities), self.embedding.out_dim, config.norm or "none"
-        self.shared = attentive_tower(config, n_fields, K, norm=norm)
+        self.shared = attentive_network(config, n_fields, K, norm=norm)
         self.private = nn.ModuleList(
-            attentive_tower(config, n_fields, K, deep=config.private_deep, norm=norm) for _ in range(n_domains)
+            attentive_network(config, n_fields, K, deep=config.private_deep, norm=norm) for _ in range(n_domains)
         )
         rep_dim = self.shared.out_dim
         self.heads = DomainHeads(rep_dim, n_domains, n_inputs=2)
@@ -134,11 +134,11 @@ class CNAN(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         x, d = batch.features, batch.domain
         e = self.embedding(x, d)  # (B, F, K)
-        e = autocast_input(e)  # one cast for all N + 1 towers, not one per tower
+        e = autocast_input(e)  # one cast for all N + 1 networks, not one per network
         o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
         o_p, a_p = rows_by_group(
             self.private, e, d, outputs=2
-        )  # (B, H), (B, F): each domain's tower on its own rows only
+        )  # (B, H), (B, F): each domain's network on its own rows only
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         task_logits = (
             torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None

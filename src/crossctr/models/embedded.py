@@ -5,7 +5,7 @@ CNAN-AT's feature attention unit (paper eq. 1). Every model on this block sees t
 embeddings, so a comparison with CNAN-AT differs only in the network above them.
 Configs: `InputConfig` (the block) <- `EmbeddedConfig` (the newer models, + batch_norm) and
 `AttentiveConfig` (CNAN-AT and the paper's base models, + the network's settings);
-`attentive_tower` builds CNAN-AT's network (attention, cross layers, FCN) from either.
+`attentive_network` builds CNAN-AT's network (attention, cross layers, FCN) from either.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from torch import nn
 
 from crossctr.data.batch import Batch
 from crossctr.layers.attention import AttentionUnit
+from crossctr.layers.attentive import AttentiveNetwork
 from crossctr.layers.embedding import FeatureEmbedding
-from crossctr.layers.tower import AttentiveTower
 from crossctr.schema import StrictModel
 
-__all__ = ["InputConfig", "EmbeddedConfig", "AttentiveConfig", "attentive_tower", "EmbeddedInput"]
+__all__ = ["InputConfig", "EmbeddedConfig", "AttentiveConfig", "attentive_network", "EmbeddedInput"]
 
 
 class InputConfig(StrictModel):
@@ -58,7 +58,7 @@ class AttentiveConfig(InputConfig):
     grl_scale: float = 1.0  # gradient-reversal strength of a DANN-style domain classifier
 
 
-def attentive_tower(
+def attentive_network(
     config: InputConfig,
     n_fields: int,
     emb_dim: int,
@@ -66,13 +66,13 @@ def attentive_tower(
     deep: Sequence[int] | None = None,
     cross_layers: int | None = None,
     norm: Literal["none", "batch", "layer"] = "none",
-) -> AttentiveTower:
+) -> AttentiveNetwork:
     """The one recipe for CNAN-AT's network from a model config; `deep`, `cross_layers` override the config's.
 
     A config without `attention` has the unit when `attention_hidden` is set; one without
     `attention_activation` or `stacking` takes ReLU and the stacked layout.
     """
-    return AttentiveTower(
+    return AttentiveNetwork(
         n_fields,
         emb_dim,
         attention=getattr(config, "attention", bool(config.attention_hidden)),

@@ -10,10 +10,10 @@ network scores every row (paper eq. 1-4):
     E      = e_1 ⊕ … ⊕ e_F,  e = e_c ⊕ e_d           shared ⊕ domain-specific embeddings (as CNAN-AT)
     δ      = U_ep(emb(d) ⊕ ⊘(E)) ∈ (0, γ)^F           Gate NU: ReLU layer, then γ·sigmoid, γ = 2
     O_ep   = δ ⊗ E                                    one scale per field
-    logit  = w·Tower(O_ep) + b                        Deep & Cross (`body: dcn`) or Deep-only
-The tower is the library's (layers.tower), so `body: dcn` at defaults is the `tower` model's
+    logit  = w·Net(O_ep) + b                          Deep & Cross (`body: dcn`) or Deep-only
+The network is CNAN-AT's (layers.attentive), so `body: dcn` at defaults is the `single` model's
 DCN behind an EPNet gate. `attention_hidden` non-empty adds CNAN-AT's attention unit inside
-the tower; PEPNet has none. The gate's scales leave in `extras["field_scale"]`.
+the network; PEPNet has none. The gate's scales leave in `extras["field_scale"]`.
 
 Example:
     >>> import torch
@@ -34,8 +34,8 @@ from torch import nn
 
 from crossctr.data.batch import Batch
 from crossctr.layers.gate_nu import GateNU
-from crossctr.models.base import ModelOutput, register
-from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput, attentive_tower
+from crossctr.models.base import ModelOutput, accept_former_names, register
+from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput, attentive_network
 
 __all__ = ["EPNetConfig", "EPNet"]
 
@@ -57,21 +57,22 @@ class EPNet(EmbeddedInput, nn.Module):
         F, K = (
             len(cardinalities),
             self._build_input(config, cardinalities, n_domains, attention=False),
-        )  # attention sits in the tower
+        )  # attention sits in the network
         self.domain_embedding = nn.Embedding(n_domains, K)  # the domain-side prior E(F_d)
         nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
         self.gate = GateNU(K + F * K, F, config.gate_hidden, config.gamma)
-        self.tower = attentive_tower(
+        self.network = attentive_network(
             config, F, K, cross_layers=config.cross_layers if config.body == "dcn" else 0
         )  # stacked, as eq. 2
-        self.head = nn.Linear(self.tower.out_dim, 1)
+        self.head = nn.Linear(self.network.out_dim, 1)
+        accept_former_names(self, {"tower": "network"})  # weights saved before the rename
 
     def forward(self, batch: Batch) -> ModelOutput:
         x, d = batch.features, batch.domain
         e = self.embedding(x, d)  # (B, F, K)
         prior = torch.cat([self.domain_embedding(d), e.detach().flatten(1)], dim=1)  # (B, K + F*K), ⊘(E): no gradient
         delta = self.gate(prior)  # (B, F) one scale per field
-        o, a, _ = self.tower(delta.unsqueeze(-1) * e)  # (B, H), (B, F) or None
+        o, a, _ = self.network(delta.unsqueeze(-1) * e)  # (B, H), (B, F) or None
         logits = self.head(o).squeeze(-1)  # (B,)
         extras = {"field_scale": delta.detach()}
         if a is not None:

@@ -65,9 +65,8 @@ class M3oEConfig(EmbeddedConfig):
     name: Literal["m3oe"] = "m3oe"
     star: tuple[int, int] = (128, 64)  # Scenario-Wise-Rec: STAR layer width, then the bottom's output size
     n_experts: int = Field(default=4, ge=1)  # Scenario-Wise-Rec: 4 shared experts
-    deep: tuple[int, ...] = Field(
-        default=(64, 32), min_length=1
-    )  # Scenario-Wise-Rec: every expert's hidden sizes (shared and domain)
+    # Scenario-Wise-Rec: every expert's hidden sizes (shared and domain)
+    deep: tuple[int, ...] = Field(default=(64, 32), min_length=1)
     tower: tuple[int, ...] = (32,)  # Scenario-Wise-Rec: each domain's tower, then a linear logit
     balance_init: float = 1.0  # Scenario-Wise-Rec's bal_d: σ(1) ≈ 0.73 of the domain view from the own domain
     expert_weight_init: float = 1.0  # Scenario-Wise-Rec's exp_d: the domain view enters with σ(1) ≈ 0.73

@@ -45,7 +45,7 @@ __all__ = ["STARConfig", "STAR"]
 
 class STARConfig(EmbeddedConfig):
     name: Literal["star"] = "star"
-    # The library's FCN; with N per-domain copies STAR has about CNAN-AT's N + 1 towers' weights.
+    # The library's FCN; with N per-domain copies STAR has about CNAN-AT's N + 1 networks' weights.
     deep: tuple[int, ...] = (512, 256)
     norm: Literal["partitioned", "batch"] = "partitioned"  # "batch": the paper's BatchNorm ablation
     aux_hidden: int = Field(default=64, ge=0)  # the auxiliary network's hidden layer; 0 = no auxiliary network

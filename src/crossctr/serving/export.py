@@ -7,7 +7,7 @@ The inference graph of every run is one function
 Every registered model's eval forward is its export-safe scoring path: the graph is the
 model's own forward, traced, and this module knows no model. (Where a forward runs a network
 per domain on that domain's rows only, `layers.fast.rows_by_group` writes the selection
-without data-dependent branches while a graph is exported: nonzero -> index_select -> tower ->
+without data-dependent branches while a graph is exported: nonzero -> index_select -> network ->
 index_copy, an empty selection a no-op, so the graph does the model's maths and work.) The
 parity check below compares the exported graph with the run's PyTorch members.
 

@@ -14,7 +14,7 @@ averaged gradient is the one-process gradient of the global batch. All terms sit
 backward as the click loss, so DDP reduces their gradients with everything else; nothing
 trains in a separate step that DDP would miss.
 
-Unused parameters. A private tower of CNAN runs on its own domain's rows only, so on a rank
+Unused parameters. A private network of CNAN runs on its own domain's rows only, so on a rank
 whose shard holds none of them it gets no gradient: DDP runs with `find_unused_parameters`,
 which contributes zeros for it on that rank (its averaged gradient is then still the global
 one); a parameter no rank used keeps no gradient, as in one process. A rank whose shard of a
@@ -125,7 +125,7 @@ def wrap_ddp(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Modul
     if info.world == 1:
         return model
     ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
-    # find_unused_parameters: a private tower gets no rows on some ranks in some steps.
+    # find_unused_parameters: a private network gets no rows on some ranks in some steps.
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
 

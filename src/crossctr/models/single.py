@@ -1,4 +1,4 @@
-"""One fully shared network: the base models of the paper's Table 1 and the DANN baseline.
+"""One fully shared network (`name: single`): the base models of the paper's Table 1 and the DANN baseline.
 
 Same embeddings (shared ⊕ domain-specific) and attention unit as CNAN-AT; only the NN
 layers change (paper §3.1):
@@ -8,11 +8,14 @@ layers change (paper §3.1):
     dcn        Deep & Cross (Wang et al. 2017), eq. 2      logit = w·(FCN(x_2) ⊕ x_2) + b
 `domain_adversarial: true` adds a gradient-reversal domain classifier on the representation:
 DANN (Ganin et al. 2016) with a Deep & Cross body, as the paper's baseline.
+`name: tower` (its former name) is still read; "tower" now means only the per-domain towers of
+Shared-Bottom, MMoE, PLE and M3oE.
 
 Example:
     >>> import torch
     >>> from crossctr.data.batch import Batch
-    >>> m = TowerModel(TowerConfig(network="deepfm", deep=(8,), attention_hidden=(4, 2), shared_dim=4), [5, 7], 2)
+    >>> cfg = SingleNetworkConfig(network="deepfm", deep=(8,), attention_hidden=(4, 2), shared_dim=4)
+    >>> m = SingleNetwork(cfg, [5, 7], 2)
     >>> m(Batch(torch.tensor([[3, 4]]), torch.tensor([1]), torch.tensor([1.0]))).logits.shape
     torch.Size([1])
 """
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 import torch.nn.functional as F
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SerializationInfo, field_serializer
 from torch import nn
 
 from crossctr.data.batch import Batch
@@ -31,14 +34,14 @@ from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.fm import FactorizationMachine
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.wide import WideLinear
-from crossctr.models.base import ModelOutput, register
-from crossctr.models.embedded import AttentiveConfig, attentive_tower
+from crossctr.models.base import ModelOutput, accept_former_names, register
+from crossctr.models.embedded import AttentiveConfig, attentive_network
 
-__all__ = ["TowerConfig", "TowerModel"]
+__all__ = ["SingleNetworkConfig", "SingleNetwork"]
 
 
-class TowerConfig(AttentiveConfig):
-    name: Literal["tower"] = "tower"
+class SingleNetworkConfig(AttentiveConfig):
+    name: Literal["single"] = "single"
     # The network above the embeddings: paper Table 1's variants. `nn` (its former name) is still
     # read; fingerprints and checkpoints keep that key (serialization alias), so runs made before
     # the rename stay valid.
@@ -47,10 +50,15 @@ class TowerConfig(AttentiveConfig):
     )
     domain_adversarial: bool = False  # True: DANN's gradient-reversal domain classifier
 
+    @field_serializer("name")
+    def _former_name(self, name: str, info: SerializationInfo) -> str:
+        """The fingerprint form (by_alias) keeps the former name, so runs made before the rename stay valid."""
+        return "tower" if info.by_alias else name
 
-@register("tower", TowerConfig)
-class TowerModel(nn.Module):
-    def __init__(self, config: TowerConfig, cardinalities: Sequence[int], n_domains: int) -> None:
+
+@register("single", SingleNetworkConfig, former_names=("tower",))
+class SingleNetwork(nn.Module):
+    def __init__(self, config: SingleNetworkConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
         self.embedding = FeatureEmbedding(
@@ -61,21 +69,22 @@ class TowerModel(nn.Module):
             sparse=config.sparse_embeddings,
             init_std=config.embedding_init_std,
         )
-        self.tower = attentive_tower(
+        self.network = attentive_network(
             config,
             len(cardinalities),
             self.embedding.out_dim,
             cross_layers=config.cross_layers if config.network == "dcn" else 0,
         )
-        self.head = nn.Linear(self.tower.out_dim, 1)
+        self.head = nn.Linear(self.network.out_dim, 1)
         self.wide = WideLinear(cardinalities) if config.network in ("wide_deep", "deepfm") else None
         self.fm = FactorizationMachine() if config.network == "deepfm" else None
-        self.discriminator = nn.Linear(self.tower.out_dim, n_domains) if config.domain_adversarial else None
+        self.discriminator = nn.Linear(self.network.out_dim, n_domains) if config.domain_adversarial else None
+        accept_former_names(self, {"tower": "network"})  # weights saved before the rename
 
     def forward(self, batch: Batch) -> ModelOutput:
         x, d = batch.features, batch.domain
         e = self.embedding(x, d)  # (B, F, K)
-        o, a, g = self.tower(e)  # (B, H), (B, F), (B, F, K)
+        o, a, g = self.network(e)  # (B, H), (B, F), (B, F, K)
         logits = self.head(o).squeeze(-1)  # (B,)
         if self.wide is not None:
             logits = logits + self.wide(x)

@@ -1,7 +1,7 @@
 """One network of CNAN-AT: attention unit (eq. 1) then NN layers (eq. 2).
 
 x_g = g_1 ⊕ … ⊕ g_n;  x_2 = cross(cross(x_g));  h = FCN(x_2);  o = h ⊕ x_2.
-With `cross_layers=0` it is the Deep-only tower (o = FCN(x_g)); with `stacking="parallel"`
+With `cross_layers=0` it is the Deep-only network (o = FCN(x_g)); with `stacking="parallel"`
 the FCN reads x_g instead of x_2 (the original DCN layout), an option docs/design.md allows.
 """
 
@@ -18,10 +18,10 @@ from crossctr.layers.cross import CrossNetwork
 from crossctr.layers.fast import autocast_input
 from crossctr.layers.mlp import MLP
 
-__all__ = ["AttentiveTower"]
+__all__ = ["AttentiveNetwork"]
 
 
-class AttentiveTower(nn.Module):
+class AttentiveNetwork(nn.Module):
     def __init__(
         self,
         n_fields: int,
@@ -46,7 +46,7 @@ class AttentiveTower(nn.Module):
 
     def forward(self, e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """e: (B, F, K) embeddings -> (o (B, out_dim), attention (B, F) or None, g (B, F, K))."""
-        e = autocast_input(e)  # one cast, not one per layer: under autocast the whole tower runs in its dtype
+        e = autocast_input(e)  # one cast, not one per layer: under autocast the whole network runs in its dtype
         if self.attention is not None:
             g, a = self.attention(e)  # (B, F, K), (B, F)
         else:
