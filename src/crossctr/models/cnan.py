@@ -31,14 +31,13 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from crossctr.data.batch import Batch, Shard
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.fast import Linear, autocast_input, rows_by_group
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
 from crossctr.layers.wasserstein import Critic, gradient_penalty
 from crossctr.losses import weighted_mean
 from crossctr.models.base import ModelOutput, register
-from crossctr.models.embedded import AttentiveConfig, attentive_network
+from crossctr.models.embedded import AttentiveConfig, attentive_network, input_embedding
 
 __all__ = ["CNANConfig", "CNANPlusConfig", "CNAN"]
 
@@ -104,14 +103,7 @@ class CNAN(nn.Module):
     def __init__(self, config: CNANConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config, self.n_domains = config, n_domains
-        self.embedding = FeatureEmbedding(
-            cardinalities,
-            config.shared_dim,
-            config.specific_dim,
-            n_domains,
-            sparse=config.sparse_embeddings,
-            init_std=config.embedding_init_std,
-        )
+        self.embedding = input_embedding(config, cardinalities, n_domains)
         n_fields, K, norm = len(cardinalities), self.embedding.out_dim, config.norm or "none"
         self.shared = attentive_network(config, n_fields, K, norm=norm)
         self.private = nn.ModuleList(

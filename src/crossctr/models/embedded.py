@@ -22,7 +22,14 @@ from crossctr.layers.attentive import AttentiveNetwork
 from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.schema import StrictModel
 
-__all__ = ["InputConfig", "EmbeddedConfig", "AttentiveConfig", "attentive_network", "EmbeddedInput"]
+__all__ = [
+    "InputConfig",
+    "EmbeddedConfig",
+    "AttentiveConfig",
+    "input_embedding",
+    "attentive_network",
+    "EmbeddedInput",
+]
 
 
 class InputConfig(StrictModel):
@@ -56,6 +63,18 @@ class AttentiveConfig(InputConfig):
     deep: tuple[int, ...] = (512, 256)  # paper: deep network 512 × 256
     stacking: Literal["stacked", "parallel"] = "stacked"  # eq. 2 stacks the FCN on the cross output
     grl_scale: float = 1.0  # gradient-reversal strength of a DANN-style domain classifier
+
+
+def input_embedding(config: InputConfig, cardinalities: Sequence[int], n_domains: int) -> FeatureEmbedding:
+    """The shared ⊕ domain-specific embeddings every model on the input block starts with."""
+    return FeatureEmbedding(
+        cardinalities,
+        config.shared_dim,
+        config.specific_dim,
+        n_domains,
+        sparse=config.sparse_embeddings,
+        init_std=config.embedding_init_std,
+    )
 
 
 def attentive_network(
@@ -97,14 +116,7 @@ class EmbeddedInput:
     ) -> int:
         """Build the embedding (and the attention unit unless `attention=False`); returns K."""
         assert isinstance(self, nn.Module)
-        self.embedding = FeatureEmbedding(
-            cardinalities,
-            config.shared_dim,
-            config.specific_dim,
-            n_domains,
-            sparse=config.sparse_embeddings,
-            init_std=config.embedding_init_std,
-        )
+        self.embedding = input_embedding(config, cardinalities, n_domains)
         K = self.embedding.out_dim
         self.attention = AttentionUnit(K, config.attention_hidden) if attention and config.attention_hidden else None
         return K

@@ -30,12 +30,11 @@ from pydantic import AliasChoices, Field, SerializationInfo, field_serializer
 from torch import nn
 
 from crossctr.data.batch import Batch
-from crossctr.layers.embedding import FeatureEmbedding
 from crossctr.layers.fm import FactorizationMachine
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.wide import WideLinear
 from crossctr.models.base import ModelOutput, accept_former_names, register
-from crossctr.models.embedded import AttentiveConfig, attentive_network
+from crossctr.models.embedded import AttentiveConfig, attentive_network, input_embedding
 
 __all__ = ["SingleNetworkConfig", "SingleNetwork"]
 
@@ -61,14 +60,7 @@ class SingleNetwork(nn.Module):
     def __init__(self, config: SingleNetworkConfig, cardinalities: Sequence[int], n_domains: int) -> None:
         super().__init__()
         self.config = config
-        self.embedding = FeatureEmbedding(
-            cardinalities,
-            config.shared_dim,
-            config.specific_dim,
-            n_domains,
-            sparse=config.sparse_embeddings,
-            init_std=config.embedding_init_std,
-        )
+        self.embedding = input_embedding(config, cardinalities, n_domains)
         self.network = attentive_network(
             config,
             len(cardinalities),
