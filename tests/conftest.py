@@ -99,6 +99,20 @@ def cli_run(monkeypatch, capsys):
     return run
 
 
+@pytest.fixture()
+def cli_process():
+    """`cli_process(*ARGS, timeout=None)`: `python -m crossctr ARGS` in a fresh process -> CompletedProcess (text)."""
+    import subprocess
+    import sys
+
+    def run(*args: str, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crossctr", *args], capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_fit_auc():
     """`tiny_fit_auc(model, data)`: 4 epochs of Adam (lr 3e-3, batch 128, seeded order) on data.train,

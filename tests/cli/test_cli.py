@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -42,22 +40,9 @@ def test_demo_prints_table_and_writes_heatmap(tmp_path: Path) -> None:
     assert set(res["test"]["CNAN-AT (joint)"]) == {"A", "B", "C", "overall"}
 
 
-def test_bad_config_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+def test_bad_config_is_one_clear_line_not_a_traceback(tmp_path: Path, cli_process) -> None:
     (tmp_path / "run.yaml").write_text("dataset: d.yaml\nmodel: {name: cnan}\ntrain: {epoch: 3}\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crossctr",
-            "train",
-            "--config",
-            str(tmp_path / "run.yaml"),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = cli_process("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "train.epoch: unknown key; allowed keys here:" in proc.stderr and "epochs" in proc.stderr
     assert "Traceback" not in proc.stderr

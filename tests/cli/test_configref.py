@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from crossctr.configref import DOC_PATH, missing_why, reference
@@ -34,20 +32,7 @@ def test_reference_lists_every_key_and_default() -> None:
     assert "`strategy.source_model`" in text and "`split.fractions`" in text
 
 
-def test_unknown_key_error_points_to_the_reference(tmp_path: Path) -> None:
+def test_unknown_key_error_points_to_the_reference(tmp_path: Path, cli_process) -> None:
     (tmp_path / "run.yaml").write_text("dataset: d.yaml\ntrain: {epoch: 3}\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crossctr",
-            "train",
-            "--config",
-            str(tmp_path / "run.yaml"),
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    proc = cli_process("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and DOC_PATH in proc.stderr

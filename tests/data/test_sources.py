@@ -107,28 +107,14 @@ def test_inspect_reports_the_cross_domain_overlap(tmp_path: Path) -> None:
     "run",
     [
         "model: {name: cnan, shared_dim: 8, specific_dim: 2, attention_hidden: [8, 4], deep: [16, 8]}",
-        "model: {name: tower, nn: dcn}\nstrategy: {name: self_train}",
+        "model: {name: tower, nn: dcn}\nstrategy: {name: self_train}",  # the former names, still read
     ],
 )
-def test_example_sample_trains_with_the_cli(tmp_path: Path, run: str) -> None:
+def test_example_sample_trains_with_the_cli(tmp_path: Path, run: str, cli_process) -> None:
     (tmp_path / "run.yaml").write_text(
         f"dataset: {EXAMPLE / 'dataset.yaml'}\n{run}\ntrain: {{epochs: 1, progress: false}}\n"
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "crossctr",
-            "train",
-            "--config",
-            str(tmp_path / "run.yaml"),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = cli_process("train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "run"), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert {"book", "music"} <= set(metrics)
