@@ -303,38 +303,12 @@ def test_cli_dry_run(tmp_path, tiny_dataset_dir, monkeypatch) -> None:
     stub = types.ModuleType("crossctr.data.registry")
     stub.resolve_dataset = lambda name, cache_dir, data_root=None: Path(name)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "crossctr.data.registry", stub)
-    res = CliRunner().invoke(
-        cli,
-        [
-            "experiment",
-            "smoke",
-            "--dataset",
-            str(tiny_dataset_dir / "dataset.yaml"),
-            "--out",
-            str(tmp_path / "xp"),
-            "--dry-run",
-            "--only",
-            "table1",
-        ],
-    )
+    dataset, out = str(tiny_dataset_dir / "dataset.yaml"), str(tmp_path / "xp")
+    dry_run = ["experiment", "smoke", "--dataset", dataset, "--out", out, "--dry-run", "--only", "table1"]
+    res = CliRunner().invoke(cli, dry_run)
     assert res.exit_code == 0, res.output
     assert "todo  deep_only/all/s0" in res.output and "2 runs planned" in res.output
-    res = CliRunner().invoke(
-        cli,
-        [
-            "experiment",
-            "smoke",
-            "--dataset",
-            str(tiny_dataset_dir / "dataset.yaml"),
-            "--out",
-            str(tmp_path / "xp"),
-            "--dry-run",
-            "--only",
-            "table1",
-            "--methods",
-            "deep_only",
-        ],
-    )
+    res = CliRunner().invoke(cli, [*dry_run, "--methods", "deep_only"])
     assert res.exit_code == 0, res.output
     assert "todo  deep_only/all/s0" in res.output and "dcn/all/s0" not in res.output and "1 runs planned" in res.output
     res = CliRunner().invoke(cli, ["experiment", "smoke", "--dataset", "x.yaml", "--seeds", "a,b"])

@@ -14,7 +14,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 with warnings.catch_warnings():  # starlette prefers httpx2 for its TestClient; httpx still works
     warnings.simplefilter("ignore")
@@ -64,36 +64,17 @@ def test_predict_honours_the_dataset_encoding(tmp_path: Path, predictor, rows) -
 
 def test_predict_encoding_option(tmp_path: Path, run_dir: Path, predictor, rows) -> None:
     _latin1_csv(rows, tmp_path / "in.csv")
-    r = CliRunner().invoke(
-        cli,
-        [
-            "predict",
-            str(run_dir),
-            str(tmp_path / "in.csv"),
-            "--out",
-            str(tmp_path / "out.parquet"),
-            "--no-progress",
-            "--encoding",
-            "latin-1",
-        ],
-    )
+
+    def predict(out: str, encoding: str) -> Result:
+        args = ["predict", str(run_dir), str(tmp_path / "in.csv"), "--out", str(tmp_path / out), "--no-progress"]
+        return CliRunner().invoke(cli, [*args, "--encoding", encoding])
+
+    r = predict("out.parquet", "latin-1")
     assert r.exit_code == 0, r.output
     np.testing.assert_allclose(
         pq.read_table(tmp_path / "out.parquet").column("score").to_numpy(), predictor.predict(rows), rtol=0, atol=1e-7
     )
-    r = CliRunner().invoke(
-        cli,
-        [
-            "predict",
-            str(run_dir),
-            str(tmp_path / "in.csv"),
-            "--out",
-            str(tmp_path / "o2.csv"),
-            "--no-progress",
-            "--encoding",
-            "klingon",
-        ],
-    )
+    r = predict("o2.csv", "klingon")
     assert isinstance(r.exception, DataError) and "'klingon' is not a text encoding" in str(
         r.exception
     )  # the CLI prints it as one line
