@@ -17,6 +17,7 @@ cardinalities list restores it when its state dict is loaded.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -83,6 +84,12 @@ class FeatureEmbedding(nn.Module):
         torch.Size([1, 2, 6])
     """
 
+    offsets: Tensor  # (F,) buffer: the first global id of each feature
+    # The slot layout's buffers, all three set by _set_slots, all three None without multi-valued features
+    slot_field: Tensor | None
+    slot_offsets: Tensor | None
+    slot_pooled: Tensor | None
+
     def __init__(
         self,
         cardinalities: Sequence[int],
@@ -132,8 +139,15 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("slot_pooled", width[slot_field] > 1, persistent=False)  # (S,) slot of a multi feature
 
     def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):  # type: ignore[no-untyped-def]
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
         # A model built from plain cardinalities (e.g. read back from a run folder's JSON)
         # adopts the slot layout its weights were trained with.
         layout = state_dict.get(prefix + "slot_field")
@@ -164,11 +178,14 @@ class FeatureEmbedding(nn.Module):
         return torch.cat([e_c, e_d], dim=-1)  # (B, F, K_c + K_s)
 
     def _pooled(self, x: Tensor, domain: Tensor) -> Tensor:
+        slot_field, slot_offsets, slot_pooled = self.slot_field, self.slot_offsets, self.slot_pooled
+        # forward calls this only with a slot layout, and _set_slots sets its three buffers together
+        assert slot_field is not None and slot_offsets is not None and slot_pooled is not None
         S = x.shape[1]
-        if S != len(self.slot_field):
-            raise ValueError(f"input has {S} columns but the slot layout has {len(self.slot_field)}")
-        idx = x + self.slot_offsets  # (B, S) global ids
+        if S != len(slot_field):
+            raise ValueError(f"input has {S} columns but the slot layout has {len(slot_field)}")
+        idx = x + slot_offsets  # (B, S) global ids
         e = self.shared(idx)  # (B, S, K_c)
         if self.specific is not None:
             e = torch.cat([e, self.specific(domain.unsqueeze(1) * self.total + idx)], dim=-1)  # (B, S, K)
-        return mean_over_slots(e, x, self.slot_field, self.slot_pooled, len(self.cardinalities))  # (B, F, K)
+        return mean_over_slots(e, x, slot_field, slot_pooled, len(self.cardinalities))  # (B, F, K)

@@ -189,6 +189,8 @@ class ExtractionLayer(nn.Module):
         src = [N] * S + [k for k in range(N) for _ in range(P)]
         # Experts domain k's gate mixes: the shared ones and its own.
         own = [list(range(S)) + list(range(S + k * P, S + (k + 1) * P)) for k in range(N)]
+        self.src: Tensor
+        self.own: Tensor
         self.register_buffer("src", torch.tensor(src, dtype=torch.int64), persistent=False)  # (S + N P,)
         self.register_buffer("own", torch.tensor(own, dtype=torch.int64), persistent=False)  # (N, S + P)
         self.domain_gates = SoftmaxGates(in_dim, N, S + P)

@@ -64,7 +64,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        (grad,) = grad_outputs  # forward has one output
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()  # (M, N)
         gx = _mm_t(grad, weight.t()) if ctx.needs_input_grad[0] else None  # (M, K) = grad W
@@ -165,7 +166,7 @@ def rows_by_group(modules: Sequence[GroupFn], x: Tensor, group: Tensor, outputs:
     back = torch.empty_like(order).scatter_(
         0, order, torch.arange(order.numel(), device=order.device)
     )  # inverse permutation
-    return tuple(None if col[0] is None else torch.cat(col)[back] for col in zip(*parts, strict=False))  # type: ignore[misc]
+    return tuple(None if col[0] is None else torch.cat(col)[back] for col in zip(*parts, strict=False))
 
 
 def _rows_by_group_traceable(

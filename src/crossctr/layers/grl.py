@@ -22,7 +22,8 @@ class _GradReverse(Function):
         return x.view_as(x)  # a new view, so autograd records this node
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor, None]:
+        (grad,) = grad_outputs  # forward has one output
         return -ctx.scale * grad, None
 
 

@@ -63,13 +63,14 @@ class DomainHeads(nn.Module):
         if domain is None:
             if not reps:
                 raise TypeError("DomainHeads.forward needs the representations and a domain tensor")
-            *reps, domain = reps
+            reps, domain = reps[:-1], reps[-1]
         if len(reps) != self.n_inputs:
             raise ValueError(
                 f"DomainHeads was built with n_inputs={self.n_inputs} but got {len(reps)} "
                 "representations; pass one (B, in_dim) tensor per input, then domain"
             )
-        z = None  # (B, n_domains): every head's logit on every row
+        z: Tensor | None = None  # (B, n_domains): every head's logit on every row
         for r, w in zip(reps, self.weight.split(self.in_dim, dim=1), strict=False):  # w: (n_domains, in_dim)
             z = linear(r, w) if z is None else z + linear(r, w)
+        assert z is not None  # n_inputs >= 1 (checked when built) representations were added
         return z.gather(1, domain.unsqueeze(1)).squeeze(1) + self.bias[domain]  # (B,)

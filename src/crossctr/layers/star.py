@@ -113,6 +113,8 @@ class PartitionedNorm(nn.Module):
         self.beta = nn.Parameter(torch.zeros(dim))
         self.domain_gamma = nn.Parameter(torch.ones(n_domains, dim))  # (N, dim) γ_p
         self.domain_beta = nn.Parameter(torch.zeros(n_domains, dim))  # (N, dim) β_p
+        self.running_mean: Tensor
+        self.running_var: Tensor
         self.register_buffer("running_mean", torch.zeros(n_domains, dim))  # (N, dim) μ_p
         self.register_buffer("running_var", torch.ones(n_domains, dim))  # (N, dim) σ²_p
 

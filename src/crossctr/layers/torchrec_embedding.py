@@ -44,6 +44,11 @@ class TorchRecEmbedding(nn.Module):
     init_std, slots); `device`: where the tables are built ("meta" before sharding).
     """
 
+    # Buffers of the slot layout, as FeatureEmbedding's (here always set: one slot per feature by default)
+    slot_field: Tensor  # (S,) feature of each input column
+    slot_offsets: Tensor  # (S,) first global id of each column's feature
+    slot_pooled: Tensor  # (S,) slot of a multi-valued feature
+
     def __init__(
         self,
         cardinalities: Sequence[int],

@@ -10,6 +10,7 @@ embedding is the mean of theirs (layers.embedding).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,11 @@ class WideLinear(nn.Module):
         >>> WideLinear([3, 5])(torch.tensor([[0, 4], [2, 1]]))
         tensor([0., 0.], grad_fn=<AddBackward0>)
     """
+
+    offsets: Tensor  # (F,) buffer: the first global id of each feature
+    # The slot layout's buffers, both set by _set_slots, both None without multi-valued features
+    slot_field: Tensor | None
+    slot_pooled: Tensor | None
 
     def __init__(self, cardinalities: Sequence[int], sparse: bool = False, slots: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -57,8 +63,15 @@ class WideLinear(nn.Module):
         self.slot_pooled = (width > 1)[slot_field]
 
     def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):  # type: ignore[no-untyped-def]
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
         layout = state_dict.get(prefix + "slot_field")  # a model rebuilt from plain cardinalities adopts its layout
         if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape):
             self._set_slots(layout.clone().to(self.offsets.device))
@@ -68,11 +81,13 @@ class WideLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, S) local ids per input column (S = F without multi-valued features) -> (B,)."""
-        if self.slot_field is None:
+        slot_field, slot_pooled = self.slot_field, self.slot_pooled
+        if slot_field is None:
             w = self.weight(x + self.offsets).squeeze(-1)  # (B, F)
             return w.sum(dim=-1) + self.bias  # (B,)
-        w = self.weight(x + self.offsets[self.slot_field])  # (B, S, 1)
+        assert slot_pooled is not None  # _set_slots sets both buffers together
+        w = self.weight(x + self.offsets[slot_field])  # (B, S, 1)
         pooled = mean_over_slots(
-            w, x, self.slot_field, self.slot_pooled, len(self.cardinalities)
+            w, x, slot_field, slot_pooled, len(self.cardinalities)
         )  # (B, F, 1), as the embeddings pool
         return pooled.squeeze(-1).sum(dim=-1) + self.bias  # (B,)
