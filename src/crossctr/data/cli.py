@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from crossctr.data.prepare import PrepareOptions
 
 __all__ = ["prepare_command", "inspect_command"]
 
 _YAML = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
-def _options(max_memory: str, batch_rows: int | None, no_progress: bool, **flags: bool):  # type: ignore[no-untyped-def]
+def _options(max_memory: str, batch_rows: int | None, no_progress: bool, **flags: bool) -> PrepareOptions:
     from crossctr.data.prepare import PrepareOptions, parse_memory
     from crossctr.progress import show_progress
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -184,9 +184,9 @@ class NumericBucketizer:
         x = x.astype(np.float64)
         x = x[np.isfinite(x)]
         if self.boundaries is not None:
-            self.boundaries_ = list(self.boundaries)
+            self.boundaries_: list[float] = list(self.boundaries)
         elif len(x) == 0:
-            self.boundaries_: list[float] = []
+            self.boundaries_ = []
         else:
             qs = np.quantile(x, np.linspace(0, 1, self.buckets + 1)[1:-1])
             self.boundaries_ = [float(b) for b in np.unique(qs)]
@@ -354,7 +354,9 @@ class MultiEncoder:
             if r[0] == MISSING_ID:
                 out.append(None)
             else:
-                out.append([v for v in self.vocab.decode(r[r != PAD_ID])])
+                # cast: a present cell's slots hold vocabulary or OOV ids, which decode to strings
+                # (transform writes MISSING_ID only into slot 0 of a missing cell)
+                out.append(cast("list[str]", self.vocab.decode(r[r != PAD_ID])))
         return out
 
     def state(self) -> dict[str, Any]:

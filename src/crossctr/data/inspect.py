@@ -38,7 +38,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from crossctr.data.encoders import N_RESERVED, OOV_ID, CrossedEncoder, HashedEncoder, MultiEncoder, NumericBucketizer
+from crossctr.data.encoders import (
+    N_RESERVED,
+    OOV_ID,
+    CategoricalEncoder,
+    CrossedEncoder,
+    HashedEncoder,
+    MultiEncoder,
+    NumericBucketizer,
+)
 from crossctr.data.io import DOMAIN_SEPARATOR, DataError, check_input_files, resolve_input_files
 from crossctr.data.prepare import SPLITS, PrepareOptions, check_stats, fit_stream, scan_stream
 from crossctr.schema import DatasetSchema, FeatureKind
@@ -221,9 +229,10 @@ def inspect_dataset(
         }
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI):
             info["distinct_train_values"] = stats.distinct.get(f.name, 0)
-            info["vocabulary"] = len(enc.vocab_)  # type: ignore[union-attr]
-            for i, s in enumerate(SPLITS[1:], start=1):
-                info[f"oov_rate_{s}"] = _rate(oov[f.name][i, 1], oov[f.name][i, 0])
+            assert isinstance(enc, CategoricalEncoder | MultiEncoder)  # new_encoder's classes for these kinds
+            info["vocabulary"] = len(enc.vocab_)
+            for i, split in enumerate(SPLITS[1:], start=1):
+                info[f"oov_rate_{split}"] = _rate(oov[f.name][i, 1], oov[f.name][i, 0])
             if isinstance(enc, MultiEncoder):
                 info["cells_cut_at_max_len"] = stats.truncated.get(f.name, 0)
         elif isinstance(enc, NumericBucketizer):

@@ -38,7 +38,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from crossctr.schema import DatasetSchema, FeatureKind, FormatSpec, LabelRule, TimeSplit
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 __all__ = [
     "DataError",
@@ -184,7 +187,8 @@ class _LineFilter(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, b: WriteableBuffer) -> int:
+        out = memoryview(b).cast("B")  # the caller's buffer, byte by byte
         while not self.buf and not self.done:
             chunk = self.raw.read(1 << 20)
             if not chunk:
@@ -198,8 +202,8 @@ class _LineFilter(io.RawIOBase):
                 lines[0] = lines[0][3:] if lines[0][3:].startswith(self.comment) else lines[0]
             self.start = self.start and not lines
             self.buf = b"".join(ln for ln in lines if not ln.startswith(self.comment))
-        n = min(len(b), len(self.buf))
-        b[:n] = self.buf[:n]
+        n = min(len(out), len(self.buf))
+        out[:n] = self.buf[:n]
         self.buf = self.buf[n:]
         return n
 

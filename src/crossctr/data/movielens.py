@@ -595,21 +595,21 @@ def movielens_schema(
             "features": [{"name": f, "kind": "categorical", "group": g} for f, g in BENCHMARK_FEATURES],
             "split": {"kind": "column", "column": SPLIT},
         }
-    features = []
+    feature_specs = []
     for fname, kind, group, min_count in FEATURES:
         spec: dict[str, Any] = {"name": fname, "kind": kind, "group": group}
         if kind == "numeric":
             spec["buckets"] = 10
         else:
             spec["min_count"] = min_count
-        features.append(spec)
+        feature_specs.append(spec)
     return {
         "name": name,
         "path": DATA_FILE,
         "label": LABEL,
         **({"tasks": [RATING5]} if tasks else {}),
         "domain": {"column": DOMAIN, "values": list(DOMAIN_GROUPINGS[domains])},
-        "features": features,
+        "features": feature_specs,
         "split": {"kind": "column", "column": SPLIT},
     }
 

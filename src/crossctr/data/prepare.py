@@ -54,11 +54,12 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from numpy.typing import DTypeLike
 from tqdm.auto import tqdm
 
 from crossctr.data.encoders import CategoricalEncoder, FeatureEncoder, MultiEncoder, NumericBucketizer, new_encoder
@@ -522,7 +523,9 @@ def check_stats(
         if f.kind is FeatureKind.NUMERIC and f.boundaries is None and stats.finite.get(f.name, 0) == 0:
             constant.append(f"numeric column {f.name!r} has no number in the training rows (all missing or NaN)")
         if f.kind in (FeatureKind.CATEGORICAL, FeatureKind.MULTI) and stats.distinct.get(f.name, 0) <= 1:
-            vocab = encoder.encoders_[f.name].vocab_  # type: ignore[union-attr]
+            enc = encoder.encoders_[f.name]
+            assert isinstance(enc, CategoricalEncoder | MultiEncoder)  # new_encoder's classes for these kinds
+            vocab = enc.vocab_
             if vocab or stats.distinct.get(f.name, 0):
                 constant.append(
                     f"column {f.name!r} ({f.kind.value}) holds a single value {vocab[:1]} in the training rows"
@@ -640,7 +643,7 @@ class _NpyWriter:
         self.cursor = 0
 
     @staticmethod
-    def nbytes(dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    def nbytes(dtype: DTypeLike, shape: tuple[int, ...]) -> int:
         """File size: the 128-byte header (more for very long shapes) plus the data."""
         return 128 + np.dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
 
@@ -652,7 +655,7 @@ class _NpyWriter:
             raise DataError(
                 f"{self.path}: more rows than counted in the first pass; did an input file change while preparing?"
             )
-        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
+        data = np.ascontiguousarray(block, dtype=self.dtype).data.cast("B")
         with open(self.path, "r+b", buffering=0) as f:
             f.seek(self.offset + self.cursor * self.row_bytes)
             while data:
@@ -700,7 +703,7 @@ def prepare_dataset(
 
     ddt = _domain_dtype(schema.n_domains)
     n_tasks = len(schema.task_names)
-    shapes = (
+    shapes: list[tuple[tuple[int, ...], DTypeLike]] = (
         [((int(n), schema.n_slots), np.int32) for n in n_rows]
         + [((int(n),), ddt) for n in n_rows]
         + [((int(n),), np.int8) for n in n_rows]
@@ -810,11 +813,11 @@ def prepare_dataset(
 # ----------------------------------------------------------------------------------- loading
 
 
-def _load_npy(path: Path, mode: str) -> np.ndarray:
+def _load_npy(path: Path, mode: Literal["r", "c"]) -> np.ndarray:
     """A memory-mapped array of a prepared folder; a pickled, truncated or foreign file is refused
     with a ConfigError (never unpickled: np.load's allow_pickle stays False)."""
     try:
-        arr = np.load(path, mmap_mode=mode, allow_pickle=False)  # type: ignore[call-overload]
+        arr = np.load(path, mmap_mode=mode, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:  # ValueError: pickled objects, a bad header, a short file
         raise ConfigError(
             f"{path}: not an array `crossctr prepare` writes ({err}); run `crossctr prepare --force`"

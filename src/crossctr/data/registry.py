@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from crossctr.data.mind import write_mind_dataset
-from crossctr.data.movielens import SCHEMA_FILE, write_movielens_dataset
+from crossctr.data.movielens import (
+    SCHEMA_FILE,
+    FeatureSet,
+    Grouping,
+    SplitKind,
+    Version,
+    write_movielens_dataset,
+)
 from crossctr.data.simulator import SimulatorConfig, write_simulated_dataset
 from crossctr.schema import ConfigError
 
@@ -47,18 +54,20 @@ def _simulator(_: Path | None, out: Path, seed: int) -> Path:
 
 
 def _movielens(
-    version: str, domains: str, split: str, tasks: bool = False, features: str = "full"
+    version: Version, domains: Grouping, split: SplitKind, tasks: bool = False, features: FeatureSet = "full"
 ) -> Callable[[Path | None, Path, int], Path]:
     def write(root: Path | None, out: Path, seed: int) -> Path:
+        assert root is not None  # the entry names a folder, so resolve_dataset passes its raw folder
         return write_movielens_dataset(
             root, out, version=version, domains=domains, split=split, seed=seed, tasks=tasks, features=features
-        )  # type: ignore[arg-type]
+        )
 
     return write
 
 
 def _mind(root: Path | None, out: Path, seed: int) -> Path:
-    return write_mind_dataset(root, out, seed=seed)  # type: ignore[arg-type]
+    assert root is not None  # the entry names a folder, so resolve_dataset passes its raw folder
+    return write_mind_dataset(root, out, seed=seed)
 
 
 _REGISTRY: dict[str, _Entry] = {
