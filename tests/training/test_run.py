@@ -77,5 +77,5 @@ def test_run_config_rejects_unknown_model_keys(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"shared_dims: unknown key; allowed keys here: .*shared_dim"):
         RunConfig.from_yaml(tmp_path / "run.yaml")
     (tmp_path / "run.yaml").write_text("dataset: d.yaml\nmodel: {name: cnna}\n")
-    with pytest.raises(ConfigError, match=r"unknown model 'cnna'; registered models: \[.*'cnan'.*'tower'.*\]"):
+    with pytest.raises(ConfigError, match=r"unknown model 'cnna'; registered models: \[.*'cnan'.*'single'.*\]"):
         RunConfig.from_yaml(tmp_path / "run.yaml")
