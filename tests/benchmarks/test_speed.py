@@ -2,24 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SPEED_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
-
-
-@pytest.fixture(scope="module")
-def speed():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_speed", SPEED_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_vocabularies_span_the_issue_range(speed) -> None:  # type: ignore[no-untyped-def]

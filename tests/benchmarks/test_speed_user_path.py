@@ -3,24 +3,10 @@ trainer's loss trajectory equals the lean loop's step for step (same seed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-SPEED_PY = Path(__file__).resolve().parents[2] / "benchmarks" / "speed.py"
-
-
-@pytest.fixture(scope="module")
-def speed():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench_speed_user_path", SPEED_PY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speed_user_path"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 class _Steps:

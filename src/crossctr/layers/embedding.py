@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureEmbedding", "PAD_ID", "mean_over_slots", "check_table_args"]
+__all__ = ["FeatureEmbedding", "PAD_ID", "SlotLayoutModule", "mean_over_slots", "check_table_args"]
 
 PAD_ID = 0  # the padding id of multi-valued slots (crossctr.data.encoders.PAD_ID)
 
@@ -60,7 +60,41 @@ def check_table_args(
     return cards
 
 
-class FeatureEmbedding(nn.Module):
+class SlotLayoutModule(nn.Module):
+    """A module over slots (input columns, several per multi-valued feature) whose layout is its
+    persistent `slot_field` buffer: one built from plain cardinalities (e.g. read back from a run
+    folder's JSON) adopts the slot layout its weights were trained with when they are loaded."""
+
+    offsets: Tensor  # (F,) buffer: the first global id of each feature
+    slot_field: Tensor | None  # (S,) buffer: feature of each slot; None: one slot per feature
+
+    def _set_slots(self, slot_field: Tensor) -> None:
+        """Set the slot layout and the buffers derived from it."""
+        raise NotImplementedError
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        layout = state_dict.get(prefix + "slot_field")
+        if layout is not None and (
+            self.slot_field is None
+            or self.slot_field.shape != layout.shape
+            or not torch.equal(self.slot_field.cpu(), layout.cpu())
+        ):
+            self._set_slots(layout.clone().to(self.offsets.device))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+
+class FeatureEmbedding(SlotLayoutModule):
     """Embeds (B, F) local feature ids of rows from any domain into (B, F, K_c + K_s).
 
     Args:
@@ -137,29 +171,6 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("slot_field", slot_field)  # (S,)
         self.register_buffer("slot_offsets", self.offsets[slot_field], persistent=False)  # (S,)
         self.register_buffer("slot_pooled", width[slot_field] > 1, persistent=False)  # (S,) slot of a multi feature
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        # A model built from plain cardinalities (e.g. read back from a run folder's JSON)
-        # adopts the slot layout its weights were trained with.
-        layout = state_dict.get(prefix + "slot_field")
-        if layout is not None and (
-            self.slot_field is None
-            or self.slot_field.shape != layout.shape
-            or not torch.equal(self.slot_field.cpu(), layout.cpu())
-        ):
-            self._set_slots(layout.to(self.offsets.device))
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     @property
     def out_dim(self) -> int:

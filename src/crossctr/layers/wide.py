@@ -10,17 +10,16 @@ embedding is the mean of theirs (layers.embedding).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from crossctr.layers.embedding import mean_over_slots
+from crossctr.layers.embedding import SlotLayoutModule, mean_over_slots
 
 __all__ = ["WideLinear"]
 
 
-class WideLinear(nn.Module):
+class WideLinear(SlotLayoutModule):
     """Logistic-regression term on one-hot features, returned as a logit part.
 
     Args:
@@ -61,23 +60,6 @@ class WideLinear(nn.Module):
         width = torch.bincount(slot_field, minlength=len(self.cardinalities))  # (F,)
         self.slot_field = slot_field
         self.slot_pooled = (width > 1)[slot_field]
-
-    def _load_from_state_dict(
-        self,
-        state_dict: dict[str, Any],
-        prefix: str,
-        local_metadata: dict[str, Any],
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        layout = state_dict.get(prefix + "slot_field")  # a model rebuilt from plain cardinalities adopts its layout
-        if layout is not None and (self.slot_field is None or self.slot_field.shape != layout.shape):
-            self._set_slots(layout.clone().to(self.offsets.device))
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (B, S) local ids per input column (S = F without multi-valued features) -> (B,)."""
