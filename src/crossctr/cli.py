@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from crossctr import __version__
-from crossctr.clihelp import RegistryCommand
+from crossctr.clihelp import FILE, FOLDER, NO_PROGRESS, RUN_DIR, RegistryCommand
 from crossctr.data.cli import inspect_command, prepare_command
 from crossctr.data.io import DataError
 from crossctr.experiments.cli import experiment
@@ -61,9 +61,7 @@ def cli(verbose: bool) -> None:
     show_default=True,
     help="Seed of the simulator, the split and the models' initialisation.",
 )
-@click.option(
-    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
-)
+@NO_PROGRESS
 def demo(out: Path, rows: int, epochs: int | None, seed: int, no_progress: bool) -> None:
     """Simulate 3 platforms, train CNAN-AT and Self-train, print per-platform AUC, draw attention.
 
@@ -108,14 +106,14 @@ def simulate(out: Path, rows: int, seed: int) -> None:
 @click.argument("name")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     default=Path("runs/datasets"),
     show_default=True,
     help="Cache folder; the dataset goes to OUT/NAME-seedS-vV/.",
 )
 @click.option(
     "--data-root",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     help="Folder holding the raw public data (movielens-1m/, ...); default $CROSSCTR_DATA_ROOT.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random split (and of the simulator).")
@@ -159,13 +157,11 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
     help="Train a new run in OUT although it holds one (its checkpoint is "
     "discarded); without it or --resume, a non-empty OUT is refused.",
 )
-@click.option(
-    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
-)
+@NO_PROGRESS
 @click.option(
     "--tensorboard",
     "tensorboard_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     help="Log loss per step and per-domain validation AUC / log loss per epoch to this TensorBoard folder "
     "(the `tensorboard` extra); the same as `train: {tensorboard: DIR}`.",
 )
@@ -219,7 +215,7 @@ def train(
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@RUN_DIR
 @click.option(
     "--data",
     "data_path",
@@ -244,10 +240,10 @@ def evaluate(run_dir: Path, data_path: Path | None) -> None:
 
 
 @cli.command("split")
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@RUN_DIR
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     required=True,
     help="Folder to write valid.parquet and test.parquet (or .csv).",
 )
@@ -278,10 +274,8 @@ def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> N
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option(
-    "--out", type=click.Path(path_type=Path, dir_okay=False), help="PNG to write; default RUN_DIR/learning_curves.png."
-)
+@RUN_DIR
+@click.option("--out", type=FILE, help="PNG to write; default RUN_DIR/learning_curves.png.")
 def plot(run_dir: Path, out: Path | None) -> None:
     """Draw a run's learning curves per domain (training loss, validation AUC
     and log loss by epoch) from history.json."""
@@ -302,7 +296,7 @@ def plot(run_dir: Path, out: Path | None) -> None:
 @cli.command("config-reference")
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="Write it to this file (the repository keeps it as docs/configuration.md); default: print it.",
 )
 @click.option(

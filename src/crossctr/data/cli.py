@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from crossctr.clihelp import FOLDER, NO_PROGRESS
+
 if TYPE_CHECKING:
     from crossctr.data.prepare import PrepareOptions
 
@@ -33,16 +35,13 @@ _memory = click.option(
 _batch = click.option(
     "--batch-rows", type=int, default=None, help="Rows per record batch (default: derived from --max-memory)."
 )
-_quiet = click.option(
-    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
-)
 
 
 @click.command("prepare")
 @click.argument("dataset_yaml", type=_YAML)
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     required=True,
     help="Prepared folder to write (or reuse when the inputs are unchanged).",
 )
@@ -60,7 +59,7 @@ _quiet = click.option(
     is_flag=True,
     help="Keep a domain whose split has one label class only (warn instead of failing).",
 )
-@_quiet
+@NO_PROGRESS
 def prepare_command(
     dataset_yaml: Path,
     out: Path,
@@ -101,13 +100,13 @@ def prepare_command(
 @click.argument("dataset_yaml", type=_YAML)
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     required=True,
     help="Folder for inspect.md, inspect.json and the PNG charts.",
 )
 @_memory
 @_batch
-@_quiet
+@NO_PROGRESS
 def inspect_command(dataset_yaml: Path, out: Path, max_memory: str, batch_rows: int | None, no_progress: bool) -> None:
     """Rows and label rates per domain, missing / OOV rates and cardinalities per feature."""
     from crossctr.data.inspect import inspect_dataset

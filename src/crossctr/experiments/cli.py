@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from crossctr.clihelp import RegistryCommand
+from crossctr.clihelp import FOLDER, RegistryCommand
 
 __all__ = ["experiment"]
 
@@ -71,17 +71,17 @@ def _command(
 @click.option("--dataset", help="A registered dataset (<DATASETS>) or the path of a dataset.yaml.")
 @click.option(
     "--data-root",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     help="Folder holding the raw public data sets (MovieLens, MIND).",
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     help="Results folder; default runs/experiments/NAME-DATASET.",
 )
 @click.option(
     "--cache-dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     default=Path("runs/datasets"),
     show_default=True,
     help="Where named data sets are built once and reused.",
@@ -110,7 +110,7 @@ def _command(
 )
 @click.option(
     "--publish",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=FOLDER,
     help="With --render-only: also copy the report, figure and results.jsonl to this folder, the command's "
     "--data-root shown as <data-root>.",
 )

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import click
+
+from crossctr.clihelp import FILE, FOLDER, RUN_DIR
+
+if TYPE_CHECKING:
+    from crossctr.serving.export import ExportFormat
 
 __all__ = ["predict", "export", "serve"]
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path, dir_okay=False))
+@RUN_DIR
+@click.argument("input_path", metavar="INPUT", type=FILE)
 @click.option(
     "--out",
     "output",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="Output file; .parquet, .csv or .tsv sets the format.",
 )
@@ -71,8 +77,8 @@ def predict(
 
 
 @click.command()
-@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Export folder to write.")
+@RUN_DIR
+@click.option("--out", type=FOLDER, required=True, help="Export folder to write.")
 @click.option(
     "--format",
     "fmt",
@@ -96,7 +102,7 @@ def predict(
     "--bench-threads", type=int, default=1, show_default=True, help="Intra-op threads of both engines while measuring."
 )
 def export(
-    run_dir: Path, out: Path, fmt: str, opset: int, parity_rows: int, bench_seconds: float, bench_threads: int
+    run_dir: Path, out: Path, fmt: ExportFormat, opset: int, parity_rows: int, bench_seconds: float, bench_threads: int
 ) -> None:
     """Export RUN_DIR's inference graph (features, domain) -> probability, checked against PyTorch."""
     from crossctr.serving.export import ExportError, export_run
@@ -110,7 +116,7 @@ def export(
             parity_rows=parity_rows,
             bench_seconds=bench_seconds,
             bench_threads=bench_threads,
-        )  # type: ignore[arg-type]
+        )
     except ExportError as err:
         raise click.ClickException(str(err)) from None
     click.echo(
@@ -165,7 +171,7 @@ def serve(
     source: Path,
     host: str,
     port: int,
-    engine: str,
+    engine: Literal["auto", "onnx", "torch"],  # click.Choice checked it
     max_body_bytes: int,
     max_rows: int,
     threads: int | None,
@@ -183,7 +189,7 @@ def serve(
             engine=engine,
             limits=ServeLimits(max_body_bytes=max_body_bytes, max_rows=max_rows),
             threads=threads or None,
-        )  # type: ignore[arg-type]
+        )
     except ExportError as err:
         raise click.ClickException(str(err)) from None
     model = app.state.model
