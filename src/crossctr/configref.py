@@ -363,7 +363,13 @@ def _documented_models() -> list[type[BaseModel]]:
 
     from crossctr.experiments.grid import Experiment
 
-    for m in (DatasetSchema, RunConfig, *(spec.config for spec in REGISTRY.values()), Experiment):
+    documented: list[type[BaseModel]] = [
+        DatasetSchema,
+        RunConfig,
+        *(spec.config for spec in REGISTRY.values()),
+        Experiment,
+    ]
+    for m in documented:
         walk(m)
     return seen
 

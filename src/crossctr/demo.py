@@ -48,14 +48,21 @@ def run_demo(
         counts = ", ".join(f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains), strict=False))
         log.info("%s rows: %s", split, counts)
     # The library's defaults (loss weighting, epoch budget with early stopping), as any run.
-    train = TrainConfig(**({} if epochs is None else {"epochs": epochs}), seed=seed, progress=progress)
+    train = TrainConfig.model_validate(
+        {**({} if epochs is None else {"epochs": epochs}), "seed": seed, "progress": progress}
+    )
     epochs = train.epochs
     methods = {
-        "CNAN-AT (joint)": RunConfig(
-            dataset=str(yaml_path), model={"name": "cnan"}, strategy={"name": "joint"}, train=train
+        "CNAN-AT (joint)": RunConfig.model_validate(
+            {"dataset": str(yaml_path), "model": {"name": "cnan"}, "strategy": {"name": "joint"}, "train": train}
         ),
-        "Self-train (Deep & Cross)": RunConfig(
-            dataset=str(yaml_path), model={"name": "single", "network": "dcn"}, strategy={"name": "self_train"}, train=train
+        "Self-train (Deep & Cross)": RunConfig.model_validate(
+            {
+                "dataset": str(yaml_path),
+                "model": {"name": "single", "network": "dcn"},
+                "strategy": {"name": "self_train"},
+                "train": train,
+            }
         ),
     }
     # Say how long it will take before it starts: a few steps of each model timed on this machine.

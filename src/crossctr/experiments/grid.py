@@ -479,12 +479,14 @@ class RunSpec:
             # Self-train of one domain == the Src-only strategy with that domain as the source:
             # trained and validated on the target's rows only; the other domains' scores are unused.
             strategy = SrcOnlyStrategy(source=self.target)
-        return RunConfig(
-            dataset=dataset,
-            model=method_model(exp, self.method, self.params),
-            strategy=strategy,
-            train=TrainConfig.model_validate(method_train(exp, self.method, self.params, self.seed)),
-            domains=self.domains,
+        return RunConfig.model_validate(  # validated as the constructor would: `model` is a dict to parse
+            {
+                "dataset": dataset,
+                "model": method_model(exp, self.method, self.params),
+                "strategy": strategy,
+                "train": TrainConfig.model_validate(method_train(exp, self.method, self.params, self.seed)),
+                "domains": self.domains,
+            }
         )
 
     def fingerprint(self, exp: Experiment, dataset_id: Mapping[str, Any]) -> str:

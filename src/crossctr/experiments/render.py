@@ -195,7 +195,7 @@ def publish_report(out: str | Path, dest: str | Path) -> list[Path]:
         if not src.exists():
             continue
         if name == "report.md":
-            data = src.read_text().replace(cmd, public).encode() if cmd else src.read_bytes()
+            data = src.read_text().replace(cmd, public).encode() if cmd and public is not None else src.read_bytes()
         elif name == "report.json":
             data = _report_json(report)
         else:
@@ -433,6 +433,7 @@ def _figure4(res: _Results, out: Path, report: dict[str, Any]) -> list[str]:
     head = [f"## Figure 4: {exp.methods[fig.method].label} {kind} attention per feature group", ""]
     if not blocks:
         return [*head, f"No finished {fig.method} run with attention yet: figure4.png not drawn.", ""]
+    assert groups is not None  # set by the first record whose attention made a block
     attention_heatmap(
         np.vstack(blocks),
         labels,

@@ -304,8 +304,9 @@ def run_experiment(
     ctx.finished = lambda recs: len(keys & recs.keys()) + sum(len(recorded_trials(exp, m, recs)) for m in plan.search)
     ctx.tally = prog = Progress(len(specs) + n_trials)
     # Tuning runs, then searches (a str: a searched method), then every other run, in plan order.
+    queue: list[RunSpec | str] = [*plan.tune, *plan.search, *plan.main]
     drain(
-        [*plan.tune, *plan.search, *plan.main],
+        queue,
         lambda item: _search(ctx, plan, item) if isinstance(item, str) else _run(ctx, plan, item),
         poll_seconds,
     )

@@ -77,15 +77,19 @@ class AdaSparse(EmbeddedInput, nn.Module):
         F, K = len(cardinalities), self._build_input(config, cardinalities, n_domains)
         self.domain_embedding = nn.Embedding(n_domains, K)  # z, the domain-aware embedding the pruners read
         nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
-        pruner = dict(form=config.form, beta=config.beta, epsilon=config.epsilon)
-        self.input_pruner = DomainPruner(K, F * K, F * K if config.input_pruning == "neuron" else F, **pruner)
+
+        def pruner(in_dim: int, out_dim: int) -> DomainPruner:
+            return DomainPruner(K, in_dim, out_dim, form=config.form, beta=config.beta, epsilon=config.epsilon)
+
+        self.input_pruner = pruner(F * K, F * K if config.input_pruning == "neuron" else F)
         self.layers, self.pruners = nn.ModuleList(), nn.ModuleList()
         d = K + F * K
         for h in config.deep:  # a loop over layers: each is followed by its own pruner
             self.layers.append(MLP(d, (h,), dropout=config.dropout, batch_norm=config.batch_norm))
-            self.pruners.append(DomainPruner(K, h, h, **pruner))
+            self.pruners.append(pruner(h, h))
             d = h
         self.head = nn.Linear(d, 1)
+        self.alpha: torch.Tensor
         self.register_buffer("alpha", torch.tensor(float(config.alpha)))  # α, annealed during training
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -82,9 +82,10 @@ def parse_model_config(data: dict[str, Any] | StrictModel, source: str = "model"
 
     A config already parsed (a registered model's config object) is returned as it is.
     """
-    spec = REGISTRY.get(getattr(data, "name", None)) if isinstance(data, StrictModel) else None  # type: ignore[arg-type]
-    if spec is not None and type(data) is spec.config:
-        return data  # type: ignore[return-value]
+    if isinstance(data, StrictModel):
+        spec = REGISTRY.get(getattr(data, "name", ""))
+        if spec is not None and type(data) is spec.config:
+            return data
     if not isinstance(data, dict) or "name" not in data:
         raise ConfigError(f"{source}: needs a 'name' key; registered models: {sorted(REGISTRY)}")
     name = FORMER_NAMES.get(data["name"], data["name"])
@@ -95,8 +96,10 @@ def parse_model_config(data: dict[str, Any] | StrictModel, source: str = "model"
 
 
 def build_model(config: StrictModel, cardinalities: Sequence[int], n_domains: int) -> nn.Module:
-    name = config.name
-    return REGISTRY[name].build(config, cardinalities, n_domains)
+    spec = REGISTRY.get(getattr(config, "name", ""))  # every registered config has a name field
+    if spec is None:
+        raise ConfigError(f"{type(config).__name__} is no registered model's config; registered: {sorted(REGISTRY)}")
+    return spec.build(config, cardinalities, n_domains)
 
 
 def _validate_model_config(value: Any) -> StrictModel:

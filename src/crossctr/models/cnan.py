@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from crossctr.data.batch import Batch, Shard
-from crossctr.layers.fast import Linear, autocast_input, rows_by_group
+from crossctr.layers.fast import GroupFn, Linear, autocast_input, rows_by_group
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
 from crossctr.layers.wasserstein import Critic, gradient_penalty
@@ -129,13 +129,19 @@ class CNAN(nn.Module):
         e = autocast_input(e)  # one cast for all N + 1 networks, not one per network
         o_c, a_c, _ = self.shared(e)  # (B, H), (B, F)
         o_p, a_p = rows_by_group(
-            self.private, e, d, outputs=2
+            cast("Sequence[GroupFn]", self.private),  # cast: a ModuleList of modules of rows, no Sequence to mypy
+            e,
+            d,
+            outputs=2,
         )  # (B, H), (B, F): each domain's network on its own rows only
         logits = self.heads(o_c, o_p, domain=d)  # (B,)
         task_logits = (
             torch.stack([h(o_c, o_p, domain=d) for h in self.task_heads], 1) if len(self.task_heads) else None
         )  # (B, T); a loop over tasks
-        extras = {} if a_c is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
+        assert o_p is not None  # every private network returns its representation
+        extras = (
+            {} if a_c is None or a_p is None else {"attention_shared": a_c.detach(), "attention_private": a_p.detach()}
+        )
         aux = self._aux_losses(o_c, o_p, d, batch.shard) if self.training else {}  # scoring needs no losses
         return ModelOutput(logits, aux, extras, task_logits)
 
@@ -167,13 +173,14 @@ class CNAN(nn.Module):
         cfg = self.config
         src = cfg.wasserstein_source
         rows = [(d == k).nonzero(as_tuple=True)[0] for k in range(self.n_domains)]  # N index tensors
-        pairs = []  # (critic, p, q, pull together?)
+        pairs: list[tuple[Critic, torch.Tensor, torch.Tensor, bool]] = []  # (critic, p, q, pull together?)
         for k, r in enumerate(rows):
             if len(r) < 2:
                 continue
             if k != src and len(rows[src]) >= 2:
-                pairs.append((self.critic_shared[k], o_c[rows[src]], o_c[r], True))  # D_c
-            pairs.append((self.critic_private[k], o_p[r], o_c[r], False))  # D_s / D_t
+                # cast: both ModuleLists hold only the Critics __init__ built
+                pairs.append((cast(Critic, self.critic_shared[k]), o_c[rows[src]], o_c[r], True))  # D_c
+            pairs.append((cast(Critic, self.critic_private[k]), o_p[r], o_c[r], False))  # D_s / D_t
         zero = o_c.sum() * 0.0
         if not pairs:
             return zero, zero

@@ -53,7 +53,7 @@ class MMoE(EmbeddedInput, nn.Module):
         K = self._build_input(config, cardinalities, n_domains)
         in_dim = len(cardinalities) * K
         self.experts = StackedMLP(
-            config.n_experts, in_dim, config.deep, dropout=config.dropout, batch_norm=config.batch_norm
+            config.n_experts, in_dim, config.deep, dropout=config.dropout, batch_norm=bool(config.batch_norm)
         )
         self.gates = SoftmaxGates(in_dim, n_domains, config.n_experts)
         self.towers = StackedMLP(
@@ -62,7 +62,7 @@ class MMoE(EmbeddedInput, nn.Module):
             (*config.tower, 1),
             dropout=config.dropout,
             activate_last=False,
-            batch_norm=config.batch_norm,
+            batch_norm=bool(config.batch_norm),
         )
 
     def forward(self, batch: Batch) -> ModelOutput:

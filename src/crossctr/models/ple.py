@@ -65,12 +65,17 @@ class PLE(EmbeddedInput, nn.Module):
                 config.deep,
                 shared_gate=j < config.levels - 1,
                 dropout=config.dropout,
-                batch_norm=config.batch_norm,
+                batch_norm=bool(config.batch_norm),
             )
             self.levels.append(level)
             d = level.out_dim
         self.towers = StackedMLP(
-            n_domains, d, (*config.tower, 1), dropout=config.dropout, activate_last=False, batch_norm=config.batch_norm
+            n_domains,
+            d,
+            (*config.tower, 1),
+            dropout=config.dropout,
+            activate_last=False,
+            batch_norm=bool(config.batch_norm),
         )
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -48,7 +48,7 @@ class SharedBottom(EmbeddedInput, nn.Module):
         super().__init__()
         self.config = config
         K = self._build_input(config, cardinalities, n_domains)
-        bn = config.batch_norm
+        bn = bool(config.batch_norm)  # None: off
         self.bottom = MLP(len(cardinalities) * K, config.deep, dropout=config.dropout, batch_norm=bn)
         self.towers = StackedMLP(
             n_domains,

@@ -65,7 +65,8 @@ class STAR(EmbeddedInput, nn.Module):
             self.domain_embedding = nn.Embedding(n_domains, K)  # the domain indicator, one more field
             nn.init.normal_(self.domain_embedding.weight, 0.0, config.embedding_init_std)
             self.aux = nn.Sequential(
-                MLP(in_dim + K, (config.aux_hidden,), batch_norm=config.batch_norm), nn.Linear(config.aux_hidden, 1)
+                MLP(in_dim + K, (config.aux_hidden,), batch_norm=bool(config.batch_norm)),
+                nn.Linear(config.aux_hidden, 1),
             )
 
     def forward(self, batch: Batch) -> ModelOutput:

@@ -48,7 +48,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
-from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema, create_model
+from pydantic import (
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    with_config,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import TypedDict
 
@@ -224,12 +233,12 @@ Numeric = Annotated[float | None, PlainValidator(_numeric), WithJsonSchema({"typ
 
 def _row_type(schema: DatasetSchema) -> Any:
     """A TypedDict of one raw row: the domain column plus every feature, all required."""
-    fields: dict[str, Any] = {schema.domain.column: Literal[tuple(schema.domain.values)]}  # type: ignore[misc]
+    fields: dict[str, Any] = {schema.domain.column: Literal[tuple(schema.domain.values)]}
     for column, numeric in schema.raw_feature_columns().items():  # a crossed feature's own columns
         fields[column] = Numeric if numeric else Categorical
-    row = TypedDict("Row", fields)  # type: ignore[misc] - functional form: any column name is a key
-    row.__pydantic_config__ = ConfigDict(extra="ignore")  # ids and other columns may ride along
-    return row
+    # functional form, so that any column name is a key; its fields are known only at run time
+    row = TypedDict("Row", fields)  # type: ignore[misc]  # mypy wants a literal dict of fields
+    return with_config(ConfigDict(extra="ignore"))(row)  # ids and other columns may ride along
 
 
 def rows_to_table(rows: list[dict[str, Any]], schema: DatasetSchema) -> pa.Table:
@@ -402,9 +411,10 @@ def create_app(
     schema = eng.encoder.schema
     dom_col = schema.domain.column
     Row = _row_type(schema)
-    rows_adapter = TypeAdapter(list[Row])
-    Domain = Literal[tuple(schema.domain.values)]  # type: ignore[valid-type]
-    Rows = Annotated[list[Row], Field(min_length=1, max_length=limits.max_rows)]  # type: ignore[valid-type]
+    # Row, Domain and the request models are types made at run time from the schema: mypy sees variables
+    rows_adapter: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(list[Row])  # type: ignore[valid-type]  # run-time type
+    Domain = Literal[tuple(schema.domain.values)]  # type: ignore[valid-type]  # run-time type
+    Rows = Annotated[list[Row], Field(min_length=1, max_length=limits.max_rows)]  # type: ignore[valid-type]  # same
     Items = Annotated[list[dict[str, Any]], Field(min_length=1, max_length=limits.max_rows)]
     strict = ConfigDict(extra="forbid")
     ScoreRequest = create_model("ScoreRequest", __config__=strict, rows=(Rows, ...))
@@ -412,7 +422,7 @@ def create_app(
         "RankRequest",
         __config__=strict,
         domain=(Domain, ...),
-        context=(dict[str, Any], Field(default_factory=dict)),
+        context=(dict[str, Any], Field(default_factory=lambda: {})),
         items=(Items, ...),
         top_k=(int | None, Field(default=None, ge=1)),
     )
@@ -466,12 +476,13 @@ def create_app(
         return info
 
     @app.post("/v1/score")
-    def score(req: ScoreRequest) -> dict[str, Any]:  # type: ignore[valid-type]
-        prob = score_rows(req.rows)  # type: ignore[attr-defined]
+    def score(req: ScoreRequest) -> dict[str, Any]:  # type: ignore[valid-type]  # a run-time model
+        prob = score_rows(req.rows)  # type: ignore[attr-defined]  # its fields are made at run time
         return {"scores": prob.tolist(), "model_version": model.version}
 
     @app.post("/v1/rank")
-    def rank(req: RankRequest) -> dict[str, Any]:  # type: ignore[valid-type]
+    def rank(req: RankRequest) -> dict[str, Any]:  # type: ignore[valid-type]  # a run-time model
+        # req's fields are made at run time too (hence attr-defined below)
         merged = [{**req.context, **item, dom_col: req.domain} for item in req.items]  # type: ignore[attr-defined]
         try:
             rows = rows_adapter.validate_python(merged)
@@ -494,7 +505,7 @@ def _rank_errors(err: ValidationError, context: dict[str, Any], items: list[dict
         i, name = e["loc"][0], e["loc"][1] if len(e["loc"]) > 1 else None
         if e["type"] == "missing":
             missing.setdefault(str(name), []).append(int(i))
-        elif name in items[i]:  # type: ignore[index]
+        elif name in items[i]:  # type: ignore[index]  # loc[0] of a list's row error is its int index
             out.append({**e, "loc": ("body", "items", i, name)})
         elif name not in seen_context:  # a bad context value fails every row; say it once
             seen_context.add(name)

@@ -105,6 +105,7 @@ class InferenceGraph(nn.Module):
     def __init__(self, members: dict[str, nn.Module], route: dict[str, str], domains: list[str]) -> None:
         super().__init__()
         names = list(members)
+        self.member_of_domain: torch.Tensor  # (N,) buffer, registered below
         self.members = nn.ModuleList(members.values())
         # member index per domain id: the routing table as a tensor the graph can gather from
         self.register_buffer(
@@ -190,6 +191,8 @@ def onnx_bytes(graph: InferenceGraph, n_features: int, opset: int = DEFAULT_OPSE
             )
     except Exception as err:  # the exporter raises many types; report one
         raise ExportError(f"ONNX export failed: {type(err).__name__}: {err}") from err
+    if program is None:  # dynamo=True returns the program; None is the legacy exporter's answer
+        raise ExportError("ONNX export returned no program")
     return program.model_proto.SerializeToString()
 
 
@@ -292,8 +295,8 @@ def export_run(
     if bench_seconds > 0:
         threads = torch.get_num_threads()
         torch.set_num_threads(bench_threads)
-        if format == "onnx":
-            session = _ort_session(blob, bench_threads)  # type: ignore[arg-type]
+        if format == "onnx" and blob is not None:  # blob is the ONNX model exactly when format is onnx
+            session = _ort_session(blob, bench_threads)
         try:
             for bs in sorted({100, parity_rows}):
                 speed[f"torch@{bs}"] = _rows_per_s(torch_scores, x[:bs], d[:bs], bench_seconds)

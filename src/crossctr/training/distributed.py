@@ -175,7 +175,7 @@ class EmbeddingLookup(Protocol):
     def forward(self, x: Tensor, domain: Tensor) -> Tensor: ...
 
 
-def replace_embedding(model: nn.Module, embedding: nn.Module, attr: str = "embedding") -> nn.Module:
+def replace_embedding(model: nn.Module, embedding: nn.Module, attr: str = "embedding") -> EmbeddingLookup:
     """Swap `model.<attr>` for another `EmbeddingLookup` with the same `out_dim`; returns the old one."""
     old = getattr(model, attr, None)
     if not isinstance(old, EmbeddingLookup):

@@ -46,12 +46,12 @@ def shard(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
         raise ConfigError("shard() needs a process group: run under torchrun (gloo on CPU, NCCL on GPU)")
     device = torch.device(device)
     full = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    tables = [n for n, m in model.named_modules() if isinstance(m, TorchRecEmbedding)]
+    tables = [m for m in model.modules() if isinstance(m, TorchRecEmbedding)]
     if not tables:
         raise ConfigError("the model has no TorchRecEmbedding; call to_torchrec(model) first")
     constraints = None
     if device.type == "cpu":  # fbgemm's CPU kernels: table-wise only
-        names = [t for n in tables for t in model.get_submodule(n).tables.embedding_bags]
+        names = [t for m in tables for t in m.tables.embedding_bags]
         constraints = {t: ParameterConstraints(sharding_types=[ShardingType.TABLE_WISE.value]) for t in names}
     sharder = EmbeddingBagCollectionSharder()
     planner = EmbeddingShardingPlanner(

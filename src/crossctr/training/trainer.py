@@ -161,7 +161,7 @@ class Trainer:
         """
         cfg, info = self.config, self.dist
         ckpt = self.checkpoint if key is not None else None
-        if ckpt is not None:
+        if ckpt is not None and key is not None:  # (a checkpointer is used only with a key)
             done = ckpt.finished_fit(key)
             if done is not None:
                 model.load_state_dict(_strip(done.tensors, "model."))
@@ -180,7 +180,7 @@ class Trainer:
         # The global RNG (dropout, gradient-penalty mixes) is seeded for the fit and put back after it.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(cfg.seed)
-            saved = ckpt.progress(key) if ckpt is not None else None
+            saved = ckpt.progress(key) if ckpt is not None and key is not None else None
             if saved is not None:
                 st, best_state = self._restore(saved, model, opts, gen)
                 log.info("%s: resuming at epoch %d after step %d", desc, st.epoch, st.step)
@@ -226,13 +226,13 @@ class Trainer:
                 st.epoch, st.step, st.sums, st.epoch_seconds = st.epoch + 1, 0, {}, 0.0
                 if stop:
                     break
-                if ckpt is not None and st.epoch <= cfg.epochs:  # the last epoch's end is the finished fit
+                if ckpt is not None and key is not None and st.epoch <= cfg.epochs:  # last epoch: finished fit
                     self._save(ckpt, key, model, opts, gen.get_state(), st, best_state, t0)
             st.seconds += time.perf_counter() - t0
         if best_state is not None:
             model.load_state_dict(best_state)
         result = FitResult(st.best_epoch, st.best_valid, st.history, st.seconds)
-        if ckpt is not None:
+        if ckpt is not None and key is not None:
             ckpt.save_finished(key, {f"model.{k}": v for k, v in model.state_dict().items()}, asdict(result))
         return result
 
@@ -310,6 +310,7 @@ class Trainer:
                 )
             if (
                 ckpt is not None
+                and key is not None
                 and cfg.checkpoint_every
                 and st.global_step % cfg.checkpoint_every == 0
                 and st.step < n_batches
@@ -333,8 +334,8 @@ class Trainer:
         sums = [(g._values() if g.is_sparse else g).sum() for g in grads]
         grad_ok = torch.stack(sums).isfinite().all() if sums else torch.tensor(True)
         flags = torch.stack([~torch.isfinite(loss.detach()), ~grad_ok]).to(self.device)
-        flags = any_rank(flags, self.dist).cpu().tolist()  # every rank stops together, none waits forever
-        if not any(flags):
+        bad_loss, bad_grad = any_rank(flags, self.dist).cpu().tolist()  # every rank stops together, none waits
+        if not (bad_loss or bad_grad):
             return
         where = f"{desc}: epoch {st.epoch} step {st.step + 1} (optimizer step {st.global_step + 1})"
         shown = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
@@ -343,7 +344,7 @@ class Trainer:
             if self.checkpoint is not None and self.checkpoint.exists()
             else ""
         )
-        if flags[0]:
+        if bad_loss:
             rank = f" on rank {self.dist.rank}" if self.dist.world > 1 else ""
             raise FloatingPointError(f"{where}: non-finite loss{rank}: {shown}{last}")
         bad = [n for n, p in model.named_parameters() if p.grad is not None and not _finite(p.grad)]
