@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import math
@@ -742,7 +743,8 @@ def _compare(
             rows[m].predict_rows_per_s_reps.append(n_test / s["seconds"])
             rows[m].auc_by_epoch.append(s["auc"])
             log(
-                f"  rep {r + 1}/{reps} {LABELS[m]:<24} train {n_train / t:>9,.0f} rows/s  score {n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}"
+                f"  rep {r + 1}/{reps} {LABELS[m]:<24} train {n_train / t:>9,.0f} rows/s  score "
+                f"{n_test / s['seconds']:>9,.0f} rows/s  AUC {s['auc']:.4f}"
             )
     for m in models:
         row = rows[m]
@@ -850,7 +852,8 @@ def plot_scaling(sc: dict[str, Any], path: Path, note: str) -> None:
     axes[1].set_ylim(0, top)
     axes[0].legend(fontsize=8)
     fig.suptitle(
-        f"Training speed as the vocabulary grows ({sc['rows']:,} rows per point, batch {BATCH}, medians of {sc['reps']})",
+        f"Training speed as the vocabulary grows ({sc['rows']:,} "
+        f"rows per point, batch {BATCH}, medians of {sc['reps']})",
         fontsize=10,
     )
     fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
@@ -860,12 +863,16 @@ def plot_scaling(sc: dict[str, Any], path: Path, note: str) -> None:
 
 
 def print_table(rows: list[Row], log: Callable[[str], None]) -> None:
-    head = f"{'model':<24} {'version':<9} {'train rows/s':>13} {'score rows/s':>13} {'peak RSS MB':>12} {'test AUC':>9} {'train GFLOP/s':>14}"
+    head = (
+        f"{'model':<24} {'version':<9} {'train rows/s':>13} {'score rows/s':>13} "
+        f"{'peak RSS MB':>12} {'test AUC':>9} {'train GFLOP/s':>14}"
+    )
     log(head)
     log("-" * len(head))
     for r in rows:
         log(
-            f"{r.label:<24} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} {r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}"
+            f"{r.label:<24} {r.version:<9} {r.train_rows_per_s:>13,.0f} {r.predict_rows_per_s:>13,.0f} "
+            f"{r.peak_rss_mb:>12,.0f} {r.test_auc:>9.4f} {r.train_gflops:>14.1f}"
         )
 
 
@@ -882,8 +889,12 @@ def ratios(
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if a is None or not b else round(a / b, 3)
 
-    get = lambda m, k: getattr(by[m], k) if m in by else None  # noqa: E731
-    auc_diff = lambda a, b: None if a not in by or b not in by else round(by[a].test_auc - by[b].test_auc, 4)  # noqa: E731
+    def get(m: str, k: str) -> Any:
+        return getattr(by[m], k) if m in by else None
+
+    def auc_diff(a: str, b: str) -> float | None:
+        return None if a not in by or b not in by else round(by[a].test_auc - by[b].test_auc, 4)
+
     out: dict[str, float | None] = {
         # the library defaults (fp32, dense tables) against the fastest peer's DCN
         "cnan_train_vs_best_peer_dcn": ratio(get("cnan", "train_rows_per_s"), best_train),
@@ -955,7 +966,8 @@ def contention(
             both = [w._recv() for w in jobs]
             together.append(statistics.mean(b["seconds"] for b in both))
             log(
-                f"  contention rep {r + 1}/{reps}: one job {alone[-1]:.1f} s, two jobs {together[-1]:.1f} s each ({together[-1] / alone[-1]:.2f}x), {a['threads']} threads"
+                f"  contention rep {r + 1}/{reps}: one job {alone[-1]:.1f} s, two jobs {together[-1]:.1f} s each "
+                f"({together[-1] / alone[-1]:.2f}x), {a['threads']} threads"
             )
         for w in jobs:
             w.stop()
@@ -1047,10 +1059,10 @@ def profile(model: str, rows: int, spec: RunSpec, seed: int, top: int = 15) -> d
         warm = runner.train.select(torch.arange(min(2 * spec.batch, rows)))
         if kind == "Trainer.fit":
             runner.train_rows(0, min(2 * spec.batch, rows))
-            run = lambda: runner.train_rows(0, rows)  # noqa: E731
+            run = functools.partial(runner.train_rows, 0, rows)
         else:
             lean_fit(runner.net, warm, cfg, runner.domains)
-            run = lambda: lean_fit(runner.net, runner.train, cfg, runner.domains)  # noqa: E731
+            run = functools.partial(lean_fit, runner.net, runner.train, cfg, runner.domains)
         steps = math.ceil(rows / spec.batch)
         c0 = time.process_time()
         run()
@@ -1072,7 +1084,8 @@ def profile(model: str, rows: int, spec: RunSpec, seed: int, top: int = 15) -> d
         print(f"{LABELS[model]} under {kind}: {cpu_ms:.1f} CPU ms per step of {spec.batch} rows (one thread)")
         for t in table:
             print(
-                f"  {t['op'][:48]:<48} {t['ms_per_step']:>9.2f} ms/step {100 * t['share']:>6.1f} %  {t['calls_per_step']:>7.1f} calls/step"
+                f"  {t['op'][:48]:<48} {t['ms_per_step']:>9.2f} ms/step {100 * t['share']:>6.1f} %  "
+                f"{t['calls_per_step']:>7.1f} calls/step"
             )
     return out
 
@@ -1100,7 +1113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--parts",
         default="main,small,contention,scaling",
-        help="what to run: main (the table), small (two features, 133k rows, batch 1024), contention (2 jobs at once), scaling",
+        help="what to run: main (the table), small (two features, 133k "
+        "rows, batch 1024), contention (2 jobs at once), scaling",
     )
     p.add_argument("--small", action="store_true", help="only the small-data part (--parts small)")
     p.add_argument("--contention", action="store_true", help="only the 2-jobs part (--parts contention)")
@@ -1206,15 +1220,18 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     load0 = os.getloadavg()
     log(
-        f"crossctr speed benchmark: {n_train:,} train / {n_test:,} test rows, {N_FIELDS} fields (vocab {VOCAB_MIN}..{VOCAB_MAX:,} x {args.vocab_scale:g}), "
-        f"emb {EMB_DIM}, cross {CROSS_LAYERS} + FCN {'x'.join(map(str, DEEP))}, batch {args.batch_size}, Adam {LR:g}, device {args.device}, {args.threads} threads"
+        f"crossctr speed benchmark: {n_train:,} train / {n_test:,} test rows, {N_FIELDS} fields (vocab "
+        f"{VOCAB_MIN}..{VOCAB_MAX:,} x {args.vocab_scale:g}), "
+        f"emb {EMB_DIM}, cross {CROSS_LAYERS} + FCN {'x'.join(map(str, DEEP))}, batch {args.batch_size}, Adam "
+        f"{LR:g}, device {args.device}, {args.threads} threads"
     )
     log(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load0[0]:.1f} at start "
         "(shared with other jobs: models run interleaved, medians reported)"
     )
     log(
-        f"cpu: {cpu_model()}, bf16 in hardware: {cpu_flags('avx512_bf16', 'amx_bf16')} (without, the bf16 rows are emulated and slow)"
+        f"cpu: {cpu_model()}, bf16 in hardware: {cpu_flags('avx512_bf16', 'amx_bf16')} "
+        "(without, the bf16 rows are emulated and slow)"
     )
     log(
         f"every worker: {args.threads} torch threads, OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
@@ -1249,7 +1266,8 @@ def main(argv: list[str] | None = None) -> int:
         cont = None
         if "contention" in parts:
             log(
-                f"contention: {LABELS[args.contention_model]}, {args.contention_rows:,} rows per job, one job alone against two at once "
+                f"contention: {LABELS[args.contention_model]}, {args.contention_rows:,} "
+                "rows per job, one job alone against two at once "
                 f"(each with the library's thread default) on {len(os.sched_getaffinity(0))} CPUs:"
             )
             cont = contention(
@@ -1259,7 +1277,8 @@ def main(argv: list[str] | None = None) -> int:
         sc = None
         if scales:
             log(
-                f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), {args.scaling_rows:,} timed rows per point:"
+                f"vocabulary scaling ({', '.join(f'{s:g}x' for s in scales)}), "
+                f"{args.scaling_rows:,} timed rows per point:"
             )
             sc = scaling(
                 [m for m in models if m in ("cnan", "dcn", "cnan_rowwise", "dcn_rowwise", *PEERS)],
@@ -1282,7 +1301,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"  scaling point skipped: {LABELS[m]} at {s}x ({why})")
     load1 = os.getloadavg()
     log(
-        f"torch.mm fp32 on the FCN's product during the run: {statistics.median(calib) if calib else float('nan'):.0f} GFLOP/s (median of {len(calib)}); "
+        "torch.mm fp32 on the FCN's product during the run: "
+        f"{statistics.median(calib) if calib else float('nan'):.0f} GFLOP/s (median of {len(calib)}); "
         f"load average {load1[0]:.1f} at end; {time.time() - t_start:.0f} s in all"
     )
     if sc and args.figure:

@@ -46,7 +46,9 @@ _WHY = {
     "DomainSpec.column": "the column holding each row's domain name",
     "FeatureSpec.name": "the column read (for `crossed`: the new feature's name)",
     "FeatureSpec.kind": "how values become ids: vocabulary, buckets, hash, hashed cross or multi-valued",
-    "RandomSplit.kind": "rows assigned at random, independently of the domain (each domain splits in about these shares)",
+    "RandomSplit.kind": (
+        "rows assigned at random, independently of the domain (each domain splits in about these shares)"
+    ),
     "RandomSplit.fractions": "shares of train, valid and test rows",
     "RandomSplit.seed": "the random assignment is reproducible: the same file and seed give the same split",
     "TimeSplit.kind": "rows split by a time column: train on the past, test on the future",
@@ -66,7 +68,11 @@ _WHY = {
     "TrainConfig.device": "`auto` picks CUDA when available",
     "TrainConfig.eval_batch_size": "rows per forward pass when validating and scoring (memory only, same result)",
     "TrainConfig.progress": "progress bars on stderr (also off when stderr is not a terminal)",
-    "TrainConfig.loss_weights": "weight of each auxiliary loss a model returns: adv and domain are λ1/2 and λ2/2 of the paper's loss (not given there: chosen on validation), disc and critic the discriminator's and critics' own terms; a model loss without a weight is an error",
+    "TrainConfig.loss_weights": (
+        "weight of each auxiliary loss a model returns: adv and domain are λ1/2 and λ2/2 "
+        "of the paper's loss (not given there: chosen on validation), disc and critic the "
+        "discriminator's and critics' own terms; a model loss without a weight is an error"
+    ),
     "JointStrategy.name": "one model on every domain's rows (CNAN-AT, DANN, a single network)",
     "SelfTrainStrategy.name": "one model per domain, each trained on that domain's rows only",
     "SrcOnlyStrategy.name": "one model trained on the source domain, scoring every domain",
@@ -88,7 +94,10 @@ _WHY = {
     "Override.train": "train keys laid over the method's own",
     "Search.sampler": "Optuna's sampler: TPE, or random search",
     "Search.seed": "the sampler's seed: a killed search resumes with the same proposals",
-    "Search.space": "method key (or `default`, for every method) -> dotted config path (`train.lr`, `model.dropout`) -> what is searched",
+    "Search.space": (
+        "method key (or `default`, for every method) -> dotted config path (`train.lr`, "
+        "`model.dropout`) -> what is searched"
+    ),
     "Param.low": "lower end of a searched number",
     "Param.high": "upper end of a searched number",
     "Param.log": "draw log-uniformly (learning rates, weights spanning decades)",
@@ -162,7 +171,10 @@ _WHY_ANY = {
     "stacking": "stacked: the FCN reads the cross output (eq. 2); parallel: both read the embeddings (DCN)",
     "grl_scale": "gradient-reversal strength of the DANN domain classifier",
     "sparse_embeddings": "row-wise sparse gradients for the embedding tables (large vocabularies)",
-    "loss_weights": "weight of each auxiliary loss a model returns (adv, domain: λ1/2, λ2/2 of the paper; disc, critic: the discriminator's and critics' own terms); a model loss without a weight is an error",
+    "loss_weights": (
+        "weight of each auxiliary loss a model returns (adv, domain: λ1/2, λ2/2 of the paper; disc, "
+        "critic: the discriminator's and critics' own terms); a model loss without a weight is an error"
+    ),
 }
 
 
@@ -287,7 +299,8 @@ def _table(
         if subs and len(default) > 60:
             default = "see below"
         rows.append(
-            f"| `{prefix}{name}` | {_cell(_type_name(field.annotation))} | {_cell(default)} | {_cell(_allowed(field, subs))} | {_cell(_why(model, name, docs))} |"
+            f"| `{prefix}{name}` | {_cell(_type_name(field.annotation))} | {_cell(default)} | "
+            f"{_cell(_allowed(field, subs))} | {_cell(_why(model, name, docs))} |"
         )
         for sub in subs:
             nested.append((f"{prefix}{name}{_path_suffix(field.annotation)}", sub))
@@ -385,7 +398,8 @@ def reference() -> str:
     out = [
         "# Configuration reference",
         "",
-        "<!-- Generated from the pydantic models by `crossctr config-reference --out docs/configuration.md`; do not edit by hand. -->",
+        "<!-- Generated from the pydantic models by `crossctr config-reference "
+        "--out docs/configuration.md`; do not edit by hand. -->",
         "",
         "Every key crossctr reads from a dataset YAML, a run config and an experiment YAML: its type, its",
         "default (`required` when it has none), the values it accepts and why it is there. A key that is not",

@@ -45,7 +45,9 @@ def run_demo(
     schema = DatasetSchema.from_yaml(yaml_path)
     data = prepare(schema, yaml_path.parent)
     for split, part in data.splits.items():
-        counts = ", ".join(f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains), strict=False))
+        counts = ", ".join(
+            f"{d} {n:,}" for d, n in zip(schema.domain.values, part.domain_counts(schema.n_domains), strict=False)
+        )
         log.info("%s rows: %s", split, counts)
     # The library's defaults (loss weighting, epoch budget with early stopping), as any run.
     train = TrainConfig.model_validate(
@@ -99,6 +101,9 @@ def run_demo(
         "seconds": time.perf_counter() - t0,
     }
     atomic_write(out / "results.json", json.dumps(summary, indent=2).encode())
-    md = f"# crossctr demo\n\nSimulated rows: {rows}, epochs: {epochs}, seed: {seed}.\n\n{table}\n\n![attention](attention.png)\n"
+    md = (
+        f"# crossctr demo\n\nSimulated rows: {rows}, epochs: {epochs}, seed: "
+        f"{seed}.\n\n{table}\n\n![attention](attention.png)\n"
+    )
     atomic_write(out / "results.md", md.encode())
     return DemoResult(table, summary, heatmap, summary["seconds"])

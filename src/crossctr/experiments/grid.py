@@ -149,7 +149,8 @@ class Param(StrictModel):
             raise ValueError(f"`step` must be positive; got {self.step}")
         if self.integer and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
             raise ValueError(
-                f"an integer range needs whole low, high and step; got low={self.low}, high={self.high}, step={self.step}"
+                "an integer range needs whole low, high and step; got "
+                f"low={self.low}, high={self.high}, step={self.step}"
             )
         return self
 
@@ -250,7 +251,8 @@ class FractionTable(StrictModel):
 
 
 class AttentionFigure(StrictModel):
-    """Paper Figure 4: mean attention weight per feature group per domain, per scenario (the method is the file's to name)."""
+    """Paper Figure 4: mean attention weight per feature group per domain, per scenario (the method is the file's to
+    name)."""
 
     method: str
     attention: Literal["private", "shared"] = "private"  # private = each domain's own attention unit
@@ -306,7 +308,8 @@ class Experiment(StrictModel):
         for m, method in self.methods.items():
             if method.tune_from is not None and (method.tune_from not in tuned or m in tuned):
                 raise ValueError(
-                    f"methods.{m}.tune_from: {method.tune_from!r} must be a method listed under tune or search, and {m!r} must not be; tuned: {tuned}"
+                    f"methods.{m}.tune_from: {method.tune_from!r} must be a method "
+                    f"listed under tune or search, and {m!r} must not be; tuned: {tuned}"
                 )
         for m, cands in self.tune.items():
             if not cands:
@@ -319,7 +322,8 @@ class Experiment(StrictModel):
             for m in (t4.baseline, t4.method):
                 if self.methods[m].strategy.name == "src_only":
                     raise ValueError(
-                        f"tables.table4: {m!r} is Src-only, which never trains on the target; a target fraction means nothing for it"
+                        f"tables.table4: {m!r} is Src-only, which never trains "
+                        "on the target; a target fraction means nothing for it"
                     )
         return self
 
@@ -338,22 +342,26 @@ class Experiment(StrictModel):
             following = [m for m in search.methods if self.methods[m].tune_from is not None]
             if following:
                 raise ValueError(
-                    f"{following} take their settings from another method (tune_from); drop tune_from or remove them from search.methods"
+                    f"{following} take their settings from another method "
+                    "(tune_from); drop tune_from or remove them from search.methods"
                 )
         searched = self.searched
         if not searched:
             raise ValueError(
-                "search: no method to search (every method is under tune or has tune_from); list search.methods or drop search"
+                "search: no method to search (every method is under tune "
+                "or has tune_from); list search.methods or drop search"
             )
         stray = [k for k in search.space if k != DEFAULT_SPACE and k not in searched]
         if stray:
             raise ValueError(
-                f"search.space has entries for {stray}, which are not searched; keys: {DEFAULT_SPACE!r} or a searched method {list(searched)}"
+                f"search.space has entries for {stray}, which are not searched; "
+                f"keys: {DEFAULT_SPACE!r} or a searched method {list(searched)}"
             )
         empty = [m for m in searched if not self.search_space(m)]
         if empty:
             raise ValueError(
-                f"search: empty space for {empty}; give search.space.{DEFAULT_SPACE} or search.space.<method> at least one path"
+                f"search: empty space for {empty}; give search.space.{DEFAULT_SPACE} "
+                "or search.space.<method> at least one path"
             )
 
     @property
@@ -400,7 +408,8 @@ class Experiment(StrictModel):
                     at = ".".join([scope, *keys[:depth]])
                     have = sorted(node) if isinstance(node, dict) else f"none ({at} is a {type(node).__name__})"
                     raise ConfigError(
-                        f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; keys there: {have}; every key: {CONFIG_REFERENCE}"
+                        f"{where}: {k!r} is not a key of {at} for model {full['model']['name']!r}; "
+                        f"keys there: {have}; every key: {CONFIG_REFERENCE}"
                     )
                 node = node[k]
             for value in param.samples():
@@ -440,7 +449,8 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
     if not path.is_file():
         if str(name_or_path) not in packaged_experiments():
             raise ConfigError(
-                f"experiment {str(name_or_path)!r}: neither a packaged experiment {packaged_experiments()} nor a YAML file"
+                f"experiment {str(name_or_path)!r}: neither a packaged "
+                f"experiment {packaged_experiments()} nor a YAML file"
             )
         path = Path(str(resources.files("crossctr.experiments") / f"{name_or_path}.yaml"))
     exp = load_yaml_model(Experiment, path)
@@ -553,7 +563,10 @@ class Plan:
             unknown = sorted(wanted - set(TABLES))
             if unknown:
                 raise ConfigError(f"--only: unknown table(s) {unknown}; choose from {list(TABLES)}")
-            keep = lambda specs: [s for s in specs if s.tables & wanted]  # noqa: E731
+
+            def keep(specs: list[RunSpec]) -> list[RunSpec]:
+                return [s for s in specs if s.tables & wanted]
+
             plan = replace(
                 plan,
                 tune=keep(plan.tune),

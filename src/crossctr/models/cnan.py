@@ -72,7 +72,8 @@ class CNANConfig(AttentiveConfig):
     def _private_depth(self) -> CNANConfig:
         if self.private_layers is not None and self.private_layers > len(self.deep):
             raise ValueError(
-                f"private_layers {self.private_layers} is more than the {len(self.deep)} layers of deep {list(self.deep)}"
+                f"private_layers {self.private_layers} is more than "
+                f"the {len(self.deep)} layers of deep {list(self.deep)}"
             )
         return self
 

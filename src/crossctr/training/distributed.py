@@ -184,7 +184,8 @@ def replace_embedding(model: nn.Module, embedding: nn.Module, attr: str = "embed
         )
     if not isinstance(embedding, EmbeddingLookup):
         raise ConfigError(
-            f"{type(embedding).__name__} does not satisfy EmbeddingLookup: it needs out_dim and forward(x, domain) -> (B, F, K)"
+            f"{type(embedding).__name__} does not satisfy EmbeddingLookup: "
+            "it needs out_dim and forward(x, domain) -> (B, F, K)"
         )
     if embedding.out_dim != old.out_dim:
         raise ConfigError(

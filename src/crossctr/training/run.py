@@ -201,9 +201,10 @@ def train_run(cfg: RunConfig, out: str | Path, data: PreparedData | None = None,
     except BaseException as err:
         if created and DistInfo.current().is_main and out.is_dir() and not _has_files(out):
             shutil.rmtree(out, ignore_errors=True)  # only empty folders of this run's making
-        if disk_full(err) and not isinstance(err, (DiskFullError, CheckpointError)):
+        if disk_full(err) and not isinstance(err, DiskFullError | CheckpointError):
             raise DiskFullError(
-                f"{out}: the disk filled while the run folder was written ({err}); free space, then run again with --resume: the finished training in {out / 'checkpoint'} is reused"
+                f"{out}: the disk filled while the run folder was written ({err}); free space, then run again with "
+                f"--resume: the finished training in {out / 'checkpoint'} is reused"
             ) from err
         raise
 
@@ -238,7 +239,10 @@ def _train_run(cfg: RunConfig, out: Path, data: PreparedData | None, resume: boo
     tracker = make_tracker(cfg.train.tensorboard, out) if info.is_main else None  # train.tensorboard
     trainer = Trainer(cfg.train, names, checkpoint=ckpt, tracker=tracker)
     cards = data.encoder.cardinalities
-    factory = lambda: build_model(model_cfg, cards, len(names))  # noqa: E731
+
+    def factory() -> torch.nn.Module:
+        return build_model(model_cfg, cards, len(names))
+
     try:
         result = run_strategy(cfg.strategy, factory, data.train, data.valid, trainer)
     finally:
