@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -139,3 +140,26 @@ def tiny_fit_auc():
         return float(roc_auc_score(data.test.label.numpy(), p))
 
     return fit
+
+
+# A dataset with one feature of every kind (categorical, numeric, hashed, crossed, multi-valued),
+# used by the prepare tests and the serving tests of the same file layout (kinds.parquet).
+KINDS_SPEC = {
+    "name": "kinds",
+    "path": "kinds.parquet",
+    "label": "click",
+    "domain": {"column": "site", "values": ["A", "B"]},
+    "features": [
+        {"name": "brand", "kind": "categorical"},
+        {"name": "price", "kind": "numeric", "boundaries": [-1.0, 0.0, 1.0]},
+        {"name": "item", "kind": "hashed", "buckets": 64},
+        {"name": "brand_x_price", "kind": "crossed", "columns": ["brand", "price"], "buckets": 128},
+        {"name": "genres", "kind": "multi", "separator": "|", "max_len": 3},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def kinds_spec() -> dict:
+    """The every-kind dataset spec (a fresh copy: a test may edit it)."""
+    return copy.deepcopy(KINDS_SPEC)

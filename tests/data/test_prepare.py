@@ -171,7 +171,7 @@ def test_quantiles_from_the_sample_are_close_on_a_large_column(tmp_path: Path) -
     assert counts.min() > 0.08 * len(train)
 
 
-def _kinds_dataset(root: Path) -> Path:
+def _kinds_dataset(root: Path, spec: dict) -> Path:
     rng = np.random.default_rng(1)
     n = 1200
     genres = np.array(["Action", "Comedy", "Drama", "Kids"])
@@ -188,25 +188,12 @@ def _kinds_dataset(root: Path) -> Path:
         }
     )
     pq.write_table(t, root / "kinds.parquet")
-    spec = {
-        "name": "kinds",
-        "path": "kinds.parquet",
-        "label": "click",
-        "domain": {"column": "site", "values": ["A", "B"]},
-        "features": [
-            {"name": "brand", "kind": "categorical"},
-            {"name": "price", "kind": "numeric", "boundaries": [-1.0, 0.0, 1.0]},
-            {"name": "item", "kind": "hashed", "buckets": 64},
-            {"name": "brand_x_price", "kind": "crossed", "columns": ["brand", "price"], "buckets": 128},
-            {"name": "genres", "kind": "multi", "separator": "|", "max_len": 3},
-        ],
-    }
     (root / "kinds.yaml").write_text(yaml.safe_dump(spec))
     return root / "kinds.yaml"
 
 
-def test_hashed_crossed_bucketed_and_multi_features(tmp_path: Path) -> None:
-    yml = _kinds_dataset(tmp_path)
+def test_hashed_crossed_bucketed_and_multi_features(tmp_path: Path, kinds_spec: dict) -> None:
+    yml = _kinds_dataset(tmp_path, kinds_spec)
     data = load_prepared(
         prepare_dataset(yml, tmp_path / "p", PrepareOptions(progress=False, max_memory=64 << 30, batch_rows=200)).out
     )
@@ -269,11 +256,11 @@ def test_multi_valued_slots_are_mean_pooled_in_one_batched_op() -> None:
     assert "slot_field" not in FeatureEmbedding([4, 6], 3, 2, 2, slots=[1, 1]).state_dict()
 
 
-def test_training_runs_from_a_prepared_folder(tmp_path: Path) -> None:
+def test_training_runs_from_a_prepared_folder(tmp_path: Path, kinds_spec: dict) -> None:
     from crossctr.inference import Predictor
     from crossctr.training.run import RunConfig, train_run
 
-    yml = _kinds_dataset(tmp_path)
+    yml = _kinds_dataset(tmp_path, kinds_spec)
     prepare_dataset(yml, tmp_path / "prep", QUIET)
     cfg = RunConfig.model_validate(
         {

@@ -23,23 +23,9 @@ from crossctr.serving.export import export_run
 from crossctr.serving.predict import predict_file
 from crossctr.training.run import RunConfig, train_run
 
-SPEC = {
-    "name": "kinds",
-    "path": "kinds.parquet",
-    "label": "click",
-    "domain": {"column": "site", "values": ["A", "B"]},
-    "features": [
-        {"name": "brand", "kind": "categorical"},
-        {"name": "price", "kind": "numeric", "boundaries": [-1.0, 0.0, 1.0]},
-        {"name": "item", "kind": "hashed", "buckets": 64},
-        {"name": "brand_x_price", "kind": "crossed", "columns": ["brand", "price"], "buckets": 128},
-        {"name": "genres", "kind": "multi", "separator": "|", "max_len": 3},
-    ],
-}
-
 
 @pytest.fixture(scope="module")
-def kinds_run(tmp_path_factory) -> tuple[Path, pa.Table]:
+def kinds_run(tmp_path_factory, kinds_spec) -> tuple[Path, pa.Table]:
     root = tmp_path_factory.mktemp("kinds")
     rng = np.random.default_rng(1)
     n = 1500
@@ -57,7 +43,7 @@ def kinds_run(tmp_path_factory) -> tuple[Path, pa.Table]:
         }
     )
     pq.write_table(t, root / "kinds.parquet")
-    (root / "kinds.yaml").write_text(yaml.safe_dump(SPEC))
+    (root / "kinds.yaml").write_text(yaml.safe_dump(kinds_spec))
     cfg = RunConfig.model_validate(
         {
             "dataset": str(root / "kinds.yaml"),
