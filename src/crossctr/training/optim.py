@@ -70,7 +70,7 @@ class RowWiseAdagrad(torch.optim.Optimizer):
         return st
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # torch overloads step on closure; one signature here
         loss = None
         if closure is not None:
             with torch.enable_grad():
