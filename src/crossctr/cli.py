@@ -11,7 +11,8 @@ from pathlib import Path
 import click
 
 from crossctr import __version__
-from crossctr.clihelp import FILE, FOLDER, NO_PROGRESS, RUN_DIR, RegistryCommand
+from crossctr.clihelp import RegistryCommand
+from crossctr.clioptions import FILE, FOLDER, NO_PROGRESS, RUN_DIR
 from crossctr.data.cli import inspect_command, prepare_command
 from crossctr.data.io import DataError
 from crossctr.experiments.cli import experiment

@@ -11,21 +11,12 @@ from __future__ import annotations
 import re
 import typing
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-__all__ = ["FILE", "FOLDER", "NO_PROGRESS", "RUN_DIR", "RegistryCommand", "registry_names"]
-
-# What several commands take alike: one definition each, so that their help cannot drift apart.
-FOLDER = click.Path(path_type=Path, file_okay=False)
-FILE = click.Path(path_type=Path, dir_okay=False)
-RUN_DIR = click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-NO_PROGRESS = click.option(
-    "--no-progress", is_flag=True, help="Hide progress bars (they are hidden anyway when stderr is not a terminal)."
-)
+__all__ = ["RegistryCommand", "registry_names"]
 
 
 def _experiments() -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from crossctr.clihelp import FOLDER, NO_PROGRESS
+from crossctr.clioptions import FOLDER, NO_PROGRESS
 
 if TYPE_CHECKING:
     from crossctr.data.prepare import PrepareOptions

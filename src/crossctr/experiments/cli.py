@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from crossctr.clihelp import FOLDER, RegistryCommand
+from crossctr.clihelp import RegistryCommand
+from crossctr.clioptions import FOLDER
 
 __all__ = ["experiment"]
 

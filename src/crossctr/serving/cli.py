@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from crossctr.clihelp import FILE, FOLDER, RUN_DIR
+from crossctr.clioptions import FILE, FOLDER, RUN_DIR
 
 if TYPE_CHECKING:
     from crossctr.serving.export import ExportFormat
