@@ -133,7 +133,9 @@ class Readme:
 
 def _make_demo(rd: Readme, block: str) -> None:
     assert _commands(block) == ["make demo", "make test"], block
-    recipe = rd.shell(f"make -n -o .venv/bin/crossctr -f {shlex.quote(str(REPO / 'Makefile'))} demo", 60).strip()
+    recipe = rd.shell(
+        f"make -n --no-print-directory -o .venv/bin/crossctr -f {shlex.quote(str(REPO / 'Makefile'))} demo", 60
+    ).strip()
     assert recipe == ".venv/bin/crossctr demo --out runs/demo", recipe
     rd.crossctr(shlex.join([*shlex.split(recipe), *(FAST_DEMO if rd.fast else [])]))
     assert "AUC (test)" in rd.out["demo --out"]
