@@ -194,6 +194,7 @@ def bench_data_wait(prepared: Path, steps: int, batch_size: int) -> None:
     from crossctr.losses import Objective
     from crossctr.models import build_model, parse_model_config
     from crossctr.training.config import TrainConfig
+    from crossctr.training.optim import optimizer_step
     from crossctr.training.trainer import make_optimizers
 
     data = load_prepared(prepared)
@@ -213,11 +214,7 @@ def bench_data_wait(prepared: Path, steps: int, batch_size: int) -> None:
         batch = train.batch(idx)
         t1 = time.perf_counter()
         loss, _ = objective(model(batch), batch)
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in opts:
-            opt.step()
+        optimizer_step(loss, opts)
         t2 = time.perf_counter()
         if i >= 5:  # warm-up steps excluded
             fetch += t1 - t0

@@ -1012,6 +1012,7 @@ def lean_fit(model: Any, train: Any, cfg: Any, domains: list[str], steps: int | 
     import torch
 
     from crossctr.data.dataset import Batch
+    from crossctr.training.optim import optimizer_step
     from crossctr.training.trainer import Trainer, make_optimizers
 
     trainer = Trainer(cfg, domains)
@@ -1026,11 +1027,7 @@ def lean_fit(model: Any, train: Any, cfg: Any, domains: list[str], steps: int | 
             break
         b = Batch(x[s : s + cfg.batch_size], d[s : s + cfg.batch_size], y[s : s + cfg.batch_size])
         loss, terms = trainer._loss(model, b)
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for opt in opts:
-            opt.step()
+        optimizer_step(loss, opts)
         losses.append(terms["click"])
     return [float(v) for v in losses]
 

@@ -24,6 +24,7 @@ from crossctr.data.dataset import EncodedSplit, PreparedData
 from crossctr.models import build_model
 from crossctr.schema import StrictModel
 from crossctr.training.config import TrainConfig
+from crossctr.training.optim import optimizer_step
 from crossctr.training.strategies import FineTuneStrategy, SrcOnlyStrategy, _source
 from crossctr.training.trainer import Trainer, make_optimizers
 
@@ -66,11 +67,7 @@ def rows_per_second(model_cfg: StrictModel, data: PreparedData, train_cfg: Train
             batch = train.batch(idx).to(trainer.device)
             t0 = time.perf_counter()
             loss, _ = trainer._loss(model, batch)
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in opts:
-                opt.step()
+            optimizer_step(loss, opts)
             times.append(time.perf_counter() - t0)
     return bs / max(statistics.median(times[1:]), 1e-9)
 

@@ -25,13 +25,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["RowWiseAdagrad"]
+__all__ = ["RowWiseAdagrad", "optimizer_step"]
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):
@@ -97,3 +97,20 @@ class RowWiseAdagrad(torch.optim.Optimizer):
                     scale = acc.sqrt().add_(eps).reciprocal_().mul_(-lr)  # (rows,)
                     p.add_((g * scale.unsqueeze(1)).to(p.dtype))
         return loss
+
+
+def optimizer_step(
+    loss: torch.Tensor, optimizers: Sequence[torch.optim.Optimizer], check: Callable[[], None] | None = None
+) -> None:
+    """One update of a training step: clear every optimizer's gradients, backpropagate `loss`, run
+    `check` (the trainer's finite test, between the gradients and the update), step every optimizer.
+
+    The trainer, the ETA probe and the benchmarks take their steps through it, so they cannot drift apart.
+    """
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if check is not None:
+        check()
+    for opt in optimizers:
+        opt.step()

@@ -19,6 +19,7 @@ resumed run takes exactly the steps the uninterrupted one would have.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import time
@@ -38,7 +39,7 @@ from crossctr.schema import ConfigError
 from crossctr.training.checkpoint import Checkpointer, flatten_optimizer, restore_optimizer
 from crossctr.training.config import ROWWISE_ADAGRAD_LR, TrainConfig, default_threads
 from crossctr.training.distributed import DistInfo, any_rank, gather_rows, shard_mask, unwrap, wrap_ddp
-from crossctr.training.optim import RowWiseAdagrad
+from crossctr.training.optim import RowWiseAdagrad, optimizer_step
 from crossctr.training.tracking import Tracker
 
 __all__ = ["Trainer", "FitResult", "resolve_device", "make_optimizers"]
@@ -287,12 +288,7 @@ class Trainer:
             if scale != 1.0:
                 loss = loss * scale
                 terms = {k: v * scale for k, v in terms.items()}
-            for opt in opts:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self._check_finite(model, loss, terms, desc, st)
-            for opt in opts:
-                opt.step()
+            optimizer_step(loss, opts, functools.partial(self._check_finite, model, loss, terms, desc, st))
             values = {k: float(v) for k, v in terms.items()}
             for k, v in values.items():
                 st.sums[k] = st.sums.get(k, 0.0) + v
