@@ -16,7 +16,7 @@ cardinalities list restores it when its state dict is loaded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -67,10 +67,8 @@ class SlotLayoutModule(nn.Module):
 
     offsets: Tensor  # (F,) buffer: the first global id of each feature
     slot_field: Tensor | None  # (S,) buffer: feature of each slot; None: one slot per feature
-
-    def _set_slots(self, slot_field: Tensor) -> None:
-        """Set the slot layout and the buffers derived from it."""
-        raise NotImplementedError
+    # Each subclass defines `_set_slots(slot_field)`: set the slot layout and the buffers derived from it.
+    _set_slots: Callable[[Tensor], None]
 
     def _load_from_state_dict(
         self,

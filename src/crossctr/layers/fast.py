@@ -27,6 +27,7 @@ under bf16 autocast each network and its backward do not each cast their own cop
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -144,8 +145,14 @@ def _bucket(n: int) -> int:
     return 1 << (n - 1).bit_length() if n <= 256 else -(-n // 256) * 256
 
 
+_ROWS_INTERACT: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
 def _rows_interact(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    """True when the module holds BatchNorm (rows change each other's output); found once per module."""
+    if module not in _ROWS_INTERACT:
+        _ROWS_INTERACT[module] = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    return _ROWS_INTERACT[module]
 
 
 def rows_by_group(modules: Sequence[GroupFn], x: Tensor, group: Tensor, outputs: int = 1) -> tuple[Tensor | None, ...]:
