@@ -21,6 +21,9 @@ Usage:
     .venv-bench/bin/python benchmarks/speed.py --rows 200000 --threads 2
     .venv-bench/bin/python benchmarks/speed.py --quick  # smoke run, a minute
     .venv-bench/bin/python benchmarks/speed.py --profile cnan   # torch.profiler table of a few steps
+    .venv-bench/bin/python benchmarks/speed.py --against REV --models cnan,dcn,deepctr,rechub,fuxictr
+        # crossctr's rows also from the source of git revision REV, interleaved in the same run:
+        # the ratios before and after a change, measured side by side
 """
 
 from __future__ import annotations
@@ -197,6 +200,7 @@ def flops_per_train_row(model: str, n_fields: int = N_FIELDS) -> float:
 
 def base_model(model: str) -> str:
     """cnan, dcn or a peer: the model without its training variant."""
+    model = model.removesuffix(BASE)
     for suffix in ("_rowwise", "_compile", "_bf16"):
         model = model.removesuffix(suffix)
     return model
@@ -256,6 +260,11 @@ class RunSpec:
     batch: int = BATCH
     eval_batch: int = EVAL_BATCH
     malloc_tuning: bool = True
+    # --against: the `src` folder of another revision, imported by the workers of the `@base` rows
+    base_src: str | None = None
+
+
+BASE = "@base"  # suffix of a crossctr row run from the --against revision's source
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -282,12 +291,19 @@ class CrossctrRunner:
         from crossctr.models import build_model, parse_model_config
 
         self.torch, self.spec, self.name = torch, spec, name
-        model_cfg, self.train_cfg, compile_ = VARIANTS[name]
+        model_cfg, self.train_cfg, compile_ = VARIANTS[name.removesuffix(BASE)]
+        try:
+            parsed = parse_model_config(model_cfg)
+        except Exception:  # an --against revision from before `single` / `network` (same model)
+            model_cfg = {**model_cfg, "name": "tower"} if model_cfg["name"] == "single" else dict(model_cfg)
+            if "network" in model_cfg:
+                model_cfg["nn"] = model_cfg.pop("network")
+            parsed = parse_model_config(model_cfg)
         self.model_config = model_cfg
         self.n_domains = int(max(tr["d"].max(), te["d"].max())) + 1
         self.domains = [f"d{i}" for i in range(self.n_domains)]
         torch.manual_seed(spec.seed)
-        self.model = build_model(parse_model_config(model_cfg), vocab, self.n_domains)
+        self.model = build_model(parsed, vocab, self.n_domains)
         self.net = torch.compile(self.model) if (compile_ or spec.compile) else self.model
         self.train = EncodedSplit.from_numpy(tr["x"], tr["d"], tr["y"])
         self.test = EncodedSplit.from_numpy(te["x"], te["d"], te["y"])
@@ -329,7 +345,10 @@ class CrossctrRunner:
         return secs
 
     def score(self) -> tuple[float, np.ndarray]:
-        from crossctr.inference import score
+        try:
+            from crossctr.inference import score
+        except ImportError:  # an --against revision from before crossctr.inference
+            from crossctr.evaluation.predict import score  # type: ignore[no-redef]
 
         t0 = time.perf_counter()
         s = score(self.net, self.test, self.n_domains, self.spec.eval_batch, self.spec.device)
@@ -508,6 +527,7 @@ class FuxiRunner:
 
 RUNNERS: dict[str, Callable[..., Any]] = {
     **{m: CrossctrRunner for m in CROSSCTR_MODELS},
+    **{m + BASE: CrossctrRunner for m in CROSSCTR_MODELS},
     "deepctr": DeepCTRRunner,
     "rechub": RechubRunner,
     "fuxictr": FuxiRunner,
@@ -548,14 +568,25 @@ def worker(name: str, folder: str, spec_d: dict, conn: Any) -> None:
         import torch
 
         spec = RunSpec(**spec_d)
+        if name.endswith(BASE):  # the --against revision's crossctr, ahead of the installed one
+            sys.path.insert(0, str(spec.base_src))
         malloc_tuned = tune_malloc() if spec.malloc_tuning else False
         if spec.threads:  # 0: the library's default (crossctr's trainer picks it)
             torch.set_num_threads(spec.threads)
         tr, te, vocab = load_data(Path(folder))
         with contextlib.redirect_stdout(quiet):  # the peers print from their loops
             runner = RUNNERS[name](name, tr, te, vocab, spec)
+        crossctr_file = sys.modules["crossctr"].__file__ if "crossctr" in sys.modules else None
         conn.send(
-            ("ready", {"torch": torch.__version__, "threads": torch.get_num_threads(), "malloc_tuned": malloc_tuned})
+            (
+                "ready",
+                {
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "malloc_tuned": malloc_tuned,
+                    "crossctr": crossctr_file,
+                },
+            )
         )
         while True:
             cmd, arg = conn.recv()
@@ -728,7 +759,8 @@ def _compare(
         workers[m] = Worker(ctx, m, folder, spec)
         warm = min(2 * spec.batch, n_train)  # first-step allocations and kernel choice, untimed
         workers[m].call("train", (0, warm))
-        log(f"  ready: {LABELS[m]}")
+        where = workers[m].info.get("crossctr")
+        log(f"  ready: {LABELS[m]}" + (f" (crossctr from {Path(where).parents[2].name}/src)" if where else ""))
     calib = []
     for r in range(reps):
         calib.append(calibrate_matmul(spec.threads, spec.device))
@@ -1087,6 +1119,74 @@ def profile(model: str, rows: int, spec: RunSpec, seed: int, top: int = 15) -> d
     return out
 
 
+def checkout_src(rev: str, dest: Path) -> str:
+    """The `src` folder of git revision `rev` of this repository, written under `dest`; its full commit id."""
+    import subprocess
+
+    repo = HERE.parent
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", rev + "^{commit}"], capture_output=True, text=True
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"--against {rev}: not a commit of {repo.name}: {commit.stderr.strip()}")
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "src"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return commit.stdout.strip()
+
+
+def before_after(rows: list[Row], base_rows: list[Row]) -> dict[str, Any]:
+    """Each ratio from the --against revision's rows and from this tree's, and their quotient.
+
+    The peers' rows are shared, so a ratio moves only with crossctr's own speed. Noise: the
+    quotient of each interleaved repetition (rep r after / rep r before) over the repetitions.
+    """
+    peers = [r for r in rows if r.model not in CROSSCTR_MODELS]
+    renamed = [
+        Row(**{**asdict(r), "model": r.model.removesuffix(BASE), "label": r.label.split(" @")[0]}) for r in base_rows
+    ]
+    after = ratios(rows, None)
+    before = ratios(renamed + peers, None)
+    ratio_rows = {}
+    for k, a in after.items():
+        b = before.get(k)
+        if (k.endswith("_vs_best_peer_dcn") or k == "predict_vs_best_peer") and a and b:
+            ratio_rows[k] = {"before": b, "after": a, "after_over_before": round(a / b, 3)}
+    by_after = {r.model: r for r in rows}
+    per_rep: dict[str, Any] = {}
+    for b in renamed:
+        a = by_after.get(b.model)
+        if a is None:
+            continue
+        for what in ("train", "predict"):
+            qs = [
+                x / y
+                for x, y in zip(
+                    getattr(a, f"{what}_rows_per_s_reps"), getattr(b, f"{what}_rows_per_s_reps"), strict=False
+                )
+            ]
+            per_rep[f"{b.model}_{what}"] = {
+                "after_over_before_median": round(statistics.median(qs), 3),
+                "after_over_before_reps": [round(q, 3) for q in qs],
+                "before_rows_per_s": round(getattr(b, f"{what}_rows_per_s")),
+                "after_rows_per_s": round(getattr(a, f"{what}_rows_per_s")),
+            }
+    return {"ratios": ratio_rows, "rows_per_s": per_rep}
+
+
+def against_table(against: dict[str, Any]) -> list[str]:
+    out = [f"  {'ratio':<34} {'before':>8} {'after':>8} {'after/before':>13}"]
+    for k, v in against["ratios"].items():
+        out.append(f"  {k:<34} {v['before']:>8.3f} {v['after']:>8.3f} {v['after_over_before']:>13.3f}")
+    out.append(f"  {'rows/s':<34} {'before':>8} {'after':>8} {'after/before, each rep (median)':>13}")
+    for k, v in against["rows_per_s"].items():
+        reps = ", ".join(f"{q:.3f}" for q in v["after_over_before_reps"])
+        out.append(
+            f"  {k:<34} {v['before_rows_per_s']:>8,} {v['after_rows_per_s']:>8,}   {reps} "
+            f"({v['after_over_before_median']:.3f})"
+        )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1143,6 +1243,12 @@ def main(argv: list[str] | None = None) -> int:
         default="passive",
         help="OMP_WAIT_POLICY for every worker; passive (default): threads waiting at a barrier sleep "
         "instead of spinning, which on a machine shared with other jobs was 4-6x faster at 2 threads",
+    )
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run every crossctr row from the source of git revision REV (rows named <model>@base), "
+        "interleaved with the rest, and print each ratio before (REV) and after (this tree) side by side",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(HERE / "results.json"), help="results JSON ('' to skip)")
@@ -1209,6 +1315,15 @@ def main(argv: list[str] | None = None) -> int:
             )
     n_train, n_test = args.rows, max(args.rows // 4, 1000)
     lines: list[str] = []
+    against_dir = tempfile.TemporaryDirectory(prefix="crossctr-against-") if args.against else None
+    against: dict[str, Any] | None = None
+    if against_dir is not None:
+        against = {"rev": args.against, "commit": checkout_src(args.against, Path(against_dir.name))}
+        spec.base_src = str(Path(against_dir.name) / "src")
+        for m in [m for m in models if m in CROSSCTR_MODELS]:
+            LABELS[m + BASE] = f"{LABELS[m]} @{against['commit'][:7]}"
+            PACKAGES[m + BASE] = "crossctr"
+            models.append(m + BASE)
 
     def log(s: str) -> None:
         print(s, flush=True)
@@ -1289,9 +1404,19 @@ def main(argv: list[str] | None = None) -> int:
             )
     log("")
     print_table(rows + small_rows_out, log)
+    base_rows = [r for r in rows if r.model.endswith(BASE)]
+    rows = [r for r in rows if not r.model.endswith(BASE)]
     rat = ratios(rows, sc, cont)
     log("")
     log("ratios (crossctr / best peer): " + ", ".join(f"{k} {v}" for k, v in rat.items() if v is not None))
+    if against is not None:
+        assert against_dir is not None
+        against.update(before_after(rows, base_rows))
+        against_dir.cleanup()
+        log("")
+        log(f"before ({against['commit'][:7]}) and after (this tree), measured side by side in this run:")
+        for line in against_table(against):
+            log(line)
     if sc and sc["skipped"]:
         for m, pts in sc["skipped"].items():
             for s, why in pts.items():
@@ -1360,6 +1485,7 @@ def main(argv: list[str] | None = None) -> int:
             "contention": cont,
             "flops_per_train_row": {m: flops_per_train_row(m) for m in models if not m.startswith("small_")},
             "ratios": rat,
+            "against": against,
             "scaling": sc,
             "seconds": round(time.time() - t_start, 1),
         }
