@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from crossctr.layers.experts import SoftmaxGates, StackedMLP, take_domain
+from crossctr.layers.experts import SoftmaxGates, StackedMLP, logit_towers, take_domain
 
 
 def _member(stack: StackedMLP, j: int, x: torch.Tensor) -> torch.Tensor:
@@ -62,6 +62,17 @@ def test_towers_of_other_domains_get_no_gradient() -> None:
     for w in towers.weights:
         assert w.grad[1].abs().sum() == 0  # no row of domain 1
         assert w.grad[0].abs().sum() > 0 and w.grad[2].abs().sum() > 0
+
+
+def test_logit_towers_end_in_a_linear_logit_per_domain() -> None:
+    torch.manual_seed(0)
+    towers = logit_towers(3, 4, (5,), dropout=0.0, batch_norm=True)
+    x = torch.randn(8, 4)
+    out = towers.eval()(x)
+    assert out.shape == (8, 3, 1) and not towers.activate_last
+    assert (out < 0).any()  # no activation after the last layer: a logit can be negative
+    assert [tuple(w.shape) for w in towers.weights] == [(3, 4, 5), (3, 5, 1)]
+    assert towers.norms is not None and len(towers.norms) == 1  # batch norm on the hidden layer only
 
 
 @pytest.mark.parametrize("kwargs", [dict(n=0), dict(in_dim=0), dict(hidden=()), dict(hidden=(0,)), dict(dropout=1.0)])

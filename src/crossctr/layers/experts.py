@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from crossctr.layers.mlp import Activation, make_activation
 
-__all__ = ["StackedMLP", "SoftmaxGates", "ExtractionLayer", "take_domain"]
+__all__ = ["StackedMLP", "SoftmaxGates", "ExtractionLayer", "take_domain", "logit_towers"]
 
 
 def take_domain(x: Tensor, domain: Tensor) -> Tensor:
@@ -109,6 +109,20 @@ class StackedMLP(nn.Module):
                 if self.dropout is not None:
                     x = self.dropout(x)
         return x
+
+
+def logit_towers(
+    n: int, in_dim: int, hidden: Sequence[int], dropout: float = 0.0, batch_norm: bool = False
+) -> StackedMLP:
+    """n per-domain towers, each ending in a linear logit: (B, in_dim) or (B, n, in_dim) -> (B, n, 1).
+
+    The head of Shared-Bottom, MMoE and PLE; `take_domain` then keeps each row's own tower.
+
+    Example:
+        >>> logit_towers(3, 6, (4,))(torch.randn(2, 6)).shape
+        torch.Size([2, 3, 1])
+    """
+    return StackedMLP(n, in_dim, (*hidden, 1), dropout=dropout, activate_last=False, batch_norm=batch_norm)
 
 
 class SoftmaxGates(nn.Module):

@@ -31,7 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from crossctr.data.batch import Batch
-from crossctr.layers.experts import SoftmaxGates, StackedMLP, take_domain
+from crossctr.layers.experts import SoftmaxGates, StackedMLP, logit_towers, take_domain
 from crossctr.models.base import ModelOutput, register
 from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
@@ -52,18 +52,10 @@ class MMoE(EmbeddedInput, nn.Module):
         self.config = config
         K = self._build_input(config, cardinalities, n_domains)
         in_dim = len(cardinalities) * K
-        self.experts = StackedMLP(
-            config.n_experts, in_dim, config.deep, dropout=config.dropout, batch_norm=bool(config.batch_norm)
-        )
+        bn = bool(config.batch_norm)  # None: off
+        self.experts = StackedMLP(config.n_experts, in_dim, config.deep, dropout=config.dropout, batch_norm=bn)
         self.gates = SoftmaxGates(in_dim, n_domains, config.n_experts)
-        self.towers = StackedMLP(
-            n_domains,
-            self.experts.out_dim,
-            (*config.tower, 1),
-            dropout=config.dropout,
-            activate_last=False,
-            batch_norm=bool(config.batch_norm),
-        )
+        self.towers = logit_towers(n_domains, self.experts.out_dim, config.tower, config.dropout, bn)
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

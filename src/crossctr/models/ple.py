@@ -32,7 +32,7 @@ from pydantic import Field
 from torch import nn
 
 from crossctr.data.batch import Batch
-from crossctr.layers.experts import ExtractionLayer, StackedMLP, take_domain
+from crossctr.layers.experts import ExtractionLayer, logit_towers, take_domain
 from crossctr.models.base import ModelOutput, register
 from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
 
@@ -69,14 +69,7 @@ class PLE(EmbeddedInput, nn.Module):
             )
             self.levels.append(level)
             d = level.out_dim
-        self.towers = StackedMLP(
-            n_domains,
-            d,
-            (*config.tower, 1),
-            dropout=config.dropout,
-            activate_last=False,
-            batch_norm=bool(config.batch_norm),
-        )
+        self.towers = logit_towers(n_domains, d, config.tower, config.dropout, bool(config.batch_norm))
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain

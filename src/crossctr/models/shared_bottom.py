@@ -28,7 +28,7 @@ from typing import Literal
 from torch import nn
 
 from crossctr.data.batch import Batch
-from crossctr.layers.experts import StackedMLP, take_domain
+from crossctr.layers.experts import logit_towers, take_domain
 from crossctr.layers.mlp import MLP
 from crossctr.models.base import ModelOutput, register
 from crossctr.models.embedded import EmbeddedConfig, EmbeddedInput
@@ -50,14 +50,7 @@ class SharedBottom(EmbeddedInput, nn.Module):
         K = self._build_input(config, cardinalities, n_domains)
         bn = bool(config.batch_norm)  # None: off
         self.bottom = MLP(len(cardinalities) * K, config.deep, dropout=config.dropout, batch_norm=bn)
-        self.towers = StackedMLP(
-            n_domains,
-            self.bottom.out_dim,
-            (*config.tower, 1),
-            dropout=config.dropout,
-            activate_last=False,
-            batch_norm=bn,
-        )
+        self.towers = logit_towers(n_domains, self.bottom.out_dim, config.tower, config.dropout, bn)
 
     def forward(self, batch: Batch) -> ModelOutput:
         d = batch.domain
