@@ -25,7 +25,7 @@ between whole sets) are per-rank estimates.
 
 Example:
     >>> logits, label, domain = torch.tensor([0.0, 2.0, -1.0]), torch.tensor([1.0, 1.0, 0.0]), torch.tensor([0, 0, 1])
-    >>> loss = click_loss(logits, label, domain, 2, "equal")
+    >>> loss = click_loss(logits, label, domain, DomainWeights(2, "equal"))
     >>> round(float(loss), 4)
     0.3616
 """
@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
 import torch
@@ -46,7 +47,7 @@ __all__ = [
     "DEFAULT_POWER",
     "power_row_scale",
     "per_domain_mean",
-    "weighted_mean",
+    "DomainWeights",
     "click_loss",
     "task_counts",
     "task_loss",
@@ -100,43 +101,44 @@ def per_domain_mean(
     return sums / g.clamp_min(1) * (shard.rows / max(values.shape[0], 1))
 
 
-def weighted_mean(
-    values: torch.Tensor,
-    domain: torch.Tensor,
-    n_domains: int,
-    weighting: Weighting = "equal",
-    row_scale: torch.Tensor | None = None,
-    shard: Shard | None = None,
-) -> torch.Tensor:
-    """One scalar from row losses `values` (B,) under a per-domain weighting (the table above).
+@dataclass(frozen=True)
+class DomainWeights:
+    """How a batch's row losses become one scalar: a `Weighting` over `n_domains` domains.
 
-    `row_scale` (N,): the factors of `weighting="power"` (`power_row_scale`); "power" without
-    them (a trainer that has not seen its training rows, e.g. timing a step) is the equal form.
-    With a `shard`, the row-mean form (module docstring).
+    `row_scale` (N,): the factors of "power" (`power_row_scale`); "power" without them (a
+    trainer that has not seen its training rows, e.g. timing a step) is the equal form.
+
+    Example:
+        >>> DomainWeights(2).mean(torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 1])).item()
+        7.0
     """
-    if row_scale is not None:
-        return (values * row_scale.to(values.device, values.dtype)[domain]).mean()
-    if weighting == "rows":
-        return values.mean()
-    return per_domain_mean(values, domain, n_domains, shard).sum()
+
+    n_domains: int
+    weighting: Weighting = "equal"
+    row_scale: torch.Tensor | None = None
+
+    def mean(self, values: torch.Tensor, domain: torch.Tensor, shard: Shard | None = None) -> torch.Tensor:
+        """One scalar from row losses `values` (B,) of rows of `domain` (B,); with a `shard`, its row-mean form."""
+        if self.row_scale is not None:
+            return (values * self.row_scale.to(values.device, values.dtype)[domain]).mean()
+        if self.weighting == "rows":
+            return values.mean()
+        return per_domain_mean(values, domain, self.n_domains, shard).sum()
+
+    def to(self, device: torch.device | str) -> DomainWeights:
+        return self if self.row_scale is None else replace(self, row_scale=self.row_scale.to(device))
 
 
 def click_loss(
-    logits: torch.Tensor,
-    label: torch.Tensor,
-    domain: torch.Tensor,
-    n_domains: int,
-    weighting: Weighting = "equal",
-    row_scale: torch.Tensor | None = None,
-    shard: Shard | None = None,
+    logits: torch.Tensor, label: torch.Tensor, domain: torch.Tensor, weights: DomainWeights, shard: Shard | None = None
 ) -> torch.Tensor:
     """Σ_d ½·mean_{i in d} BCE(logit_i, y_i) (paper §2.2), or ½·mean over all rows for `weighting="rows"`.
 
-    `row_scale` (N,) multiplies each row's BCE by its domain's factor before the row mean
-    (`weighting="power"`, see `power_row_scale`). `shard`: the row-mean form (module docstring).
+    "power" multiplies each row's BCE by its domain's factor before the row mean (see
+    `power_row_scale`). `shard`: the row-mean form (module docstring).
     """
     bce = F.binary_cross_entropy_with_logits(logits.float(), label, reduction="none")  # (B,)
-    return 0.5 * weighted_mean(bce, domain, n_domains, weighting, row_scale, shard)
+    return 0.5 * weights.mean(bce, domain, shard)
 
 
 def task_counts(tasks: torch.Tensor, domain: torch.Tensor, n_domains: int) -> torch.Tensor:
@@ -148,25 +150,21 @@ def task_counts(tasks: torch.Tensor, domain: torch.Tensor, n_domains: int) -> to
 
 
 def task_loss(
-    logits: torch.Tensor,
-    tasks: torch.Tensor,
-    domain: torch.Tensor,
-    n_domains: int,
-    weighting: Weighting = "equal",
-    shard: Shard | None = None,
+    logits: torch.Tensor, tasks: torch.Tensor, domain: torch.Tensor, weights: DomainWeights, shard: Shard | None = None
 ) -> torch.Tensor:
     """Σ_t of the click loss's form for each extra label, over the rows that carry it.
 
-    logits, tasks: (B, T). "power" is not defined for tasks (the caller passes "rows"). With a
-    `shard` (whose `task_rows` counts the global batch's labelled rows), the row-mean form.
+    logits, tasks: (B, T). "power" has no per-task factors: under it every task is a row mean
+    ("rows"). With a `shard` (whose `task_rows` counts the global batch's labelled rows), the
+    row-mean form.
     """
     has = ~torch.isnan(tasks)
     bce = F.binary_cross_entropy_with_logits(logits.float(), torch.nan_to_num(tasks), reduction="none") * has  # (B, T)
     global_counts = None if shard is None else shard.task_rows
-    counts = (task_counts(tasks, domain, n_domains) if global_counts is None else global_counts).to(
+    counts = (task_counts(tasks, domain, weights.n_domains) if global_counts is None else global_counts).to(
         bce.device, bce.dtype
     )
-    if weighting == "rows":
+    if weights.weighting in ("rows", "power"):
         loss = (0.5 * bce.sum(0) / counts.sum(1).clamp_min(1)).sum()
     else:
         per_row = counts.t()[domain]  # (B, T): labelled rows of the row's domain, per task
@@ -229,11 +227,9 @@ class Objective:
         task_weight: float | None = None,
         row_scale: torch.Tensor | None = None,
     ) -> None:
-        self.n_domains = n_domains
-        self.weighting: Weighting = weighting
+        self.weights = DomainWeights(n_domains, weighting, row_scale)
         self.loss_weights = dict(loss_weights or {})
         self.task_weight = 1.0 if task_weight is None else task_weight  # each task weighs like the click by default
-        self.row_scale = row_scale  # (N,) of "power"
 
     @classmethod
     def from_config(cls, cfg: LossSettings, n_domains: int, train_domain: torch.Tensor | None = None) -> Objective:
@@ -246,13 +242,12 @@ class Objective:
         return cls(n_domains, cfg.domain_weighting, cfg.loss_weights, cfg.task_weight, row_scale)
 
     def to(self, device: torch.device | str) -> Objective:
-        if self.row_scale is not None:
-            self.row_scale = self.row_scale.to(device)
+        self.weights = self.weights.to(device)
         return self
 
     def __call__(self, out: Output, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         shard, share = batch.shard, shard_share(batch)
-        total = click_loss(out.logits, batch.label, batch.domain, self.n_domains, self.weighting, self.row_scale, shard)
+        total = click_loss(out.logits, batch.label, batch.domain, self.weights, shard)
         if shard is not None:
             total = total * share
         terms = {"click": total.detach()}
@@ -261,8 +256,7 @@ class Objective:
                 raise ConfigError(
                     "the model has extra-task heads (model `tasks`) but the dataset declares no `tasks` columns"
                 )
-            t_weighting: Weighting = "rows" if self.weighting == "power" else self.weighting
-            t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.n_domains, t_weighting, shard)
+            t_loss = task_loss(out.task_logits, batch.tasks, batch.domain, self.weights, shard)
             if shard is not None:
                 t_loss = t_loss * share
             total = total + self.task_weight * t_loss

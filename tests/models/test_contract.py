@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from crossctr.data.dataset import Batch
-from crossctr.losses import click_loss
+from crossctr.losses import DomainWeights, click_loss
 from crossctr.models import REGISTRY, build_model
 from crossctr.training.config import TrainConfig
 from crossctr.training.trainer import make_optimizers
@@ -89,7 +89,7 @@ def test_model_contract(name: str, flags: dict, tmp_path: Path) -> None:
     batch = _batch()
     out = model(batch)
     assert out.logits.shape == (32,)
-    loss = click_loss(out.logits, batch.label, batch.domain, N_DOMAINS)
+    loss = click_loss(out.logits, batch.label, batch.domain, DomainWeights(N_DOMAINS))
     for v in out.aux_losses.values():
         assert v.ndim == 0
         loss = loss + 0.1 * v

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from crossctr.data.batch import Shard
 from crossctr.layers.embedding import FeatureEmbedding
-from crossctr.losses import click_loss, per_domain_mean
+from crossctr.losses import DomainWeights, click_loss, per_domain_mean
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
 from crossctr.training.distributed import EmbeddingLookup, replace_embedding, shard_mask
@@ -41,10 +41,9 @@ def test_rank_losses_average_to_the_global_batch_loss(weighting: str) -> None:
     ranks = [shard_mask(dom, 3, r, 2) for r in range(2)]
     shard = Shard(2, 37, counts)
     # each rank's row-mean form times W·B_r/B (losses.shard_share)
-    per_rank = [
-        click_loss(logits[m], label[m], dom[m], 3, weighting, shard=shard) * (2 * int(m.sum()) / 37) for m in ranks
-    ]
-    assert torch.allclose(sum(per_rank) / 2, click_loss(logits, label, dom, 3, weighting), atol=1e-6)
+    w = DomainWeights(3, weighting)
+    per_rank = [click_loss(logits[m], label[m], dom[m], w, shard) * (2 * int(m.sum()) / 37) for m in ranks]
+    assert torch.allclose(sum(per_rank) / 2, click_loss(logits, label, dom, w), atol=1e-6)
 
 
 def test_per_domain_means_of_shards_scaled_like_a_row_mean_add_up_to_the_global_value() -> None:

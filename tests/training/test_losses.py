@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from crossctr.data.batch import Batch, Shard
-from crossctr.losses import Objective, shard_share, task_counts, weighted_mean
+from crossctr.losses import DomainWeights, Objective, shard_share, task_counts
 from crossctr.schema import ConfigError
 from crossctr.training.config import TrainConfig
 from crossctr.training.distributed import shard_mask
@@ -48,7 +48,7 @@ def _loss(
     """The objective on rows `idx`, as a model on that shard would report them."""
     dom = r["domain"][idx]
     batch = Batch(torch.zeros(len(idx), 1, dtype=torch.long), dom, r["label"][idx], r["tasks"][idx], shard)
-    aux = {"domain": weighted_mean(r["nll"][idx], dom, N, "equal", shard=shard), "adv": r["ent"][idx].mean()}
+    aux = {"domain": DomainWeights(N, "equal").mean(r["nll"][idx], dom, shard), "adv": r["ent"][idx].mean()}
     return obj(_Out(r["logits"][idx], aux, r["task_logits"][idx]), batch)
 
 

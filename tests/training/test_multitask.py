@@ -16,6 +16,7 @@ from crossctr.data.batch import Shard
 from crossctr.data.dataset import prepare
 from crossctr.data.io import DataError
 from crossctr.data.prepare import PrepareOptions, load_prepared, prepare_dataset
+from crossctr.losses import DomainWeights as W
 from crossctr.losses import click_loss, task_counts, task_loss
 from crossctr.schema import ConfigError, DatasetSchema
 from crossctr.training.distributed import shard_mask
@@ -46,20 +47,21 @@ def test_task_loss_is_the_click_loss_form_over_labelled_rows() -> None:
     logits, dom = torch.randn(50, 2, generator=g), torch.randint(0, 3, (50,), generator=g)
     labels = (torch.rand(50, 2, generator=g) < 0.4).float()
     labels[::3, 1] = float("nan")
-    got = task_loss(logits, labels, dom, 3)
+    got = task_loss(logits, labels, dom, W(3))
     has = ~torch.isnan(labels[:, 1])
-    want = click_loss(logits[:, 0], labels[:, 0], dom, 3) + click_loss(logits[has, 1], labels[has, 1], dom[has], 3)
-    assert torch.allclose(got, want, atol=1e-6)
-    assert torch.allclose(
-        task_loss(logits, labels, dom, 3, "rows"),
-        click_loss(logits[:, 0], labels[:, 0], dom, 3, "rows")
-        + click_loss(logits[has, 1], labels[has, 1], dom[has], 3, "rows"),
-        atol=1e-6,
-    )
+
+    def per_task(w: W) -> torch.Tensor:
+        return click_loss(logits[:, 0], labels[:, 0], dom, w) + click_loss(logits[has, 1], labels[has, 1], dom[has], w)
+
+    assert torch.allclose(got, per_task(W(3)), atol=1e-6)
+    rows = task_loss(logits, labels, dom, W(3, "rows"))
+    assert torch.allclose(rows, per_task(W(3, "rows")), atol=1e-6)
+    # "power" has no per-task factors: its tasks are row means
+    assert torch.equal(task_loss(logits, labels, dom, W(3, "power", torch.ones(3))), rows)
     # Data-parallel shares with the global counts average to the global value.
     shard = Shard(2, 50, torch.bincount(dom, minlength=3), task_counts(labels, dom, 3))
     shares = [
-        task_loss(logits[m], labels[m], dom[m], 3, "equal", shard) * (2 * int(m.sum()) / 50)
+        task_loss(logits[m], labels[m], dom[m], W(3, "equal"), shard) * (2 * int(m.sum()) / 50)
         for m in (shard_mask(dom, 3, r, 2) for r in range(2))
     ]
     assert torch.allclose(sum(shares) / 2, got, atol=1e-6)

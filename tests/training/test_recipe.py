@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from crossctr.data.batch import Shard
+from crossctr.losses import DomainWeights as W
 from crossctr.losses import click_loss, power_row_scale
 from crossctr.models import SharedBottomConfig, build_model
 from crossctr.training.config import TrainConfig
@@ -26,7 +27,7 @@ def test_power_one_is_the_row_mean() -> None:
     logits, label, domain = _batch()
     scale = power_row_scale(torch.tensor([700.0, 200.0, 100.0]), 1.0)
     assert torch.allclose(
-        click_loss(logits, label, domain, 3, "power", scale), click_loss(logits, label, domain, 3, "rows")
+        click_loss(logits, label, domain, W(3, "power", scale)), click_loss(logits, label, domain, W(3, "rows"))
     )
 
 
@@ -34,7 +35,7 @@ def test_power_zero_weighs_domains_equally_when_the_batch_has_the_training_mix()
     logits, label, domain = _batch()  # the batch's mix 7 / 2 / 1 is the training mix below
     scale = power_row_scale(torch.tensor([700.0, 200.0, 100.0]), 0.0)
     assert torch.allclose(
-        click_loss(logits, label, domain, 3, "power", scale), click_loss(logits, label, domain, 3, "equal") / 3
+        click_loss(logits, label, domain, W(3, "power", scale)), click_loss(logits, label, domain, W(3, "equal")) / 3
     )
 
 
@@ -50,11 +51,11 @@ def test_power_half_lies_between_and_gives_domains_weights_in_proportion_to_sqrt
 def test_sharded_power_loss_averages_to_the_global_one() -> None:
     logits, label, domain = _batch()
     scale = power_row_scale(torch.tensor([700.0, 200.0, 100.0]), 0.5)
-    whole = click_loss(logits, label, domain, 3, "power", scale)
+    whole = click_loss(logits, label, domain, W(3, "power", scale))
     counts = torch.bincount(domain, minlength=3)
     halves = [torch.arange(0, 10, 2), torch.arange(1, 10, 2)]
     parts = [
-        click_loss(logits[i], label[i], domain[i], 3, "power", scale, Shard(2, 10, counts)) * (2 * len(i) / 10)
+        click_loss(logits[i], label[i], domain[i], W(3, "power", scale), Shard(2, 10, counts)) * (2 * len(i) / 10)
         for i in halves
     ]
     assert torch.allclose(sum(parts) / 2, whole)
@@ -94,5 +95,5 @@ def test_unknown_weighting_and_power_out_of_range_are_errors() -> None:
 def test_bce_reference() -> None:  # the loss is the plain BCE the weighting scales, not a re-implementation
     logits, label, domain = _batch()
     assert torch.allclose(
-        click_loss(logits, label, domain, 3, "rows"), 0.5 * F.binary_cross_entropy_with_logits(logits, label)
+        click_loss(logits, label, domain, W(3, "rows")), 0.5 * F.binary_cross_entropy_with_logits(logits, label)
     )

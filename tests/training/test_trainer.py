@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from crossctr.losses import click_loss
+from crossctr.losses import DomainWeights, click_loss
 from crossctr.models import CNANConfig, build_model
 from crossctr.schema import ConfigError
 from crossctr.training.config import TrainConfig
@@ -22,8 +22,8 @@ def test_click_loss_weighs_every_domain_equally() -> None:
     label = torch.tensor([1.0, 1.0, 1.0, 0.0])
     domain = torch.tensor([0, 0, 0, 1])
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, label, reduction="none")
-    assert torch.allclose(click_loss(logits, label, domain, 2), 0.5 * (bce[:3].mean() + bce[3]))
-    assert torch.allclose(click_loss(logits, label, domain, 2, "rows"), 0.5 * bce.mean())
+    assert torch.allclose(click_loss(logits, label, domain, DomainWeights(2)), 0.5 * (bce[:3].mean() + bce[3]))
+    assert torch.allclose(click_loss(logits, label, domain, DomainWeights(2, "rows")), 0.5 * bce.mean())
 
 
 def test_fit_learns_keeps_best_epoch_and_reports_history(tiny_data) -> None:

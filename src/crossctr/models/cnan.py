@@ -35,7 +35,7 @@ from crossctr.layers.fast import GroupFn, Linear, autocast_input, rows_by_group
 from crossctr.layers.grl import grad_reverse
 from crossctr.layers.heads import DomainHeads
 from crossctr.layers.wasserstein import Critic, gradient_penalty
-from crossctr.losses import weighted_mean
+from crossctr.losses import DomainWeights
 from crossctr.models.base import ModelOutput, register
 from crossctr.models.embedded import AttentiveConfig, attentive_network, input_embedding
 
@@ -164,9 +164,7 @@ class CNAN(nn.Module):
             aux["adv"], aux["critic"] = self._wasserstein(o_c, o_p, d)
         if cfg.domain_loss:
             nll = F.cross_entropy(D(o_p), d, reduction="none")  # (B,)
-            aux["domain"] = weighted_mean(
-                nll, d, self.n_domains, "equal", shard=shard
-            )  # Σ_d L_d, the click loss's helper
+            aux["domain"] = DomainWeights(self.n_domains).mean(nll, d, shard)  # Σ_d L_d, weighed as the click loss
         return aux
 
     def _wasserstein(self, o_c: torch.Tensor, o_p: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
