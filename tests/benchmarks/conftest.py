@@ -19,3 +19,13 @@ def speed():  # type: ignore[no-untyped-def]
     sys.modules["bench_speed"] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture
+def table(speed):  # type: ignore[no-untyped-def]
+    """Rows of speed.py's main table from (model, train rows/s, score rows/s, peak RSS MB) tuples."""
+
+    def make(*rows: tuple[str, float, float, float]) -> list:
+        return [speed.Row(m, m, "", "", train_rows_per_s=t, predict_rows_per_s=p, peak_rss_mb=r) for m, t, p, r in rows]
+
+    return make

@@ -31,14 +31,8 @@ def test_flops_per_row_follow_the_shapes(speed) -> None:  # type: ignore[no-unty
     assert 2.4 < cnan / dcn < 2.7  # two towers per row, wider inputs, attention
 
 
-def test_ratios_against_best_peer(speed) -> None:  # type: ignore[no-untyped-def]
-    R = speed.Row
-    rows = [
-        R("cnan", "", "", "", train_rows_per_s=10.0, predict_rows_per_s=40.0, peak_rss_mb=900),
-        R("dcn", "", "", "", train_rows_per_s=30.0, predict_rows_per_s=100.0, peak_rss_mb=800),
-        R("deepctr", "", "", "", train_rows_per_s=12.0, predict_rows_per_s=50.0, peak_rss_mb=1000),
-        R("rechub", "", "", "", train_rows_per_s=15.0, predict_rows_per_s=20.0, peak_rss_mb=1100),
-    ]
+def test_ratios_against_best_peer(speed, table) -> None:  # type: ignore[no-untyped-def]
+    rows = table(("cnan", 10, 40, 900), ("dcn", 30, 100, 800), ("deepctr", 12, 50, 1000), ("rechub", 15, 20, 1100))
     sc = {"train_rows_per_s": {"cnan": {"1": 10.0, "10": 9.0, "100": 8.5}, "dcn": {"1": 30.0, "10": 27.0, "100": None}}}
     r = speed.ratios(rows, sc)
     assert r["cnan_train_vs_best_peer_dcn"] == pytest.approx(10 / 15, abs=1e-3)

@@ -102,14 +102,8 @@ def test_small_data_has_two_features_and_two_domains(speed) -> None:  # type: ig
     assert (a["x"] < speed.SMALL_VOCAB).all() and set(a["d"].tolist()) == {0, 1} and 0.1 < a["y"].mean() < 0.6
 
 
-def test_ratios_carry_the_issue_names(speed) -> None:  # type: ignore[no-untyped-def]
-    R = speed.Row
-    rows = [
-        R("cnan", "", "", "", train_rows_per_s=8.0, predict_rows_per_s=40.0, peak_rss_mb=900),
-        R("cnan_bf16", "", "", "", train_rows_per_s=16.0, predict_rows_per_s=30.0, peak_rss_mb=900),
-        R("dcn", "", "", "", train_rows_per_s=30.0, predict_rows_per_s=100.0, peak_rss_mb=800),
-        R("deepctr", "", "", "", train_rows_per_s=16.0, predict_rows_per_s=50.0, peak_rss_mb=1000),
-    ]
+def test_ratios_carry_the_issue_names(speed, table) -> None:  # type: ignore[no-untyped-def]
+    rows = table(("cnan", 8, 40, 900), ("cnan_bf16", 16, 30, 900), ("dcn", 30, 100, 800), ("deepctr", 16, 50, 1000))
     sc = {"train_rows_per_s": {"cnan_rowwise": {"1": 10.0, "100": 9.0}, "cnan": {"1": 8.0, "100": None}}}
     r = speed.ratios(rows, sc, {"slowdown": 2.1})
     assert r["cnan_train_vs_best_peer_dcn"] == 0.5 and r["cnan_bf16_train_vs_best_peer_dcn"] == 1.0
@@ -179,3 +173,28 @@ def test_bf16_rows_left_out_with_the_reason_on_a_cpu_without_bf16(speed, monkeyp
     res = json.loads(out.read_text())
     assert set(res["left_out"]) == {"cnan_bf16", "dcn_bf16"} and "avx512_bf16" in res["left_out"]["cnan_bf16"]
     assert res["results"] == [] and res["ratios"]["cnan_bf16_train_vs_best_peer_dcn"] is None
+
+
+def test_against_compares_each_ratio_before_and_after(speed, table) -> None:  # type: ignore[no-untyped-def]
+    """--against: the @base rows give the 'before' ratios against the same peers, and per-rep quotients."""
+    rows = table(("cnan", 12, 40, 900), ("dcn", 30, 100, 800), ("deepctr", 16, 50, 1000))
+    base = table(("cnan@base", 8, 40, 900), ("dcn@base", 30, 80, 800))
+    for r, reps in zip(rows + base, ([10, 12, 14], [30] * 3, [16] * 3, [8, 8, 7], [30, 30, 20]), strict=False):
+        r.train_rows_per_s_reps, r.predict_rows_per_s_reps = reps, [r.predict_rows_per_s] * 3
+    out = speed.before_after(rows, base)
+    cnan = out["ratios"]["cnan_train_vs_best_peer_dcn"]
+    assert (cnan["before"], cnan["after"], cnan["after_over_before"]) == (0.5, 0.75, 1.5)
+    assert out["ratios"]["predict_vs_best_peer"]["after_over_before"] == 1.25
+    assert out["rows_per_s"]["cnan_train"]["after_over_before_reps"] == [1.25, 1.5, 2.0]
+    assert out["rows_per_s"]["dcn_train"]["after_over_before_median"] == 1.0
+    assert "deepctr_train" not in out["rows_per_s"]  # a peer has no 'before'
+    assert any("cnan_train_vs_best_peer_dcn" in line for line in speed.against_table({"commit": "x", **out}))
+
+
+def test_against_checks_out_the_revisions_source(speed, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    if not (speed.HERE.parent / ".git").exists():
+        pytest.skip("not a git checkout: --against reads the revision from git")
+    commit = speed.checkout_src("HEAD", tmp_path)
+    assert len(commit) == 40 and (tmp_path / "src" / "crossctr" / "__init__.py").is_file()
+    with pytest.raises(SystemExit, match="not a commit"):
+        speed.checkout_src("no-such-revision-xyz", tmp_path)
