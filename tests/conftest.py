@@ -142,21 +142,34 @@ def tiny_fit_auc():
     return fit
 
 
+def two_site_spec(
+    name: str, path: str, features: list[dict], label: str = "click", domain: str = "site", **more: object
+) -> dict:
+    """A dataset spec (the YAML a user writes, as a dict) over a table whose `domain` column holds
+    platforms A and B: the layout of the tests' small tables. `more`: further keys (split, tasks...)."""
+    sites = {"column": domain, "values": ["A", "B"]}
+    return dict(name=name, path=path, label=label, domain=sites, features=features, **more)
+
+
+@pytest.fixture(scope="session")
+def spec_of():  # type: ignore[no-untyped-def]
+    """`two_site_spec`, for the test modules (a conftest is not imported by name)."""
+    return two_site_spec
+
+
 # A dataset with one feature of every kind (categorical, numeric, hashed, crossed, multi-valued),
 # used by the prepare tests and the serving tests of the same file layout (kinds.parquet).
-KINDS_SPEC = {
-    "name": "kinds",
-    "path": "kinds.parquet",
-    "label": "click",
-    "domain": {"column": "site", "values": ["A", "B"]},
-    "features": [
+KINDS_SPEC = two_site_spec(
+    "kinds",
+    "kinds.parquet",
+    [
         {"name": "brand", "kind": "categorical"},
         {"name": "price", "kind": "numeric", "boundaries": [-1.0, 0.0, 1.0]},
         {"name": "item", "kind": "hashed", "buckets": 64},
         {"name": "brand_x_price", "kind": "crossed", "columns": ["brand", "price"], "buckets": 128},
         {"name": "genres", "kind": "multi", "separator": "|", "max_len": 3},
     ],
-}
+)
 
 
 @pytest.fixture(scope="session")

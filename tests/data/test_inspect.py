@@ -17,7 +17,7 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 QUIET = PrepareOptions(progress=False, max_memory=64 << 30)  # the process bound is not what these tests are about
 
 
-def test_report_figures_match_the_table(tmp_path: Path) -> None:
+def test_report_figures_match_the_table(tmp_path: Path, spec_of) -> None:  # type: ignore[no-untyped-def]
     t = pa.table(
         {
             "site": ["A", "A", "B", "B", "A", "B", "A", "B"],
@@ -29,18 +29,12 @@ def test_report_figures_match_the_table(tmp_path: Path) -> None:
         }
     )
     pq.write_table(t, tmp_path / "t.parquet")
-    spec = {
-        "name": "t",
-        "path": "t.parquet",
-        "label": "click",
-        "domain": {"column": "site", "values": ["A", "B"]},
-        "features": [
-            {"name": "brand", "kind": "categorical"},
-            {"name": "tags", "kind": "multi", "max_len": 2},
-            {"name": "price", "kind": "numeric", "buckets": 2},
-        ],
-        "split": {"kind": "column"},
-    }
+    features = [
+        {"name": "brand", "kind": "categorical"},
+        {"name": "tags", "kind": "multi", "max_len": 2},
+        {"name": "price", "kind": "numeric", "buckets": 2},
+    ]
+    spec = spec_of("t", "t.parquet", features, split={"kind": "column"})
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(spec))
     report = inspect_dataset(tmp_path / "d.yaml", tmp_path / "rep", QUIET)
     s = report.summary

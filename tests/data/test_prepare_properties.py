@@ -44,20 +44,14 @@ def _schema(buckets: int, boundaries: list[float] | None) -> DatasetSchema:
         "buckets": buckets,
         **({"boundaries": boundaries} if boundaries else {}),
     }
-    return DatasetSchema.model_validate(
-        {
-            "name": "p",
-            "path": "p.parquet",
-            "label": "y",
-            "domain": {"column": "d", "values": ["A", "B"]},
-            "features": [
-                {"name": "brand", "kind": "categorical"},
-                price,
-                {"name": "tags", "kind": "multi", "separator": SEP, "max_len": 3},
-                {"name": "item", "kind": "hashed", "buckets": 97},
-            ],
-        }
-    )
+    features = [
+        {"name": "brand", "kind": "categorical"},
+        price,
+        {"name": "tags", "kind": "multi", "separator": SEP, "max_len": 3},
+        {"name": "item", "kind": "hashed", "buckets": 97},
+    ]
+    head = dict(name="p", path="p.parquet", label="y", domain={"column": "d", "values": ["A", "B"]})
+    return DatasetSchema.model_validate({**head, "features": features})
 
 
 @st.composite

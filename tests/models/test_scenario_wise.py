@@ -250,15 +250,7 @@ def test_m3oe_learns_a_second_label(tmp_path, tiny_table, tiny_schema) -> None:
         tmp_path,
         t,
     )
-    model = {
-        "name": "m3oe",
-        "shared_dim": 8,
-        "specific_dim": 2,
-        "star": [32, 16],
-        "deep": [16, 8],
-        "tower": [8],
-        "tasks": 1,
-    }
+    model = dict(name="m3oe", shared_dim=8, specific_dim=2, star=[32, 16], deep=[16, 8], tower=[8], tasks=1)
     train = {"epochs": 4, "batch_size": 128, "progress": False, "threads": 1, "device": "cpu"}
     res = train_run(
         RunConfig.model_validate({"dataset": "unused", "model": model, "train": train}), tmp_path / "run", data
