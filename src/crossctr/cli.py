@@ -12,7 +12,7 @@ import click
 
 from crossctr import __version__
 from crossctr.clihelp import RegistryCommand
-from crossctr.clioptions import FILE, FOLDER, NO_PROGRESS, RUN_DIR
+from crossctr.clioptions import DATASET_CACHE, FILE, FOLDER, NO_PROGRESS, RUN_DIR, format_option, out_folder
 from crossctr.data.cli import inspect_command, prepare_command
 from crossctr.data.io import DataError
 from crossctr.experiments.cli import experiment
@@ -41,13 +41,7 @@ def cli(verbose: bool) -> None:
 
 
 @cli.command()
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("runs/demo"),
-    show_default=True,
-    help="Folder for data, runs and results.",
-)
+@out_folder("Folder for data, runs and results.", Path("runs/demo"))
 @click.option("--rows", type=int, default=150_000, show_default=True, help="Simulated rows over all three platforms.")
 @click.option(
     "--epochs",
@@ -78,12 +72,7 @@ def demo(out: Path, rows: int, epochs: int | None, seed: int, no_progress: bool)
 
 
 @cli.command()
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Folder to write data.parquet, dataset.yaml, planted.json.",
-)
+@out_folder("Folder to write data.parquet, dataset.yaml, planted.json.")
 @click.option(
     "--rows",
     type=int,
@@ -105,13 +94,7 @@ def simulate(out: Path, rows: int, seed: int) -> None:
 
 @cli.command(cls=RegistryCommand)
 @click.argument("name")
-@click.option(
-    "--out",
-    type=FOLDER,
-    default=Path("runs/datasets"),
-    show_default=True,
-    help="Cache folder; the dataset goes to OUT/NAME-seedS-vV/.",
-)
+@out_folder("Cache folder; the dataset goes to OUT/NAME-seedS-vV/.", DATASET_CACHE)
 @click.option(
     "--data-root",
     type=FOLDER,
@@ -150,7 +133,7 @@ def dataset(name: str, out: Path, data_root: Path | None, seed: int) -> None:
     required=True,
     help="Run config YAML (every key: docs/configuration.md or `crossctr config-reference`).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@out_folder("Run folder to write.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT/checkpoint (same config and data).")
 @click.option(
     "--overwrite",
@@ -242,12 +225,7 @@ def evaluate(run_dir: Path, data_path: Path | None) -> None:
 
 @cli.command("split")
 @RUN_DIR
-@click.option(
-    "--out",
-    type=FOLDER,
-    required=True,
-    help="Folder to write valid.parquet and test.parquet (or .csv).",
-)
+@out_folder("Folder to write valid.parquet and test.parquet (or .csv).")
 @click.option(
     "--data",
     "dataset",
@@ -255,14 +233,7 @@ def evaluate(run_dir: Path, data_path: Path | None) -> None:
     help="The dataset YAML the run used; default: the path in the run's "
     "config.json (needed when the run trained from a prepared folder).",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["parquet", "csv"]),
-    default="parquet",
-    show_default=True,
-    help="File format of the written rows.",
-)
+@format_option(["parquet", "csv"], "File format of the written rows.")
 def split_command(run_dir: Path, out: Path, dataset: Path | None, fmt: str) -> None:
     """Write the raw validation and test rows of a run, to score them with `predict` or elsewhere.
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from crossctr.clioptions import FOLDER, NO_PROGRESS
+from crossctr.clioptions import NO_PROGRESS, out_folder
 
 if TYPE_CHECKING:
     from crossctr.data.prepare import PrepareOptions
@@ -39,12 +39,7 @@ _batch = click.option(
 
 @click.command("prepare")
 @click.argument("dataset_yaml", type=_YAML)
-@click.option(
-    "--out",
-    type=FOLDER,
-    required=True,
-    help="Prepared folder to write (or reuse when the inputs are unchanged).",
-)
+@out_folder("Prepared folder to write (or reuse when the inputs are unchanged).")
 @_memory
 @_batch
 @click.option("--force", is_flag=True, help="Rebuild even when the inputs are unchanged.")
@@ -98,12 +93,7 @@ def prepare_command(
 
 @click.command("inspect")
 @click.argument("dataset_yaml", type=_YAML)
-@click.option(
-    "--out",
-    type=FOLDER,
-    required=True,
-    help="Folder for inspect.md, inspect.json and the PNG charts.",
-)
+@out_folder("Folder for inspect.md, inspect.json and the PNG charts.")
 @_memory
 @_batch
 @NO_PROGRESS

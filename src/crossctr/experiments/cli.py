@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from crossctr.clihelp import RegistryCommand
-from crossctr.clioptions import FOLDER
+from crossctr.clioptions import DATASET_CACHE, FOLDER
 
 __all__ = ["experiment"]
 
@@ -83,7 +83,7 @@ def _command(
 @click.option(
     "--cache-dir",
     type=FOLDER,
-    default=Path("runs/datasets"),
+    default=DATASET_CACHE,
     show_default=True,
     help="Where named data sets are built once and reused.",
 )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
-from crossctr.clioptions import FILE, FOLDER, RUN_DIR
+from crossctr.clioptions import FILE, NO_PROGRESS, RUN_DIR, format_option, out_folder
 
 if TYPE_CHECKING:
     from crossctr.serving.export import ExportFormat
@@ -33,9 +33,7 @@ __all__ = ["predict", "export", "serve"]
     help="Rows read, scored and written at a time (bounds memory).",
 )
 @click.option("--score-column", default="score", show_default=True, help="Name of the added probability column.")
-@click.option(
-    "--no-progress", is_flag=True, help="Hide the progress bar (hidden anyway when stderr is not a terminal)."
-)
+@NO_PROGRESS
 @click.option(
     "--encoding", default=None, help="Text encoding of a CSV INPUT (e.g. latin-1); default: the dataset's `encoding:`."
 )
@@ -78,15 +76,8 @@ def predict(
 
 @click.command()
 @RUN_DIR
-@click.option("--out", type=FOLDER, required=True, help="Export folder to write.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["onnx", "torchscript"]),
-    default="onnx",
-    show_default=True,
-    help="ONNX (served with onnxruntime) or TorchScript.",
-)
+@out_folder("Export folder to write.")
+@format_option(["onnx", "torchscript"], "ONNX (served with onnxruntime) or TorchScript.")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (17 or later).")
 @click.option(
     "--parity-rows",
