@@ -1411,7 +1411,7 @@ def main(argv: list[str] | None = None) -> int:
     log("ratios (crossctr / best peer): " + ", ".join(f"{k} {v}" for k, v in rat.items() if v is not None))
     if against is not None:
         assert against_dir is not None
-        against.update(before_after(rows, base_rows))
+        against.update(before_after(rows, base_rows), rows=[asdict(r) for r in base_rows])
         against_dir.cleanup()
         log("")
         log(f"before ({against['commit'][:7]}) and after (this tree), measured side by side in this run:")
