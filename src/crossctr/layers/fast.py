@@ -49,11 +49,12 @@ def _onednn_op() -> Any:
 
 
 _ONEDNN_LINEAR = _onednn_op()
-# Where oneDNN wins depends on the CPU. With AVX-512 it ran every shape ~2.2x faster than MKL; on
-# an AVX2-only EPYC MKL was faster on wide layers (1728 -> 512: 246 against 284 ms for forward and
-# backward, 2 threads) and oneDNN only on skinny ones (2056 -> 3: 35 against 43 ms).
-_ONEDNN_EVERY_SHAPE = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-_ONEDNN_MAX_OUT = 64  # without AVX-512: oneDNN for outputs up to this width (attention units, discriminators)
+# oneDNN on every fp32 shape. On an AVX-512 EPYC it ran every shape ~2.2x faster than MKL. On an
+# AVX2-only EPYC, on a quiet machine, it was faster or level too: scoring (8192 x 1728) -> 512
+# 1.09x (1 thread) / 1.25x (2 threads), 512 -> 256 1.18-1.42x; a training step's forward and
+# backward of 1728 -> 512 1.09x / 1.19x. (An earlier reading on that CPU with the machine shared,
+# MKL 246 against oneDNN 284 ms, had made it oneDNN for narrow outputs only there: CNAN-AT
+# scored ~9 % slower, `benchmarks/speed.py --against`.)
 
 
 def _mm_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -92,7 +93,6 @@ def _use_onednn(x: Tensor, weight: Tensor) -> bool:
         return False
     return (
         x.device.type == "cpu"
-        and (_ONEDNN_EVERY_SHAPE or weight.shape[0] <= _ONEDNN_MAX_OUT)
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.numel() > 0
