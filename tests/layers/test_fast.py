@@ -150,3 +150,27 @@ def test_autocast_input_casts_once_under_autocast_only() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = autocast_input(x)
     assert y.dtype == torch.bfloat16 and torch.equal(y, x.to(torch.bfloat16))
+
+
+@pytest.mark.skipif(fast._ONEDNN_LINEAR is None, reason="this torch build has no oneDNN")
+def test_scoring_takes_onednn_on_every_shape_training_on_narrow_ones_without_avx512(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, ...]] = []
+    real = fast._mm_t
+    monkeypatch.setattr(fast, "_mm_t", lambda a, b, bias=None: calls.append(tuple(b.shape)) or real(a, b, bias))
+    monkeypatch.setattr(fast, "_ONEDNN_TRAIN_EVERY_SHAPE", False)
+    wide, narrow = Linear(16, 128), Linear(16, 8)
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        wide(x), narrow(x)
+    assert calls == [(128, 16), (8, 16)]  # scoring: both
+    calls.clear()
+    wide(x).sum().backward()
+    assert calls == []  # training, wide: MKL
+    narrow(x).sum().backward()
+    assert calls and calls[0] == (8, 16)  # training, narrow: oneDNN forward (and backward)
+    monkeypatch.setattr(fast, "_ONEDNN_TRAIN_EVERY_SHAPE", True)
+    calls.clear()
+    wide(x).sum().backward()
+    assert calls and calls[0] == (128, 16)  # AVX-512: every shape

@@ -49,12 +49,16 @@ def _onednn_op() -> Any:
 
 
 _ONEDNN_LINEAR = _onednn_op()
-# oneDNN on every fp32 shape. On an AVX-512 EPYC it ran every shape ~2.2x faster than MKL. On an
-# AVX2-only EPYC, on a quiet machine, it was faster or level too: scoring (8192 x 1728) -> 512
-# 1.09x (1 thread) / 1.25x (2 threads), 512 -> 256 1.18-1.42x; a training step's forward and
-# backward of 1728 -> 512 1.09x / 1.19x. (An earlier reading on that CPU with the machine shared,
-# MKL 246 against oneDNN 284 ms, had made it oneDNN for narrow outputs only there: CNAN-AT
-# scored ~9 % slower, `benchmarks/speed.py --against`.)
+# Which fp32 products go through oneDNN. Scoring (no autograd): every shape; a training step: every
+# shape on AVX-512, else outputs up to _ONEDNN_TRAIN_MAX_OUT wide. Measured on AMD EPYCs: with
+# AVX-512 oneDNN ran every shape ~2.2x faster than MKL. AVX2 only, quiet machine: forward alone
+# oneDNN was faster or level on every shape (8192 x 1728 -> 512 1.09x at 1 thread, 1.25x at 2;
+# 512 -> 256 1.18-1.42x), but forward + backward went either way by shape (1536 -> 1536: MKL 539
+# against 667 ms, 1728 -> 512: oneDNN 197 against 210, 2 threads). On the user's path
+# (`benchmarks/speed.py --against`) this split trained DCN 1.09-1.36x faster than oneDNN
+# everywhere and scored CNAN-AT ~9 % faster than MKL on the wide layers.
+_ONEDNN_TRAIN_EVERY_SHAPE = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+_ONEDNN_TRAIN_MAX_OUT = 64  # attention units, discriminators
 
 
 def _mm_t(a: Tensor, b: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -88,11 +92,12 @@ def _symbolic(x: Tensor) -> bool:
     return torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
-def _use_onednn(x: Tensor, weight: Tensor) -> bool:
+def _use_onednn(x: Tensor, weight: Tensor, training: bool) -> bool:
     if _ONEDNN_LINEAR is None or _symbolic(x):
         return False
     return (
         x.device.type == "cpu"
+        and (not training or _ONEDNN_TRAIN_EVERY_SHAPE or weight.shape[0] <= _ONEDNN_TRAIN_MAX_OUT)
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and x.numel() > 0
@@ -108,15 +113,16 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         >>> torch.allclose(linear(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-6)
         True
     """
-    if not _use_onednn(x, weight):
+    training = torch.is_grad_enabled() and (
+        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    if not _use_onednn(x, weight, training):
         return F.linear(x, weight, bias)
     # oneDNN is fast on row-major operands (and their transposes, as backward uses them) but falls
     # back to a slow reference kernel on other strides, e.g. a column slice of a weight.
     x2 = x.reshape(-1, x.shape[-1]).contiguous()  # (M, K)
     weight = weight.contiguous()
-    if torch.is_grad_enabled() and (
-        x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
-    ):
+    if training:
         y = _OneDNNLinear.apply(x2, weight, bias)
     else:
         y = _mm_t(x2, weight, bias)
